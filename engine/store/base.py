@@ -1,0 +1,180 @@
+"""The `Store` protocol: what every storage backend of the engine offers.
+
+A store holds, for the whole engine:
+
+- a key/value space of byte strings (actor state snapshots, records, idempotency keys),
+- append-only logs named by stream (e.g. the messages of one thread, the dead letters),
+- sorted indexes with tags (e.g. tickets by last activity, filterable by state),
+- the durable timer index (absolute wall-clock due times, paged in by due time),
+- the event log: gap-free sequence numbers from 1, replayable from any number.
+
+Every write goes through `Store.commit(batch)`, which applies a `Batch` atomically and
+returns only once the batch is durable. Backends may merge concurrent commits into one
+transaction (group commit), but each batch is all-or-nothing and commits are applied in
+the order in which `commit` was called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """A store could not carry out a read or a write; nothing of a failed batch is applied."""
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    """Put `member` into sorted index `index` with `score` and a set of `tags`.
+
+    Tags are short strings such as ``"state=open"``; a query names the tags a member must
+    all have. Putting a member again replaces its score and tags.
+    """
+
+    index: str
+    member: str
+    score: float
+    tags: frozenset[str]
+
+
+@dataclass(slots=True)
+class Batch:
+    """An atomic group of writes. Build one, then hand it to `Store.commit`."""
+
+    puts: dict[str, bytes] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    appends: list[tuple[str, bytes]] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)
+    timers: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    timer_deletes: set[str] = field(default_factory=set)
+    index_puts: list[IndexEntry] = field(default_factory=list)
+    index_deletes: list[tuple[str, str]] = field(default_factory=list)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Set `key` to `value` (a later delete of the same key in this batch wins)."""
+        self.deletes.discard(key)
+        self.puts[key] = value
+
+    def delete(self, key: str) -> None:
+        """Remove `key`."""
+        self.puts.pop(key, None)
+        self.deletes.add(key)
+
+    def append(self, stream: str, record: bytes) -> None:
+        """Append `record` to the log `stream`."""
+        self.appends.append((stream, record))
+
+    def event(self, payload: bytes) -> None:
+        """Append `payload` to the event log; it gets the next sequence number."""
+        self.events.append(payload)
+
+    def set_timer(self, key: str, due: float, payload: bytes) -> None:
+        """Store durable timer `key`, due at wall-clock time `due` (epoch seconds)."""
+        self.timer_deletes.discard(key)
+        self.timers[key] = (due, payload)
+
+    def cancel_timer(self, key: str) -> None:
+        """Remove durable timer `key` if it exists."""
+        self.timers.pop(key, None)
+        self.timer_deletes.add(key)
+
+    def index(self, index: str, member: str, score: float, tags: frozenset[str]) -> None:
+        """Put `member` in `index` with `score` and `tags` (replacing what it had)."""
+        self.index_puts.append(IndexEntry(index, member, score, tags))
+
+    def unindex(self, index: str, member: str) -> None:
+        """Take `member` out of `index`."""
+        self.index_puts = [e for e in self.index_puts if (e.index, e.member) != (index, member)]
+        self.index_deletes.append((index, member))
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.puts
+            or self.deletes
+            or self.appends
+            or self.events
+            or self.timers
+            or self.timer_deletes
+            or self.index_puts
+            or self.index_deletes
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class DueTimer:
+    """A durable timer read back from the store."""
+
+    key: str
+    due: float
+    payload: bytes
+
+
+class Store(Protocol):
+    """Storage for the engine. Implementations: memory, sqlite, redis (one contract suite)."""
+
+    async def commit(self, batch: Batch) -> list[int]:
+        """Apply `batch` atomically and durably; return the sequence numbers of its events.
+
+        Deletes are applied before puts of the same batch (puts and deletes of one key
+        never both appear, `Batch` keeps them apart). Index deletes are applied before
+        index puts. Raises `StoreError` when the batch could not be made durable.
+        """
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The value of `key`, or None."""
+        ...
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of `keys`, in order (None where missing)."""
+        ...
+
+    async def log_tail(self, stream: str, n: int) -> list[bytes]:
+        """The last `n` records of `stream`, oldest first."""
+        ...
+
+    async def log_length(self, stream: str) -> int:
+        """How many records `stream` holds."""
+        ...
+
+    async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """Events with sequence number > `seq`, ascending, at most `limit`."""
+        ...
+
+    async def last_event_seq(self) -> int:
+        """The highest event sequence number so far, 0 if none."""
+        ...
+
+    async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
+        """Durable timers due at or before `until`, earliest first, at most `limit`."""
+        ...
+
+    async def next_timer_due(self) -> float | None:
+        """The due time of the earliest durable timer, or None."""
+        ...
+
+    async def index_query(
+        self,
+        index: str,
+        tags: frozenset[str],
+        limit: int,
+        *,
+        descending: bool = True,
+        after: tuple[float, str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Members of `index` that have all `tags`, as (member, score), ordered by score.
+
+        `descending` orders highest score first; ties are broken by member, in the same
+        direction. `after` is the (score, member) of the last row of the previous page:
+        only rows strictly beyond it in that order are returned.
+        """
+        ...
+
+    async def index_count(self, index: str, tags: frozenset[str]) -> int:
+        """How many members of `index` have all `tags`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads; the store is unusable afterwards."""
+        ...

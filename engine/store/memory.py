@@ -1,0 +1,116 @@
+"""`MemoryStore`: the store in plain Python structures, for tests and the benchmarks' baseline."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import defaultdict
+
+import trio
+
+from engine.store.base import Batch, DueTimer, StoreError
+
+
+class MemoryStore:
+    """A `Store` that keeps everything in memory; `commit` is atomic and immediate."""
+
+    def __init__(self) -> None:
+        self._kv: dict[str, bytes] = {}
+        self._logs: defaultdict[str, list[bytes]] = defaultdict(list)
+        self._events: list[bytes] = []
+        self._timers: dict[str, tuple[float, bytes]] = {}
+        self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(
+            dict
+        )
+        self._closed = False
+        self.fail_writes = False  # tests set this to see failed writes surface
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    async def commit(self, batch: Batch) -> list[int]:
+        self._check()
+        await trio.lowlevel.checkpoint()
+        if self.fail_writes:
+            raise StoreError("write refused (fail_writes is set)")
+        for key in batch.deletes:
+            self._kv.pop(key, None)
+        self._kv.update(batch.puts)
+        for stream, record in batch.appends:
+            self._logs[stream].append(record)
+        first = len(self._events) + 1
+        self._events.extend(batch.events)
+        for key in batch.timer_deletes:
+            self._timers.pop(key, None)
+        self._timers.update(batch.timers)
+        for index, member in batch.index_deletes:
+            self._indexes[index].pop(member, None)
+        for entry in batch.index_puts:
+            self._indexes[entry.index][entry.member] = (entry.score, entry.tags)
+        return list(range(first, first + len(batch.events)))
+
+    async def get(self, key: str) -> bytes | None:
+        self._check()
+        return self._kv.get(key)
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        self._check()
+        return [self._kv.get(k) for k in keys]
+
+    async def log_tail(self, stream: str, n: int) -> list[bytes]:
+        self._check()
+        log = self._logs.get(stream, [])
+        return log[-n:] if n > 0 else []
+
+    async def log_length(self, stream: str) -> int:
+        self._check()
+        return len(self._logs.get(stream, []))
+
+    async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        self._check()
+        start = max(seq, 0)
+        return [(i + 1, e) for i, e in enumerate(self._events[start : start + limit], start)]
+
+    async def last_event_seq(self) -> int:
+        self._check()
+        return len(self._events)
+
+    async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
+        self._check()
+        due = ((d, k, p) for k, (d, p) in self._timers.items() if d <= until)
+        return [DueTimer(k, d, p) for d, k, p in heapq.nsmallest(limit, due)]
+
+    async def next_timer_due(self) -> float | None:
+        self._check()
+        return min((d for d, _ in self._timers.values()), default=None)
+
+    async def index_query(
+        self,
+        index: str,
+        tags: frozenset[str],
+        limit: int,
+        *,
+        descending: bool = True,
+        after: tuple[float, str] | None = None,
+    ) -> list[tuple[str, float]]:
+        self._check()
+        rows = sorted(
+            (score, member)
+            for member, (score, have) in self._indexes.get(index, {}).items()
+            if tags <= have
+        )
+        if descending:
+            rows.reverse()
+            if after is not None:
+                rows = [r for r in rows if r < after]
+        elif after is not None:
+            rows = rows[bisect.bisect_right(rows, after) :]
+        return [(m, s) for s, m in rows[:limit]]
+
+    async def index_count(self, index: str, tags: frozenset[str]) -> int:
+        self._check()
+        return sum(1 for _, have in self._indexes.get(index, {}).values() if tags <= have)
+
+    async def aclose(self) -> None:
+        self._closed = True
