@@ -1,0 +1,350 @@
+"""The engine's TOML configuration file (PROTOCOL.md, "Configuration file"), decoded and
+checked into a `Config`.
+
+Every key is optional. A file the engine cannot use raises `ConfigError`, whose text
+names the field (`sms.sender: alphanumeric sender IDs cannot receive messages`), which
+`tidings serve` prints as `config error: …` before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zoneinfo
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "DEFAULT_STORE",
+    "AccountConfig",
+    "AgentConfig",
+    "ApiConfig",
+    "Config",
+    "ConfigError",
+    "EmailConfig",
+    "ServerConfig",
+    "SmsConfig",
+    "TimingConfig",
+    "load_config",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_STORE = "sqlite:///./tidings.db"
+
+
+class ConfigError(Exception):
+    """A configuration the engine cannot use; `field_path` is the dotted key
+    (`sms.sender`, `agents[1].token`), `reason` says what is wrong with it."""
+
+    def __init__(self, field_path: str, reason: str) -> None:
+        super().__init__(f"{field_path}: {reason}" if field_path else reason)
+        self.field_path = field_path
+        self.reason = reason
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Base of every section: unknown keys are refused, values are immutable."""
+
+
+class ServerConfig(_Section):
+    """`[server]`: where the engine listens, its store, and its public address."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    store: str = DEFAULT_STORE
+    public_url: str = ""
+
+
+class AccountConfig(_Section):
+    """`[account]`: the brand."""
+
+    name: str = "Acme"
+    organization_prefix: str = "Acme"
+    timezone: str = "America/New_York"
+    logo_url: str = ""
+    privacy_url: str = ""
+    terms_url: str = ""
+    ecommerce: str = ""
+
+
+class SmsConfig(_Section):
+    """`[sms]`: the brand's sender and the outbound SMS provider. `auth_token`, when
+    set, also makes inbound webhooks require a valid signature."""
+
+    sender: str = ""
+    provider: str = "outbox"
+    account_sid: str = ""
+    auth_token: str = ""
+    base_url: str = "https://api.twilio.com"
+
+
+class EmailConfig(_Section):
+    """`[email]`: the support address (sender of follow-ups; none means no follow-up
+    e-mails, R16) and the mail server (`outbox` records instead of sending)."""
+
+    support_address: str = ""
+    smtp_url: str = "outbox"
+
+
+class AgentConfig(_Section):
+    """One `[[agents]]` entry. `name` defaults to `id`; the role is checked by R29
+    when the agent connects, not here."""
+
+    id: str = ""
+    name: str = ""
+    role: str = "support"
+    token: str = ""
+
+
+class ApiConfig(_Section):
+    """`[api]`: bearer keys accepted on `/api/*`."""
+
+    keys: list[str] = msgspec.field(default_factory=list)
+
+
+class TimingConfig(_Section):
+    """`[timing]`: durations in seconds (shorter values are for tests)."""
+
+    followup_delay_s: float = 180.0
+    offline_grace_s: float = 10.0
+    idle_timeout_s: float = 30.0
+
+
+class Config(_Section):
+    """The whole configuration. `settings` is the raw `[settings]` table, validated
+    by the inbox when it seeds the settings object."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    account: AccountConfig = msgspec.field(default_factory=AccountConfig)
+    sms: SmsConfig = msgspec.field(default_factory=SmsConfig)
+    email: EmailConfig = msgspec.field(default_factory=EmailConfig)
+    agents: list[AgentConfig] = msgspec.field(default_factory=list)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def public_base(self, bound_port: int | None = None) -> str:
+        """The base of public links and of the URLs webhook signatures are checked
+        against: `server.public_url`, else `http://host:port`. `bound_port` is the
+        port actually bound when `server.port` is 0."""
+        if self.server.public_url:
+            return self.server.public_url
+        host = self.server.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 literal
+        port = self.server.port if bound_port is None else bound_port
+        return f"http://{host}:{port}"
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read the TOML file at `path` (None: no file, all defaults), apply `overrides`
+    (dotted keys such as `"server.port"`; None values are skipped, so command-line
+    flags can be passed through as they are), and return the checked `Config`.
+    Raises `ConfigError` naming the first field that cannot be used."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ConfigError(path, f"cannot read the file: {e.strerror or e}") from None
+        try:
+            raw = msgspec.toml.decode(data)
+        except msgspec.DecodeError as e:
+            raise ConfigError(path, f"not valid TOML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    try:
+        config = msgspec.convert(raw, type=Config)
+    except msgspec.ValidationError as e:
+        raise _translate(e) from None
+    return _checked(config)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, key = dotted.split(".")
+    table = raw
+    walked: list[str] = []
+    for name in sections:
+        walked.append(name)
+        child = table.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(walked), "expected a table")
+        table = child
+    table[key] = value
+
+
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$(?P<at>.*)`)?$")
+_EXPECTED = re.compile(
+    r"^Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`(?: - at `\$(?P<at>.*)`)?$"
+)
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<at>.*)`)?$")
+# msgspec names types as JSON does; a TOML user thinks in tables.
+_TOML_TYPE = {"object": "table", "str": "string", "int": "integer", "bool": "boolean"}
+
+
+def _path(at: str | None) -> str:
+    return (at or "").lstrip(".")
+
+
+def _translate(error: msgspec.ValidationError) -> ConfigError:
+    """Turn msgspec's `… - at `$.sms.x`` messages into `sms.x: …`."""
+    text = str(error)
+    if m := _UNKNOWN.match(text):
+        base = _path(m["at"])
+        return ConfigError(f"{base}.{m['key']}" if base else m["key"], "unknown key")
+    if m := _EXPECTED.match(text):
+        want = _TOML_TYPE.get(m["want"], m["want"])
+        got = _TOML_TYPE.get(m["got"], m["got"])
+        return ConfigError(_path(m["at"]), f"expected {want}, got {got}")
+    m = _AT.match(text)
+    assert m is not None  # the pattern matches any text
+    return ConfigError(_path(m["at"]), m["msg"][:1].lower() + m["msg"][1:])
+
+
+_E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
+_SHORT_CODE = re.compile(r"^[0-9]{5,6}$")
+_STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
+
+
+def _http_url(field_path: str, value: str) -> str:
+    """An absolute http(s) URL without query or fragment, its trailing slash stripped."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ConfigError(field_path, f"not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(field_path, "must be an http:// or https:// URL")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ConfigError(field_path, "must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _check_sender(sender: str) -> None:
+    if sender == "" or _E164.match(sender) or _SHORT_CODE.match(sender):
+        return
+    if any(c.isalpha() for c in sender):
+        # R05: such senders cannot receive replies, so they cannot run an inbox.
+        raise ConfigError("sms.sender", "alphanumeric sender IDs cannot receive messages")
+    raise ConfigError(
+        "sms.sender", "must be an E.164 number (+ and 8-15 digits) or a short code (5-6 digits)"
+    )
+
+
+def _check_store(store: str) -> None:
+    if store == "memory://":
+        return
+    if store.startswith("sqlite:///") and len(store) > len("sqlite:///"):
+        return
+    if store.startswith("redis://"):
+        try:
+            parts = urlsplit(store)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if parts is not None and parts.hostname:
+            db = parts.path.lstrip("/")
+            if db == "" or db.isdigit():
+                return
+            raise ConfigError("server.store", "the Redis database must be a number")
+    raise ConfigError("server.store", "must be memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+def _check_smtp_url(url: str) -> None:
+    if url == "outbox":
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ConfigError("email.smtp_url", f"not a valid URL: {e}") from None
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError("email.smtp_url", 'must be "outbox" or an smtp:// or smtps:// URL')
+    if not parts.hostname:
+        raise ConfigError("email.smtp_url", "has no host")
+
+
+def _check_email_address(field_path: str, address: str) -> None:
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in address):
+        raise ConfigError(field_path, "not an e-mail address")
+
+
+def _check_seconds(field_path: str, value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(field_path, "must be a number of seconds greater than 0")
+
+
+def _checked(config: Config) -> Config:
+    """Check values msgspec's types cannot express; return the config with
+    normalised values (URLs without trailing slash, agent names filled in)."""
+    server = config.server
+    if not server.host:
+        raise ConfigError("server.host", "must not be empty")
+    if not 0 <= server.port <= 65535:
+        raise ConfigError("server.port", "must be between 0 and 65535")
+    _check_store(server.store)
+    if server.public_url:
+        server = msgspec.structs.replace(
+            server, public_url=_http_url("server.public_url", server.public_url)
+        )
+
+    account = config.account
+    try:
+        zoneinfo.ZoneInfo(account.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("account.timezone", f"unknown time zone {account.timezone!r}") from None
+    if account.ecommerce not in ("", "shopify"):
+        raise ConfigError("account.ecommerce", 'must be "" (none) or "shopify"')
+
+    sms = config.sms
+    _check_sender(sms.sender)
+    if sms.provider not in ("outbox", "twilio"):
+        raise ConfigError("sms.provider", 'must be "outbox" or "twilio"')
+    if sms.provider == "twilio":
+        for key in ("account_sid", "auth_token", "sender"):
+            if not getattr(sms, key):
+                raise ConfigError(f"sms.{key}", 'required when sms.provider is "twilio"')
+    sms = msgspec.structs.replace(sms, base_url=_http_url("sms.base_url", sms.base_url))
+
+    email = config.email
+    if email.support_address:
+        _check_email_address("email.support_address", email.support_address)
+    _check_smtp_url(email.smtp_url)
+
+    agents: list[AgentConfig] = []
+    ids: set[str] = set()
+    tokens: set[str] = set()
+    for i, agent in enumerate(config.agents):
+        where = f"agents[{i}]"
+        if not agent.id:
+            raise ConfigError(f"{where}.id", "must not be empty")
+        if agent.id in ids:
+            raise ConfigError(f"{where}.id", f"duplicate agent id {agent.id!r}")
+        if not agent.token:
+            raise ConfigError(f"{where}.token", "must not be empty")
+        if agent.token in tokens:
+            raise ConfigError(f"{where}.token", "the same token is given to another agent")
+        if not agent.role:
+            raise ConfigError(f"{where}.role", "must not be empty")
+        ids.add(agent.id)
+        tokens.add(agent.token)
+        agents.append(agent if agent.name else msgspec.structs.replace(agent, name=agent.id))
+
+    for i, key in enumerate(config.api.keys):
+        if not key:
+            raise ConfigError(f"api.keys[{i}]", "must not be empty")
+
+    timing = config.timing
+    for name in ("followup_delay_s", "offline_grace_s", "idle_timeout_s"):
+        _check_seconds(f"timing.{name}", getattr(timing, name))
+
+    return msgspec.structs.replace(config, server=server, sms=sms, agents=agents)
