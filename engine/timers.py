@@ -1,0 +1,193 @@
+"""One timer service per engine: keyed timers on a heap, volatile or durable.
+
+A timer delivers a message to an actor when it is due. Timers have keys: setting a key
+again replaces its timer (that is how a debounce is written) and a key can be cancelled.
+
+- *Volatile* timers live in memory only, on trio's clock.
+- *Durable* timers (reminders) are written to the store with an absolute wall-clock due
+  time, inside the batch of the actor turn that sets them, so they are exactly as durable
+  as the state change they belong to. The service pages them in by due time, a window
+  ahead (never all at start-up), and when one fires it is delivered as a `TimerFire`; after
+  the actor has handled it the store entry is deleted, unless the handler set the key
+  again. A crash between the two can deliver it again, so handlers of durable timers check
+  their state (a snooze wakes only a ticket still snoozed until that time).
+
+Cancelled and replaced timers are dropped lazily when they reach the top of the heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from engine.actor import Address
+from engine.errors import EngineError, MailboxFull
+from engine.store.base import Batch
+
+if TYPE_CHECKING:
+    from engine.system import Engine
+
+# entry layout (a list, the smallest mutable record): [due (trio time), key, address,
+# wall due (durable) or None (volatile), message]
+_DUE, _KEY, _ADDRESS, _WALL, _MSG = range(5)
+
+
+class TimerFire:
+    """The envelope of a durable timer's message, so the engine can delete the timer once
+    the message has been handled."""
+
+    __slots__ = ("key", "due", "msg")
+
+    def __init__(self, key: str, due: float, msg: Any) -> None:
+        self.key = key
+        self.due = due
+        self.msg = msg
+
+
+class Timers:
+    """The engine's timer service. Use `after`/`cancel` for volatile timers and
+    `set_durable`/`cancel_durable` (inside a turn's batch) for durable ones."""
+
+    def __init__(self, engine: Engine, *, window: float = 60.0, page: int = 10_000) -> None:
+        self._engine = engine
+        self.window = window
+        self.page = page
+        self._heap: list[list[Any]] = []
+        self._by_key: dict[str, list[Any]] = {}
+        self._types: dict[str, type] = {}
+        self._in_flight: set[str] = set()
+        self._horizon = -math.inf  # durable timers due up to here are in memory
+        self._wake_at = math.inf
+        self._lot = trio.lowlevel.ParkingLot()
+        self.fired_count = 0
+
+    def know(self, kind: str, msg_type: type) -> None:
+        """Let durable timers carry `msg_type` to actors of `kind`."""
+        self._types[f"{kind}/{msg_type.__name__}"] = msg_type
+
+    @property
+    def pending(self) -> int:
+        """Timers set and not yet fired or cancelled (durable ones: those paged in)."""
+        return len(self._by_key)
+
+    # -- volatile -----------------------------------------------------------------------
+
+    def after(self, key: str, delay: float, address: Address, msg: Any) -> None:
+        """Deliver `msg` to `address` in `delay` seconds (trio time), replacing timer `key`."""
+        self._push(trio.current_time() + delay, key, address, None, msg)
+
+    def cancel(self, key: str) -> None:
+        """Forget timer `key` (volatile, or the in-memory copy of a durable one)."""
+        self._by_key.pop(key, None)
+
+    # -- durable ------------------------------------------------------------------------
+
+    def set_durable(self, batch: Batch, key: str, due: float, address: Address, msg: Any) -> None:
+        """Add durable timer `key` (due at wall time `due`) to `batch`, replacing the old."""
+        name = f"{address[0]}/{type(msg).__name__}"
+        if name not in self._types:
+            raise EngineError(f"durable timer message {name} is not a handled message type")
+        payload = msgspec.msgpack.encode((address[0], address[1], name, msg))
+        batch.set_timer(key, due, payload)
+        if due <= self._horizon:
+            self._push(self._to_trio(due), key, address, due, msg)
+        else:
+            self._by_key.pop(key, None)
+
+    def cancel_durable(self, batch: Batch, key: str) -> None:
+        """Add the cancelling of durable timer `key` to `batch`."""
+        batch.cancel_timer(key)
+        self._by_key.pop(key, None)
+
+    async def fired(self, fire: TimerFire) -> None:
+        """The message of durable timer `fire` was handled: delete it from the store."""
+        self._in_flight.discard(fire.key)
+        if fire.key in self._by_key:
+            return  # the handler set the key again
+        batch = Batch()
+        batch.cancel_timer(fire.key)
+        await self._engine.store.commit(batch)
+
+    # -- the service ----------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fire timers as they fall due; page durable timers in a window ahead."""
+        self._horizon = -math.inf
+        self._in_flight.clear()
+        await self._page_in()
+        task_status.started()
+        heap = self._heap
+        while True:
+            now = trio.current_time()
+            fired = 0
+            while heap and heap[0][_DUE] <= now:
+                entry = heapq.heappop(heap)
+                key = entry[_KEY]
+                if self._by_key.get(key) is entry:
+                    del self._by_key[key]
+                    self._fire(entry)
+                    fired += 1
+                    if fired % 1000 == 0:
+                        await trio.lowlevel.checkpoint()
+            wall = self._engine.clock.now()
+            if wall >= self._horizon - self.window / 2:
+                await self._page_in()
+                wall = self._engine.clock.now()
+            now = trio.current_time()
+            page_at = now + max(self._horizon - self.window / 2 - wall, 0.0)
+            self._wake_at = min(heap[0][_DUE] if heap else math.inf, page_at)
+            with trio.move_on_at(self._wake_at):
+                await self._lot.park()
+
+    def _to_trio(self, wall_due: float) -> float:
+        return trio.current_time() + (wall_due - self._engine.clock.now())
+
+    def _push(self, due: float, key: str, address: Address, wall: float | None, msg: Any) -> None:
+        old = self._by_key.get(key)
+        if old is not None and old[_DUE] == due:
+            old[_ADDRESS], old[_WALL], old[_MSG] = address, wall, msg  # same place in heap
+            return
+        entry = [due, key, address, wall, msg]
+        self._by_key[key] = entry
+        heapq.heappush(self._heap, entry)
+        if due < self._wake_at:
+            self._wake_at = due
+            self._lot.unpark_all()
+
+    def _fire(self, entry: list[Any]) -> None:
+        address: Address = entry[_ADDRESS]
+        wall = entry[_WALL]
+        msg = entry[_MSG] if wall is None else TimerFire(entry[_KEY], wall, entry[_MSG])
+        if wall is not None:
+            self._in_flight.add(entry[_KEY])
+        try:
+            self._engine.tell_nowait(address, msg)
+            self.fired_count += 1
+        except MailboxFull:
+            # try again shortly rather than block every other timer behind one actor
+            self._in_flight.discard(entry[_KEY])
+            self._push(trio.current_time() + 0.01, entry[_KEY], address, wall, entry[_MSG])
+
+    async def _page_in(self) -> None:
+        now = self._engine.clock.now()
+        until = now + self.window
+        due = await self._engine.store.due_timers(until, self.page)
+        for timer in due:
+            if timer.key in self._in_flight:
+                continue
+            known = self._by_key.get(timer.key)
+            if known is not None and known[_WALL] == timer.due:
+                continue
+            kind, key, name, raw = msgspec.msgpack.decode(
+                timer.payload, type=tuple[str, str, str, msgspec.Raw]
+            )
+            msg_type = self._types.get(name)
+            if msg_type is None:
+                continue  # written by a newer version; it stays in the store
+            msg: Any = msgspec.msgpack.decode(raw, type=msg_type)
+            self._push(self._to_trio(timer.due), timer.key, (kind, key), timer.due, msg)
+        self._horizon = due[-1].due - 1e-6 if len(due) == self.page else until

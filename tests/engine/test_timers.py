@@ -1,0 +1,149 @@
+"""The timer service: keyed volatile timers (debounce), durable timers that survive
+passivation and restarts, fire once, and are paged in by due time."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from engine import Actor, Batch, TrioWallClock, handler, open_engine
+from engine.store.memory import MemoryStore
+
+START = 1_800_000_000.0  # a fixed wall-clock start for every test
+
+
+class Ring(msgspec.Struct):
+    label: str
+
+
+class Arm(msgspec.Struct):
+    key: str
+    due: float
+    label: str
+
+
+class Disarm(msgspec.Struct):
+    key: str
+
+
+class BellActor(Actor):
+    """Records when each ring arrives (wall time) in the store; arms durable timers."""
+
+    kind = "bell"
+    __slots__ = ()
+
+    @handler
+    async def ring(self, msg: Ring) -> None:
+        batch = Batch()
+        batch.append(f"rings:{self.key}", f"{msg.label}@{self.engine.clock.now():.3f}".encode())
+        await self.engine.commit(batch)
+
+    @handler
+    async def arm(self, msg: Arm) -> None:
+        batch = Batch()
+        self.engine.timers.set_durable(batch, msg.key, msg.due, self.address, Ring(msg.label))
+        await self.engine.commit(batch)
+
+    @handler
+    async def disarm(self, msg: Disarm) -> None:
+        batch = Batch()
+        self.engine.timers.cancel_durable(batch, msg.key)
+        await self.engine.commit(batch)
+
+
+async def rings(store: MemoryStore, key: str = "b") -> list[str]:
+    return [r.decode() for r in await store.log_tail(f"rings:{key}", 1000)]
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_volatile_timer_fires_after_its_delay(clock: trio.testing.MockClock) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        engine.timers.after("t1", 30, ("bell", "b"), Ring("a"))
+        await trio.sleep(29)
+        assert await rings(store) == []
+        await trio.sleep(2)
+        assert await rings(store) == [f"a@{START + 30:.3f}"]
+
+
+async def test_setting_a_key_again_replaces_its_timer_which_is_a_debounce(
+    clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        for i in range(5):  # a burst: each one moves the timer
+            engine.timers.after("debounce", 180, ("bell", "b"), Ring(f"r{i}"))
+            await trio.sleep(60)
+        await trio.sleep(200)
+        assert await rings(store) == [f"r4@{START + 240 + 180:.3f}"]
+
+
+async def test_cancelled_timer_never_fires(clock: trio.testing.MockClock) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        engine.timers.after("c", 10, ("bell", "b"), Ring("x"))
+        engine.timers.cancel("c")
+        await trio.sleep(20)
+        assert await rings(store) == []
+        assert engine.timers.pending == 0
+
+
+async def test_durable_timer_survives_passivation(clock: trio.testing.MockClock) -> None:
+    store = MemoryStore()
+    async with open_engine(
+        store, [BellActor], clock=TrioWallClock(START), idle_timeout=60
+    ) as engine:
+        await engine.ask(("bell", "b"), Arm("k", START + 3600, "wake"))
+        await trio.sleep(600)
+        assert engine.resident == 0  # passivated long before the timer is due
+        await trio.sleep(3100)
+        assert await rings(store) == [f"wake@{START + 3600:.3f}"]
+        assert await store.next_timer_due() is None  # deleted once handled
+
+
+async def test_durable_timer_survives_a_restart_and_fires_once(
+    clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        await engine.ask(("bell", "b"), Arm("snooze", START + 7200, "up"))
+        await trio.sleep(100)
+    # a new engine on the same store, as after a restart of the process
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START + 100)):
+        await trio.sleep(7200)
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START + 7300)):
+        await trio.sleep(100)
+    assert await rings(store) == [f"up@{START + 7200:.3f}"]
+
+
+async def test_durable_timer_replaced_and_cancelled_by_key(clock: trio.testing.MockClock) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        await engine.ask(("bell", "b"), Arm("k", START + 10, "first"))
+        await engine.ask(("bell", "b"), Arm("k", START + 20, "second"))
+        await engine.ask(("bell", "b"), Arm("gone", START + 15, "never"))
+        await engine.ask(("bell", "b"), Disarm("gone"))
+        await trio.sleep(30)
+        assert await rings(store) == [f"second@{START + 20:.3f}"]
+
+
+async def test_durable_timers_are_paged_in_by_due_time_not_all_at_start(
+    clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        for i in range(100):  # one a day for 100 days
+            await engine.ask(("bell", "b"), Arm(f"d{i}", START + 86400 * (i + 1), f"day{i}"))
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        engine.timers.window = 3600
+        await trio.sleep(1)
+        assert engine.timers.pending == 0  # nothing due within the window is loaded
+        await trio.sleep(86400 * 3)
+        assert engine.timers.pending <= 1
+        assert len(await rings(store)) == 3
