@@ -1,0 +1,501 @@
+"""Outbound SMS providers: the outbox, and the Twilio REST client against fake endpoints
+(httpx.MockTransport for the unit cases, a real hypercorn server on a socket for the rest)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
+from transports.sms_providers import OutboxSms, TwilioError, TwilioSms
+
+SID = "AC0123456789"
+TOKEN = "s3cret"
+SMS = OutboundSms(
+    message_id="m-1",
+    to="+393331234567",
+    sender="+15550001111",
+    body="Ciao! Il tuo ordine è partito 📦",
+    media=("https://cdn.acme.example/a.gif", "https://cdn.acme.example/b.png"),
+)
+CALLBACK = "https://support.acme.example/sms/status"
+
+
+def created(sid: str = "SM1", status: str = "queued") -> httpx.Response:
+    return httpx.Response(201, json={"sid": sid, "status": status, "to": SMS.to})
+
+
+def refused(status: int, code: int, message: str) -> httpx.Response:
+    return httpx.Response(
+        status, json={"code": code, "message": message, "more_info": "https://x", "status": status}
+    )
+
+
+def scripted(
+    *answers: httpx.Response | Exception,
+) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    """A transport answering each request with the next scripted answer (or raising it)."""
+    requests: list[httpx.Request] = []
+    queue = list(answers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        answer = queue.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return requests, httpx.MockTransport(handler)
+
+
+def provider(transport: httpx.MockTransport, **kwargs: object) -> TwilioSms:
+    options: dict[str, object] = {
+        "backoff_initial_s": 0.001,
+        "backoff_max_s": 0.004,
+        "jitter": lambda: 0.5,
+    }
+    options.update(kwargs)
+    return TwilioSms(
+        SID,
+        TOKEN,
+        "http://twilio.test/",
+        CALLBACK,
+        httpx.AsyncClient(transport=transport),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+# ---------------------------------------------------------------- outbox
+
+
+async def test_outbox_records_and_answers_sent() -> None:
+    outbox: SmsProvider = OutboxSms()
+    receipt = await outbox.send(SMS)
+    assert receipt == SmsReceipt(provider_id="outbox-m-1", status="sent")
+    assert isinstance(outbox, OutboxSms) and outbox.sent == [SMS]
+    await outbox.aclose()
+
+
+async def test_r30_outbox_records_a_retried_message_once() -> None:
+    outbox = OutboxSms()
+    first = await outbox.send(SMS)
+    again = await outbox.send(SMS)
+    other = await outbox.send(OutboundSms(message_id="m-2", to=SMS.to, sender=SMS.sender, body="2"))
+    assert first == again
+    assert other.provider_id == "outbox-m-2"
+    assert [s.message_id for s in outbox.sent] == ["m-1", "m-2"]
+    assert outbox.receipt("m-1") == first and outbox.receipt("nope") is None
+
+
+async def test_outbox_failures_can_be_injected() -> None:
+    outbox = OutboxSms()
+    outbox.fail_next(DeliveryError("down"), times=2)
+    for _ in range(2):
+        with pytest.raises(DeliveryError):
+            await outbox.send(SMS)
+    assert outbox.sent == []
+    assert (await outbox.send(SMS)).status == "sent"
+
+
+# ---------------------------------------------------------------- twilio, mocked transport
+
+
+async def test_twilio_posts_the_protocol_request() -> None:
+    requests, transport = scripted(created("SM42", "queued"))
+    twilio = provider(transport)
+    receipt = await twilio.send(SMS)
+    assert receipt == SmsReceipt(provider_id="SM42", status="queued")
+    (request,) = requests
+    assert request.method == "POST"
+    assert str(request.url) == f"http://twilio.test/2010-04-01/Accounts/{SID}/Messages.json"
+    assert twilio.messages_url == str(request.url)
+    assert (
+        request.headers["Authorization"]
+        == "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+    )
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.headers["Idempotency-Key"] == "m-1"
+    assert parse_qsl(request.content.decode()) == [
+        ("To", SMS.to),
+        ("From", SMS.sender),
+        ("Body", SMS.body),
+        ("MediaUrl", SMS.media[0]),
+        ("MediaUrl", SMS.media[1]),
+        ("StatusCallback", CALLBACK),
+    ]
+
+
+async def test_twilio_without_media_or_callback_sends_only_text_fields() -> None:
+    requests, transport = scripted(created())
+    twilio = TwilioSms(
+        SID, TOKEN, "http://twilio.test", None, httpx.AsyncClient(transport=transport)
+    )
+    await twilio.send(OutboundSms(message_id="m-3", to=SMS.to, sender=SMS.sender, body="hi"))
+    assert parse_qsl(requests[0].content.decode()) == [
+        ("To", SMS.to),
+        ("From", SMS.sender),
+        ("Body", "hi"),
+    ]
+
+
+async def test_twilio_media_only_message_has_no_empty_body() -> None:
+    requests, transport = scripted(created())
+    twilio = provider(transport)
+    await twilio.send(
+        OutboundSms(
+            message_id="m", to=SMS.to, sender=SMS.sender, body="", media=("https://x/a.png",)
+        )
+    )
+    assert [k for k, _ in parse_qsl(requests[0].content.decode())] == [
+        "To",
+        "From",
+        "MediaUrl",
+        "StatusCallback",
+    ]
+
+
+async def test_r30_twilio_retries_500_then_records_one_result() -> None:
+    requests, transport = scripted(
+        httpx.Response(500, text="oops"), refused(503, 20503, "Service unavailable"), created("SM7")
+    )
+    receipt = await provider(transport).send(SMS)
+    assert receipt.provider_id == "SM7"
+    assert len(requests) == 3
+    # every attempt is the same request, with the same idempotency key
+    assert {r.content for r in requests} == {requests[0].content}
+    assert {r.headers["Idempotency-Key"] for r in requests} == {"m-1"}
+
+
+async def test_twilio_retries_429_after_retry_after() -> None:
+    requests, transport = scripted(
+        httpx.Response(
+            429, headers={"Retry-After": "0"}, json={"code": 20429, "message": "Too Many Requests"}
+        ),
+        created("SM8"),
+    )
+    assert (await provider(transport).send(SMS)).provider_id == "SM8"
+    assert len(requests) == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ReadTimeout("slow"),
+        httpx.ConnectTimeout("slow"),
+        httpx.ConnectError("refused"),
+        httpx.RemoteProtocolError("server disconnected"),
+    ],
+)
+async def test_twilio_retries_timeouts_and_connection_errors(error: Exception) -> None:
+    requests, transport = scripted(error, created("SM9"))
+    assert (await provider(transport).send(SMS)).provider_id == "SM9"
+    assert len(requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (400, 21211, "The 'To' number +1555 is not a valid phone number."),
+        (400, 21610, "Attempt to send to unsubscribed recipient"),
+        (401, 20003, "Authenticate"),
+        (404, 20404, "The requested resource was not found"),
+    ],
+)
+async def test_twilio_4xx_is_a_permanent_error_and_never_retried(
+    status: int, code: int, message: str
+) -> None:
+    requests, transport = scripted(refused(status, code, message), created())
+    with pytest.raises(DeliveryError) as info:
+        await provider(transport).send(SMS)
+    error = info.value
+    assert error.permanent
+    assert isinstance(error, TwilioError)
+    assert (error.http_status, error.code, error.attempts) == (status, code, 1)
+    assert str(code) in str(error) and message in str(error)
+    assert len(requests) == 1
+
+
+async def test_twilio_4xx_without_json_is_still_permanent() -> None:
+    _, transport = scripted(httpx.Response(400, text="<html>bad</html>"))
+    with pytest.raises(TwilioError) as info:
+        await provider(transport).send(SMS)
+    assert info.value.permanent and info.value.code is None and "bad" in str(info.value)
+
+
+async def test_twilio_success_without_sid_is_permanent_not_retried() -> None:
+    requests, transport = scripted(httpx.Response(201, text="not json"), created())
+    with pytest.raises(TwilioError) as info:
+        await provider(transport).send(SMS)
+    assert info.value.permanent
+    assert len(requests) == 1
+
+
+async def test_twilio_gives_up_after_max_attempts_with_a_transient_error() -> None:
+    requests, transport = scripted(*[httpx.Response(500) for _ in range(10)])
+    with pytest.raises(TwilioError) as info:
+        await provider(transport, max_attempts=4).send(SMS)
+    assert not info.value.permanent
+    assert (info.value.attempts, info.value.http_status) == (4, 500)
+    assert len(requests) == 4
+
+
+async def test_twilio_bad_scheme_is_permanent() -> None:
+    twilio = TwilioSms(SID, TOKEN, "ftp://twilio.test", None, None, max_attempts=3)
+    with pytest.raises(TwilioError) as info:
+        await twilio.send(SMS)
+    assert info.value.permanent
+    await twilio.aclose()
+
+
+async def test_twilio_backoff_doubles_with_jitter_and_is_capped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        times.append(trio.current_time())
+        return httpx.Response(503)
+
+    twilio = TwilioSms(
+        SID,
+        TOKEN,
+        "http://twilio.test",
+        None,
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        max_attempts=6,
+        backoff_initial_s=1.0,
+        backoff_max_s=4.0,
+        total_timeout_s=1000.0,
+        jitter=lambda: 1.0,  # the full step
+    )
+    with pytest.raises(TwilioError):
+        await twilio.send(SMS)
+    waits = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+async def test_twilio_jitter_waits_at_least_half_the_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        times.append(trio.current_time())
+        return httpx.Response(500)
+
+    twilio = provider(
+        httpx.MockTransport(handler),
+        max_attempts=3,
+        backoff_initial_s=2.0,
+        backoff_max_s=10.0,
+        jitter=lambda: 0.0,
+    )
+    with pytest.raises(TwilioError):
+        await twilio.send(SMS)
+    assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == [1.0, 2.0]
+
+
+async def test_twilio_total_time_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    requests, transport = scripted(*[httpx.Response(503) for _ in range(100)])
+    twilio = provider(
+        transport,
+        max_attempts=100,
+        backoff_initial_s=1.0,
+        backoff_max_s=8.0,
+        total_timeout_s=20.0,
+        jitter=lambda: 1.0,
+    )
+    start = trio.current_time()
+    with pytest.raises(TwilioError) as info:
+        await twilio.send(SMS)
+    assert trio.current_time() - start <= 20.0
+    assert not info.value.permanent
+    assert len(requests) == 5  # waits 1 + 2 + 4 + 8 = 15 s; the next 8 s would pass 20 s
+
+
+async def test_twilio_does_not_close_a_client_it_was_given() -> None:
+    _, transport = scripted(created(), created())
+    client = httpx.AsyncClient(transport=transport)
+    twilio = TwilioSms(SID, TOKEN, "http://twilio.test", None, client)
+    await twilio.aclose()
+    assert not client.is_closed
+    await client.aclose()
+
+
+# ---------------------------------------------------------------- twilio, real socket
+
+
+@dataclass
+class FakeTwilio:
+    """A tiny Twilio Messages endpoint: checks basic auth, records each form it
+    accepted, and follows a script of behaviours for successive requests."""
+
+    script: list[str] = field(default_factory=list)  # "ok", "500", "slow", "400"
+    accepted: list[list[tuple[str, str]]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    base_url: str = ""
+
+    async def messages(self, request: Request) -> Response:
+        if request.path_params["sid"] != SID:
+            return JSONResponse({"code": 20404, "message": "Not found"}, status_code=404)
+        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return JSONResponse({"code": 20003, "message": "Authenticate"}, status_code=401)
+        # request.form() would need python-multipart, which is not a dependency
+        pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        self.keys.append(request.headers.get("idempotency-key", ""))
+        behaviour = self.script.pop(0) if self.script else "ok"
+        if behaviour == "500":
+            return JSONResponse(
+                {"code": 20500, "message": "Internal Server Error"}, status_code=500
+            )
+        if behaviour == "400":
+            return JSONResponse(
+                {"code": 21211, "message": "Invalid 'To' Phone Number"}, status_code=400
+            )
+        self.accepted.append(pairs)
+        if behaviour == "slow":
+            # the message is taken, but the answer comes too late for the client
+            await trio.sleep(2)
+        return JSONResponse({"sid": f"SM{len(self.accepted)}", "status": "queued"}, status_code=201)
+
+
+@asynccontextmanager
+async def fake_twilio(script: list[str]) -> AsyncIterator[FakeTwilio]:
+    fake = FakeTwilio(script=list(script))
+    app = Starlette(
+        routes=[Route("/2010-04-01/Accounts/{sid}/Messages.json", fake.messages, methods=["POST"])]
+    )
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 0.1
+    config.accesslog = None
+    config.errorlog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve(
+                app, config, shutdown_trigger=stop.wait, task_status=task_status
+            )
+        )
+        fake.base_url = binds[0]
+        try:
+            yield fake
+        finally:
+            stop.set()
+            nursery.cancel_scope.deadline = trio.current_time() + 2
+
+
+def real_provider(fake: FakeTwilio, **kwargs: object) -> TwilioSms:
+    options: dict[str, object] = {
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.02,
+        "request_timeout_s": 2.0,
+    }
+    options.update(kwargs)
+    return TwilioSms(SID, TOKEN, fake.base_url, CALLBACK, None, **options)  # type: ignore[arg-type]
+
+
+async def test_twilio_over_a_socket_sends_auth_and_fields() -> None:
+    async with fake_twilio(["ok"]) as fake:
+        twilio = real_provider(fake)
+        try:
+            receipt = await twilio.send(SMS)
+        finally:
+            await twilio.aclose()
+    assert receipt == SmsReceipt(provider_id="SM1", status="queued")
+    assert fake.accepted == [
+        [
+            ("To", SMS.to),
+            ("From", SMS.sender),
+            ("Body", SMS.body),
+            ("MediaUrl", SMS.media[0]),
+            ("MediaUrl", SMS.media[1]),
+            ("StatusCallback", CALLBACK),
+        ]
+    ]
+
+
+async def test_r30_twilio_over_a_socket_retries_500_and_records_once() -> None:
+    async with fake_twilio(["500", "500", "ok"]) as fake:
+        twilio = real_provider(fake)
+        try:
+            receipt = await twilio.send(SMS)
+        finally:
+            await twilio.aclose()
+    assert receipt.provider_id == "SM1"
+    assert len(fake.accepted) == 1
+    assert fake.keys == ["m-1", "m-1", "m-1"]
+
+
+async def test_twilio_over_a_socket_400_is_permanent() -> None:
+    async with fake_twilio(["400", "ok"]) as fake:
+        twilio = real_provider(fake)
+        try:
+            with pytest.raises(TwilioError) as info:
+                await twilio.send(SMS)
+        finally:
+            await twilio.aclose()
+    assert info.value.permanent and info.value.code == 21211
+    assert fake.accepted == [] and len(fake.keys) == 1
+
+
+async def test_twilio_over_a_socket_wrong_token_is_permanent() -> None:
+    async with fake_twilio([]) as fake:
+        twilio = TwilioSms(SID, "wrong", fake.base_url, None, None, backoff_initial_s=0.01)
+        try:
+            with pytest.raises(TwilioError) as info:
+                await twilio.send(SMS)
+        finally:
+            await twilio.aclose()
+    assert info.value.permanent and info.value.http_status == 401
+
+
+async def test_twilio_over_a_socket_retries_a_timeout() -> None:
+    async with fake_twilio(["slow", "ok"]) as fake:
+        twilio = real_provider(fake, request_timeout_s=0.2)
+        try:
+            receipt = await twilio.send(SMS)
+        finally:
+            await twilio.aclose()
+    # The engine gets one receipt. The provider took the message twice: a timeout
+    # after the provider accepted is the documented double-send case.
+    assert receipt.provider_id == "SM2"
+    assert len(fake.accepted) == 2
+    assert fake.keys == ["m-1", "m-1"]
+
+
+async def test_twilio_connection_refused_is_transient() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        twilio = TwilioSms(
+            SID,
+            TOKEN,
+            f"http://127.0.0.1:{port}",
+            None,
+            None,
+            max_attempts=3,
+            backoff_initial_s=0.001,
+            backoff_max_s=0.002,
+        )
+        try:
+            with pytest.raises(TwilioError) as info:
+                await twilio.send(SMS)
+        finally:
+            await twilio.aclose()
+    assert not info.value.permanent and info.value.attempts == 3
+    assert "connection failed" in str(info.value)

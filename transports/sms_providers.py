@@ -1,0 +1,291 @@
+"""Outbound SMS providers (PROTOCOL.md, "Outbound SMS provider `twilio`"): the built-in
+outbox, which records messages instead of sending them, and a client of Twilio's
+Messages REST API (or any service that speaks it, at a configurable base URL).
+
+On double sends: Twilio's Messages API has no idempotency key for REST requests (its
+`I-Twilio-Idempotency-Token` header is on the webhooks Twilio sends, not on requests it
+receives). `TwilioSms` still sends the engine's `message_id` as `Idempotency-Key`, which
+a compatible provider or a proxy may honour and Twilio ignores. So when a request times
+out after the provider took the message, the retry can make the provider send the SMS
+a second time; the engine still gets one receipt and records one message (R30: at least
+once, recorded once). Only timeouts and connection errors carry that risk: a 5xx or 429
+answer means the provider did not create the message.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, urlencode
+
+import httpx
+import msgspec
+import trio
+
+from actors.outbound import DeliveryError, OutboundSms, SmsReceipt
+
+__all__ = ["OutboxSms", "TwilioError", "TwilioSms"]
+
+
+class OutboxSms:
+    """The built-in provider: every SMS is recorded in `sent` (oldest first) and
+    answered `sent` with provider id `outbox-<message_id>`, nothing leaves the machine.
+    Sending the same `message_id` again returns the first receipt and records nothing
+    new. `fail_next` makes the next sends raise, for tests of failure handling."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundSms] = []
+        self._receipts: dict[str, SmsReceipt] = {}
+        self._failures: deque[DeliveryError] = deque()
+
+    def fail_next(self, error: DeliveryError, times: int = 1) -> None:
+        """Make the next `times` sends raise `error` instead of recording the SMS."""
+        self._failures.extend([error] * times)
+
+    def receipt(self, message_id: str) -> SmsReceipt | None:
+        """The receipt given for `message_id`, None if it was never sent."""
+        return self._receipts.get(message_id)
+
+    async def send(self, sms: OutboundSms) -> SmsReceipt:
+        """Record `sms` and answer `sent`."""
+        await trio.lowlevel.checkpoint()
+        if self._failures:
+            raise self._failures.popleft()
+        receipt = self._receipts.get(sms.message_id)
+        if receipt is None:
+            receipt = SmsReceipt(provider_id=f"outbox-{sms.message_id}", status="sent")
+            self._receipts[sms.message_id] = receipt
+            self.sent.append(sms)
+        return receipt
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+        await trio.lowlevel.checkpoint()
+
+
+class TwilioError(DeliveryError):
+    """Twilio (or a compatible provider) refused or could not take a message.
+    `http_status` and `code` (Twilio's error code) are None when no answer came."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        permanent: bool,
+        http_status: int | None = None,
+        code: int | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(detail, permanent=permanent)
+        self.http_status = http_status
+        self.code = code
+        self.attempts = attempts
+
+
+class _Created(msgspec.Struct):
+    sid: str
+    status: str = "queued"
+
+
+class _Refusal(msgspec.Struct):
+    code: int | None = None
+    message: str = ""
+    more_info: str = ""
+
+
+# 408 is a timeout of the request itself and 429 asks to slow down: both are worth
+# retrying although they are 4xx. Every 5xx is retried.
+_RETRY_4XX = frozenset({408, 429})
+
+
+class TwilioSms:
+    """Sends SMS through Twilio's `POST /2010-04-01/Accounts/{sid}/Messages.json`.
+
+    Transient failures — 5xx, 408, 429, timeouts, connection errors — are retried up to
+    `max_attempts` times in all, with exponential backoff (`backoff_initial_s` doubling
+    up to `backoff_max_s`, each wait jittered between half and all of it, or the
+    provider's `Retry-After`), and never beyond `total_timeout_s` from the first try.
+    Other 4xx answers raise a permanent `TwilioError` at once. Pass `client` to share
+    an `httpx.AsyncClient` (it is then not closed by `aclose`).
+    """
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        base_url: str = "https://api.twilio.com",
+        status_callback_url: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        *,
+        max_attempts: int = 5,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        request_timeout_s: float = 10.0,
+        total_timeout_s: float = 30.0,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
+        self._status_callback_url = status_callback_url
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient()
+        self._max_attempts = max_attempts
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._request_timeout_s = request_timeout_s
+        self._total_timeout_s = total_timeout_s
+        self._jitter = jitter
+
+    @property
+    def messages_url(self) -> str:
+        """The URL messages are posted to."""
+        return self._url
+
+    def _form(self, sms: OutboundSms) -> bytes:
+        fields = [("To", sms.to), ("From", sms.sender)]
+        if sms.body or not sms.media:
+            fields.append(("Body", sms.body))
+        fields.extend(("MediaUrl", url) for url in sms.media)
+        if self._status_callback_url:
+            fields.append(("StatusCallback", self._status_callback_url))
+        return urlencode(fields).encode()
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2 ** (attempt - 1))
+        # "Equal jitter": never less than half the step, so retries do spread out but
+        # do not collapse to an immediate retry.
+        return ceiling / 2 + self._jitter() * ceiling / 2
+
+    async def send(self, sms: OutboundSms) -> SmsReceipt:
+        """Post `sms` and return Twilio's `sid` and `status`; raise `TwilioError`
+        (a `DeliveryError`) when it is refused or every attempt failed."""
+        content = self._form(sms)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+            "Idempotency-Key": sms.message_id,
+        }
+        deadline = trio.current_time() + self._total_timeout_s
+        last_failure = "no attempt made"
+        last_status: int | None = None
+        attempt = 0
+        while attempt < self._max_attempts:
+            attempt += 1
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            timeout = min(self._request_timeout_s, remaining)
+            retry_after: float | None = None
+            try:
+                response = await self._client.post(
+                    self._url,
+                    content=content,
+                    headers=headers,
+                    auth=self._auth,
+                    timeout=httpx.Timeout(timeout),
+                )
+            except httpx.TimeoutException as e:
+                last_failure, last_status = f"timed out ({type(e).__name__})", None
+            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as e:
+                last_failure, last_status = f"connection failed ({type(e).__name__}: {e})", None
+            except httpx.HTTPError as e:
+                # A bad URL or an unsupported scheme: retrying cannot help.
+                raise TwilioError(
+                    f"cannot reach the SMS provider: {type(e).__name__}: {e}",
+                    permanent=True,
+                    attempts=attempt,
+                ) from e
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._receipt(response, attempt)
+                if status < 500 and status not in _RETRY_4XX:
+                    raise self._refusal(response, attempt)
+                last_failure, last_status = self._describe(response), status
+                retry_after = _retry_after_s(response)
+            if attempt >= self._max_attempts:
+                break
+            delay = self._backoff(attempt) if retry_after is None else retry_after
+            if trio.current_time() + delay >= deadline:
+                break
+            await trio.sleep(delay)
+        raise TwilioError(
+            f"the SMS provider did not take the message after {attempt} attempt(s): {last_failure}",
+            permanent=False,
+            http_status=last_status,
+            attempts=attempt,
+        )
+
+    def _receipt(self, response: httpx.Response, attempts: int) -> SmsReceipt:
+        try:
+            created = msgspec.json.decode(response.content, type=_Created)
+        except msgspec.DecodeError as e:
+            # The provider may have taken the message: retrying could send it twice.
+            raise TwilioError(
+                f"the SMS provider answered {response.status_code} without a message sid: {e}",
+                permanent=True,
+                http_status=response.status_code,
+                attempts=attempts,
+            ) from None
+        return SmsReceipt(provider_id=created.sid, status=created.status)
+
+    @staticmethod
+    def _parse_refusal(response: httpx.Response) -> _Refusal:
+        try:
+            return msgspec.json.decode(response.content, type=_Refusal)
+        except msgspec.DecodeError:
+            return _Refusal(message=response.text[:200].strip())
+
+    def _describe(self, response: httpx.Response) -> str:
+        refusal = self._parse_refusal(response)
+        text = f"HTTP {response.status_code}"
+        if refusal.code is not None:
+            text += f", error {refusal.code}"
+        if refusal.message:
+            text += f": {refusal.message}"
+        return text
+
+    def _refusal(self, response: httpx.Response, attempts: int) -> TwilioError:
+        refusal = self._parse_refusal(response)
+        return TwilioError(
+            f"the SMS provider refused the message ({self._describe(response)})",
+            permanent=True,
+            http_status=response.status_code,
+            code=refusal.code,
+            attempts=attempts,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider made it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """The provider's `Retry-After` in seconds (delta or HTTP date), None if absent."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        date = response.headers.get("Date")
+        try:
+            now = parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            now = None
+        if now is None or when.tzinfo is None or now.tzinfo is None:
+            return None
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
