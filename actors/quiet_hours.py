@@ -151,4 +151,9 @@ def next_allowed(zone: str | None, quiet_hours: Mapping[str, object], now_utc: d
         return now
     minutes_now = local.hour * 60 + local.minute
     day = local.date() if minutes_now < start else local.date() + timedelta(days=1)
-    return local_to_utc(day, start, found)
+    while True:
+        at = local_to_utc(day, start, found)
+        # A window that lies wholly inside a daylight-saving gap never opens that day.
+        if _allowed(at.astimezone(found), start, end):
+            return at
+        day += timedelta(days=1)
