@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from transports.mail import parse_smtp_url
+
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
@@ -261,15 +263,12 @@ def _check_store(store: str) -> None:
 def _check_smtp_url(url: str) -> None:
     if url == "outbox":
         return
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as e:
-        raise ConfigError("email.smtp_url", f"not a valid URL: {e}") from None
-    if parts.scheme not in ("smtp", "smtps"):
+    if not url.startswith(("smtp://", "smtps://")):
         raise ConfigError("email.smtp_url", 'must be "outbox" or an smtp:// or smtps:// URL')
-    if not parts.hostname:
-        raise ConfigError("email.smtp_url", "has no host")
+    try:
+        parse_smtp_url(url)
+    except ValueError as e:
+        raise ConfigError("email.smtp_url", str(e)) from None
 
 
 def _check_email_address(field_path: str, address: str) -> None:
