@@ -50,11 +50,7 @@ class ConfigError(Exception):
         self.reason = reason
 
 
-class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Base of every section: unknown keys are refused, values are immutable."""
-
-
-class ServerConfig(_Section):
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[server]`: where the engine listens, its store, and its public address."""
 
     host: str = DEFAULT_HOST
@@ -63,7 +59,7 @@ class ServerConfig(_Section):
     public_url: str = ""
 
 
-class AccountConfig(_Section):
+class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[account]`: the brand."""
 
     name: str = "Acme"
@@ -75,7 +71,7 @@ class AccountConfig(_Section):
     ecommerce: str = ""
 
 
-class SmsConfig(_Section):
+class SmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[sms]`: the brand's sender and the outbound SMS provider. `auth_token`, when
     set, also makes inbound webhooks require a valid signature."""
 
@@ -86,7 +82,7 @@ class SmsConfig(_Section):
     base_url: str = "https://api.twilio.com"
 
 
-class EmailConfig(_Section):
+class EmailConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[email]`: the support address (sender of follow-ups; none means no follow-up
     e-mails, R16) and the mail server (`outbox` records instead of sending)."""
 
@@ -94,7 +90,7 @@ class EmailConfig(_Section):
     smtp_url: str = "outbox"
 
 
-class AgentConfig(_Section):
+class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """One `[[agents]]` entry. `name` defaults to `id`; the role is checked by R29
     when the agent connects, not here."""
 
@@ -104,13 +100,13 @@ class AgentConfig(_Section):
     token: str = ""
 
 
-class ApiConfig(_Section):
+class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[api]`: bearer keys accepted on `/api/*`."""
 
     keys: list[str] = msgspec.field(default_factory=list)
 
 
-class TimingConfig(_Section):
+class TimingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[timing]`: durations in seconds (shorter values are for tests)."""
 
     followup_delay_s: float = 180.0
@@ -118,7 +114,7 @@ class TimingConfig(_Section):
     idle_timeout_s: float = 30.0
 
 
-class Config(_Section):
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration. `settings` is the raw `[settings]` table, validated
     by the inbox when it seeds the settings object."""
 

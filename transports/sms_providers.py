@@ -156,7 +156,7 @@ class TwilioSms:
         return urlencode(fields).encode()
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2 ** (attempt - 1))
+        ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2.0 ** (attempt - 1))
         # "Equal jitter": never less than half the step, so retries do spread out but
         # do not collapse to an immediate retry.
         return ceiling / 2 + self._jitter() * ceiling / 2

@@ -216,6 +216,7 @@ def test_wrong_type_is_refused_naming_the_field(tmp_path: Path, text: str, expec
         ('[email]\nsmtp_url = "http://mail"\n', "email.smtp_url"),
         ('[email]\nsmtp_url = "smtp://"\n', "email.smtp_url"),
         ('[email]\nsmtp_url = "smtp://h:notaport"\n', "email.smtp_url"),
+        ('[email]\nsmtp_url = "smtp://h?tls=1"\n', "email.smtp_url"),
         ('[email]\nsupport_address = "support"\n', "email.support_address"),
         ('[[agents]]\nid = ""\ntoken = "t"\n', "agents[0].id"),
         ('[[agents]]\nid = "a"\n', "agents[0].token"),
@@ -252,7 +253,14 @@ def test_store_urls_of_the_protocol_are_accepted(store: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["outbox", "smtp://127.0.0.1:2525", "smtps://u:p@mail.example", "smtp://u%40x:p%3A@h:25"]
+    "url",
+    [
+        "outbox",
+        "smtp://127.0.0.1:2525",
+        "smtps://u:p@mail.example",
+        "smtp://u%40x:p%3A@h:25",
+        "smtp://h:587?starttls=true",
+    ],
 )
 def test_smtp_urls_are_accepted(url: str) -> None:
     assert load_config(None, {"email.smtp_url": url}).email.smtp_url == url
