@@ -83,9 +83,9 @@ def compose(
     """
     name = _one_line(account_name)
     subject = f"There's a new message from {name}"
-    summary = [
-        (_author(side, name), _excerpt(body)) for side, body in messages if body.strip()
-    ][-SUMMARY_MESSAGES:]
+    summary = [(_author(side, name), _excerpt(body)) for side, body in messages if body.strip()][
+        -SUMMARY_MESSAGES:
+    ]
     logo, privacy, terms = _web_url(logo_url), _web_url(privacy_url), _web_url(terms_url)
     footer = [(label, url) for label, url in (("Privacy policy", privacy), ("Terms", terms)) if url]
 

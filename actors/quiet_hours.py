@@ -36,7 +36,7 @@ def parse_clock(value: object, field: str, *, allow_end_of_day: bool = False) ->
     if allow_end_of_day and hours == 24 and minutes == 0:
         return 24 * 60
     if hours > 23 or minutes > 59:
-        raise ValueError(f'{field}: {value!r} is not a time of day')
+        raise ValueError(f"{field}: {value!r} is not a time of day")
     return hours * 60 + minutes
 
 
@@ -101,9 +101,7 @@ def validate(quiet_hours: Mapping[str, object], field: str = "quiet_hours") -> N
 
 def _window(quiet_hours: Mapping[str, object]) -> tuple[int, int]:
     start = parse_clock(quiet_hours.get("start", DEFAULT_START), "quiet_hours.start")
-    end = parse_clock(
-        quiet_hours.get("end", DEFAULT_END), "quiet_hours.end", allow_end_of_day=True
-    )
+    end = parse_clock(quiet_hours.get("end", DEFAULT_END), "quiet_hours.end", allow_end_of_day=True)
     return start, end
 
 
@@ -137,7 +135,9 @@ def check(
     return QuietHours(local_time=local.strftime("%H:%M"), timezone=zone)
 
 
-def next_allowed(zone: str | None, quiet_hours: Mapping[str, object], now_utc: datetime) -> datetime:
+def next_allowed(
+    zone: str | None, quiet_hours: Mapping[str, object], now_utc: datetime
+) -> datetime:
     """When an SMS to a profile in `zone` may next be sent, in UTC: `now_utc` itself when
     it is not held, else the next `start` of the profile's local day (today's if still
     ahead, else tomorrow's), correct across daylight-saving changes."""

@@ -45,17 +45,13 @@ class Template:
             opening = text.find("{{", position)
             closing = text.find("}}", position)
             if closing != -1 and (opening == -1 or closing < opening):
-                raise TemplateError(
-                    f'{setting}: "}}}}" without "{{{{" at character {closing + 1}'
-                )
+                raise TemplateError(f'{setting}: "}}}}" without "{{{{" at character {closing + 1}')
             if opening == -1:
                 pieces.append(text[position:])
                 break
             end = text.find("}}", opening + 2)
             if end == -1:
-                raise TemplateError(
-                    f'{setting}: "{{{{" at character {opening + 1} is never closed'
-                )
+                raise TemplateError(f'{setting}: "{{{{" at character {opening + 1} is never closed')
             inner = text[opening + 2 : end]
             name = inner.strip()
             if not _NAME.fullmatch(name):

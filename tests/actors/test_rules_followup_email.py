@@ -106,16 +106,25 @@ def test_r16_privacy_and_terms_only_when_set() -> None:
     assert "Terms" not in privacy_only.text
 
     both = compose(
-        "Acme", LINK, MESSAGES,
-        privacy_url="https://acme.example/privacy", terms_url="https://acme.example/terms",
+        "Acme",
+        LINK,
+        MESSAGES,
+        privacy_url="https://acme.example/privacy",
+        terms_url="https://acme.example/terms",
     )
-    assert page(both).hrefs() == [LINK, "https://acme.example/privacy", "https://acme.example/terms"]
+    assert page(both).hrefs() == [
+        LINK,
+        "https://acme.example/privacy",
+        "https://acme.example/terms",
+    ]
     assert both.text.endswith(
         "Privacy policy: https://acme.example/privacy\nTerms: https://acme.example/terms\n"
     )
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,x", "ftp://x.example/a", "  "])
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "data:text/html,x", "ftp://x.example/a", "  "]
+)
 def test_r16_non_web_urls_are_left_out(url: str) -> None:
     email = compose("Acme", LINK, MESSAGES, logo_url=url, privacy_url=url, terms_url=url)
     parsed = page(email)
@@ -198,7 +207,10 @@ def test_r16_user_text_is_escaped_in_html() -> None:
 def test_r16_chat_link_form() -> None:
     assert chat_link("https://support.acme.example", "tok123") == LINK
     assert chat_link("https://support.acme.example/", "tok123") == LINK
-    assert chat_link("http://127.0.0.1:8080", "a/b+c=") == "http://127.0.0.1:8080/chat?session=a%2Fb%2Bc%3D"
+    assert (
+        chat_link("http://127.0.0.1:8080", "a/b+c=")
+        == "http://127.0.0.1:8080/chat?session=a%2Fb%2Bc%3D"
+    )
 
 
 def test_r16_email_is_frozen() -> None:
@@ -209,10 +221,14 @@ def test_r16_email_is_frozen() -> None:
 
 @given(
     st.text(max_size=40),
-    st.lists(st.tuples(st.sampled_from(["inbound", "outbound"]), st.text(max_size=300)), max_size=8),
+    st.lists(
+        st.tuples(st.sampled_from(["inbound", "outbound"]), st.text(max_size=300)), max_size=8
+    ),
     st.text(max_size=40),
 )
-def test_r16_any_user_text_stays_text(name: str, messages: list[tuple[str, str]], logo: str) -> None:
+def test_r16_any_user_text_stays_text(
+    name: str, messages: list[tuple[str, str]], logo: str
+) -> None:
     email = compose(name, LINK, messages, logo_url="https://cdn.example/" + logo)
     parsed = page(email)
     assert set(parsed.tags) <= ALLOWED_TAGS

@@ -86,13 +86,17 @@ def test_r19_unicode_look_alikes_are_not_keywords() -> None:
     assert classify("\u0405\u0422\u041e\u0420") is None
 
 
-@given(st.sampled_from(sorted(ALL_WORDS)), st.text(alphabet=" \t\r\n", max_size=4),
-       st.text(alphabet=" \t\r\n", max_size=4), st.lists(st.booleans(), min_size=12, max_size=12))
+@given(
+    st.sampled_from(sorted(ALL_WORDS)),
+    st.text(alphabet=" \t\r\n", max_size=4),
+    st.text(alphabet=" \t\r\n", max_size=4),
+    st.lists(st.booleans(), min_size=12, max_size=12),
+)
 def test_r19_any_casing_and_padding_of_a_keyword_is_that_keyword(
     word: str, before: str, after: str, upper: list[bool]
 ) -> None:
     cased = "".join(c.upper() if u else c.lower() for c, u in zip(word, upper, strict=False))
-    cased += word[len(upper):].lower()
+    cased += word[len(upper) :].lower()
     result = classify(before + cased + after)
     assert result is not None
     assert result.word == word

@@ -19,13 +19,19 @@ WEEK = {
 }
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def webchat(
-    *, enabled: bool, welcome: str = "Hi! How can we help?", inside: str = "We're here.",
-    outside: str = "We're away; we'll answer tomorrow.", days: object = None,
+    *,
+    enabled: bool,
+    welcome: str = "Hi! How can we help?",
+    inside: str = "We're here.",
+    outside: str = "We're away; we'll answer tomorrow.",
+    days: object = None,
 ) -> dict[str, object]:
     return {
         "followup_email": True,
@@ -190,7 +196,9 @@ def test_r23_good_days_tables_validate() -> None:
         ({"enabled": True, "days": {"xyz": []}}, "webchat.office_hours.days.xyz"),
     ],
 )
-def test_r23_bad_office_hours_setting_is_refused(office_hours: dict[str, object], field: str) -> None:
+def test_r23_bad_office_hours_setting_is_refused(
+    office_hours: dict[str, object], field: str
+) -> None:
     with pytest.raises(ValueError, match=field):
         validate(office_hours)
 
@@ -214,7 +222,9 @@ def test_r23_open_all_week_is_always_inside_and_closed_never(when: datetime, zon
 
 
 @given(instants, zones, st.integers(0, 23), st.integers(1, 24))
-def test_r23_inside_matches_the_local_clock(when: datetime, zone: str, start: int, end: int) -> None:
+def test_r23_inside_matches_the_local_clock(
+    when: datetime, zone: str, start: int, end: int
+) -> None:
     if start >= end:
         return
     local = when.astimezone(ZoneInfo(zone))

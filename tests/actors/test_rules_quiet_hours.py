@@ -23,8 +23,10 @@ DEFAULT = {"start": "08:00", "end": "20:00"}
 NY = "America/New_York"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 # 2024-06-01: New York is on EDT (UTC-4).
@@ -145,7 +147,9 @@ def test_r27_missing_keys_use_the_defaults() -> None:
         ({"start": "08:00", "end": ""}, "quiet_hours.end"),
     ],
 )
-def test_r27_bad_settings_are_refused_naming_the_field(settings: dict[str, object], field: str) -> None:
+def test_r27_bad_settings_are_refused_naming_the_field(
+    settings: dict[str, object], field: str
+) -> None:
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         validate(settings)
 

@@ -94,7 +94,9 @@ def test_r20_template_error_names_the_setting_and_is_a_value_error() -> None:
 def test_r20_allowed_fields_can_be_narrowed_or_widened() -> None:
     with pytest.raises(TemplateError):
         Template("{{ support_email }}", allowed_fields={"organization_prefix"})
-    assert Template("{{ coupon }}", allowed_fields={"coupon"}).render({"coupon": "SAVE10"}) == "SAVE10"
+    assert (
+        Template("{{ coupon }}", allowed_fields={"coupon"}).render({"coupon": "SAVE10"}) == "SAVE10"
+    )
 
 
 def test_r20_missing_value_renders_empty() -> None:
