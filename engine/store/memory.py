@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections import defaultdict
 
 import trio
@@ -30,10 +31,17 @@ class MemoryStore:
             raise StoreError("store is closed")
 
     async def commit(self, batch: Batch) -> list[int]:
+        # Apply before yielding: a checkpoint first would let trio reorder concurrent
+        # commits, and the protocol applies them in call order. Cancellation is only
+        # honoured before anything is applied.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check()
-        await trio.lowlevel.checkpoint()
         if self.fail_writes:
             raise StoreError("write refused (fail_writes is set)")
+        if any(math.isnan(e.score) for e in batch.index_puts) or any(
+            math.isnan(due) for due, _ in batch.timers.values()
+        ):
+            raise StoreError("batch refused: NaN score or due time")
         for key in batch.deletes:
             self._kv.pop(key, None)
         self._kv.update(batch.puts)
@@ -48,6 +56,7 @@ class MemoryStore:
             self._indexes[index].pop(member, None)
         for entry in batch.index_puts:
             self._indexes[entry.index][entry.member] = (entry.score, entry.tags)
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return list(range(first, first + len(batch.events)))
 
     async def get(self, key: str) -> bytes | None:

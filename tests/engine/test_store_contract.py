@@ -1,0 +1,572 @@
+"""One contract suite for every `Store`: memory, sqlite and redis must behave alike."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.store import Batch, DueTimer, Store, StoreError, open_store
+from engine.store.memory import MemoryStore
+from engine.store.redis import RedisStore
+from engine.store.sqlite import SqliteStore
+
+
+@dataclass
+class Backend:
+    """A store kind and how to open (or reopen) a store of it over the same data."""
+
+    kind: str
+    open: Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    kind: str = request.param
+    if kind == "memory":
+
+        async def open_memory() -> Store:
+            return MemoryStore()
+
+        return Backend(kind, open_memory)
+    if kind == "sqlite":
+
+        async def open_sqlite() -> Store:
+            return await SqliteStore(tmp_path / "store.db").open()
+
+        return Backend(kind, open_sqlite)
+    url: str = request.getfixturevalue("redis_url")
+
+    async def open_redis() -> Store:
+        return await RedisStore(url, prefix="test:").open()
+
+    return Backend(kind, open_redis)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def batch_of(**puts: bytes) -> Batch:
+    batch = Batch()
+    for key, value in puts.items():
+        batch.put(key, value)
+    return batch
+
+
+def tags(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+# --- key/value --------------------------------------------------------------------------
+
+
+async def test_kv_put_get_delete_get_many(store: Store) -> None:
+    assert await store.get("a") is None
+    assert await store.commit(batch_of(a=b"1", b=b"2", empty=b"")) == []
+    assert await store.get("a") == b"1"
+    assert await store.get("empty") == b""
+    assert await store.get_many(["b", "missing", "a", "b"]) == [b"2", None, b"1", b"2"]
+    assert await store.get_many([]) == []
+
+    batch = Batch()
+    batch.delete("a")
+    batch.put("b", b"\x00\xff binary")
+    batch.delete("never-there")
+    await store.commit(batch)
+    assert await store.get_many(["a", "b"]) == [None, b"\x00\xff binary"]
+
+    batch = Batch()
+    batch.put("c", b"x")
+    batch.delete("c")  # the later delete wins inside one batch
+    await store.commit(batch)
+    assert await store.get("c") is None
+
+
+# --- atomicity ----------------------------------------------------------------------
+
+
+def doomed_batch() -> Batch:
+    """A batch whose last write every backend refuses (a NaN score), after good writes."""
+    batch = Batch()
+    batch.put("doomed", b"1")
+    batch.append("doomed-log", b"r")
+    batch.event(b"doomed-event")
+    batch.set_timer("doomed-timer", 10.0, b"t")
+    batch.index("ix", "ok-member", 1.0, tags("a"))
+    batch.index("ix", "bad-member", math.nan, tags("a"))
+    return batch
+
+
+async def assert_nothing_of_doomed(store: Store) -> None:
+    assert await store.get("doomed") is None
+    assert await store.log_length("doomed-log") == 0
+    assert await store.due_timers(1e9, 10) == []
+    assert await store.next_timer_due() is None
+    assert await store.index_count("ix", tags()) == 0
+    assert await store.index_query("ix", tags("a"), 10) == []
+    assert all(payload != b"doomed-event" for _, payload in await store.events_since(0, 1000))
+
+
+async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Store) -> None:
+    # SQLite stores NaN as NULL and the NOT NULL constraint stops the batch mid-way inside
+    # its savepoint; memory and redis refuse it up front. Good batches committed at the
+    # same moment (for sqlite: in the same group transaction) must go through.
+    outcomes: dict[int, list[int] | StoreError] = {}
+
+    async def commit(i: int, batch: Batch) -> None:
+        try:
+            outcomes[i] = await store.commit(batch)
+        except StoreError as exc:
+            outcomes[i] = exc
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            if i == 5:
+                nursery.start_soon(commit, i, doomed_batch())
+            else:
+                good = batch_of(**{f"good{i}": b"ok"})
+                good.event(f"good{i}".encode())
+                nursery.start_soon(commit, i, good)
+
+    assert isinstance(outcomes.pop(5), StoreError)
+    seqs = sorted(s for got in outcomes.values() for s in got)  # type: ignore[union-attr]
+    assert seqs == list(range(1, 10))  # the failed batch left no hole
+    assert await store.get_many([f"good{i}" for i in range(10) if i != 5]) == [b"ok"] * 9
+    await assert_nothing_of_doomed(store)
+    assert await store.last_event_seq() == 9
+
+
+async def test_closed_store_refuses_commits(backend: Backend) -> None:
+    store = await backend.open()
+    await store.aclose()
+    with pytest.raises(StoreError):
+        await store.commit(batch_of(a=b"1"))
+
+
+async def test_cancelled_commit_is_either_applied_or_not_at_all(store: Store) -> None:
+    for i in range(20):
+        batch = batch_of(**{f"k{i}": b"v"})
+        batch.event(b"e")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await store.commit(batch)
+        applied = await store.get(f"k{i}") is not None
+        assert applied != scope.cancelled_caught
+    seqs = [s for s, _ in await store.events_since(0, 100)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+# --- logs -----------------------------------------------------------------------------
+
+
+async def test_log_append_tail_length(store: Store) -> None:
+    assert await store.log_tail("thread-1", 5) == []
+    assert await store.log_length("thread-1") == 0
+    batch = Batch()
+    for i in range(5):
+        batch.append("thread-1", f"m{i}".encode())
+    batch.append("thread-2", b"other")
+    await store.commit(batch)
+    batch = Batch()
+    batch.append("thread-1", b"m5")
+    await store.commit(batch)
+    assert await store.log_length("thread-1") == 6
+    assert await store.log_tail("thread-1", 3) == [b"m3", b"m4", b"m5"]
+    assert await store.log_tail("thread-1", 100) == [f"m{i}".encode() for i in range(6)]
+    assert await store.log_tail("thread-1", 0) == []
+    assert await store.log_tail("thread-2", 5) == [b"other"]
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+async def test_events_are_gap_free_from_one_across_concurrent_commits(store: Store) -> None:
+    got: dict[int, list[int]] = {}
+
+    async def commit(i: int) -> None:
+        batch = Batch()
+        for j in range(i % 3):  # 0, 1 or 2 events per batch
+            batch.event(f"{i}.{j}".encode())
+        got[i] = await store.commit(batch)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(200):
+            nursery.start_soon(commit, i)
+
+    total = sum(i % 3 for i in range(200))
+    assert sorted(s for seqs in got.values() for s in seqs) == list(range(1, total + 1))
+    for i, seqs in got.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else i % 3 == 0
+    assert await store.last_event_seq() == total
+    by_seq = dict(await store.events_since(0, total + 10))
+    for i, seqs in got.items():
+        assert [by_seq[s] for s in seqs] == [f"{i}.{j}".encode() for j in range(i % 3)]
+
+
+async def test_commits_apply_in_call_order(store: Store) -> None:
+    called: list[int] = []
+    seq_of: dict[int, int] = {}
+
+    async def commit(i: int) -> None:
+        batch = Batch()
+        batch.event(str(i).encode())
+        called.append(i)  # no checkpoint between this and the commit call
+        seq_of[i] = (await store.commit(batch))[0]
+
+    async with trio.open_nursery() as nursery:
+        for i in range(100):
+            nursery.start_soon(commit, i)
+    assert [seq_of[i] for i in called] == list(range(1, 101))
+
+
+async def test_events_since_pages(store: Store) -> None:
+    assert await store.events_since(0, 10) == []
+    assert await store.last_event_seq() == 0
+    for start in range(0, 25, 5):
+        batch = Batch()
+        for i in range(start, start + 5):
+            batch.event(f"e{i + 1}".encode())
+        await store.commit(batch)
+    seen: list[tuple[int, bytes]] = []
+    cursor = 0
+    while page := await store.events_since(cursor, 7):
+        assert len(page) <= 7
+        seen += page
+        cursor = page[-1][0]
+    assert seen == [(i, f"e{i}".encode()) for i in range(1, 26)]
+    assert await store.events_since(20, 100) == [(i, f"e{i}".encode()) for i in range(21, 26)]
+    assert await store.events_since(25, 10) == []
+    assert await store.events_since(-5, 2) == [(1, b"e1"), (2, b"e2")]
+    assert await store.events_since(3, 0) == []
+
+
+# --- durable timers -------------------------------------------------------------------
+
+
+async def test_durable_timers(store: Store) -> None:
+    assert await store.next_timer_due() is None
+    batch = Batch()
+    batch.set_timer("snooze:3", 30.0, b"c")
+    batch.set_timer("snooze:1", 10.0, b"a")
+    batch.set_timer("snooze:2b", 20.0, b"b2")
+    batch.set_timer("snooze:2a", 20.0, b"b1")  # same due: ordered by key
+    batch.set_timer("later", 1e12, b"z")
+    await store.commit(batch)
+    assert await store.next_timer_due() == 10.0
+    assert await store.due_timers(20.0, 10) == [
+        DueTimer("snooze:1", 10.0, b"a"),
+        DueTimer("snooze:2a", 20.0, b"b1"),
+        DueTimer("snooze:2b", 20.0, b"b2"),
+    ]
+    assert await store.due_timers(100.0, 2) == [
+        DueTimer("snooze:1", 10.0, b"a"),
+        DueTimer("snooze:2a", 20.0, b"b1"),
+    ]
+    assert await store.due_timers(9.99, 10) == []
+    assert await store.due_timers(100.0, 0) == []
+
+    batch = Batch()
+    batch.set_timer("snooze:1", 40.0, b"moved")  # replaces by key
+    batch.cancel_timer("snooze:2a")
+    batch.cancel_timer("never-set")
+    await store.commit(batch)
+    assert await store.next_timer_due() == 20.0
+    assert await store.due_timers(50.0, 10) == [
+        DueTimer("snooze:2b", 20.0, b"b2"),
+        DueTimer("snooze:3", 30.0, b"c"),
+        DueTimer("snooze:1", 40.0, b"moved"),
+    ]
+    batch = Batch()
+    for key in ("snooze:1", "snooze:2b", "snooze:3", "later"):
+        batch.cancel_timer(key)
+    await store.commit(batch)
+    assert await store.next_timer_due() is None
+    assert await store.due_timers(math.inf, 10) == []
+
+
+# --- sorted indexes -------------------------------------------------------------------
+
+
+async def test_index_query_tags_order_ties_and_replacement(store: Store) -> None:
+    batch = Batch()
+    batch.index("tickets", "t1", 5.0, tags("state=open", "unread=1"))
+    batch.index("tickets", "t2", 7.0, tags("state=open"))
+    batch.index("tickets", "t3", 5.0, tags("state=open", "unread=1"))
+    batch.index("tickets", "t4", 9.0, tags("state=closed", "unread=1"))
+    batch.index("tickets", "t0", 5.0, tags())
+    batch.index("other", "t1", 100.0, tags("state=open"))
+    await store.commit(batch)
+
+    open_unread = tags("state=open", "unread=1")
+    assert await store.index_query("tickets", open_unread, 10) == [("t3", 5.0), ("t1", 5.0)]
+    assert await store.index_query("tickets", open_unread, 10, descending=False) == [
+        ("t1", 5.0),
+        ("t3", 5.0),
+    ]
+    assert await store.index_query("tickets", tags("state=open"), 10) == [
+        ("t2", 7.0),
+        ("t3", 5.0),
+        ("t1", 5.0),
+    ]
+    assert await store.index_query("tickets", tags(), 2) == [("t4", 9.0), ("t2", 7.0)]
+    assert await store.index_query("tickets", tags(), 10, descending=False) == [
+        ("t0", 5.0),
+        ("t1", 5.0),
+        ("t3", 5.0),
+        ("t2", 7.0),
+        ("t4", 9.0),
+    ]
+    assert await store.index_query("tickets", tags("nobody"), 10) == []
+    assert await store.index_query("tickets", tags("state=open", "nobody"), 10) == []
+    assert await store.index_query("missing", tags(), 10) == []
+    assert await store.index_query("tickets", tags(), 0) == []
+    assert await store.index_count("tickets", tags()) == 5
+    assert await store.index_count("tickets", tags("state=open")) == 3
+    assert await store.index_count("tickets", open_unread) == 2
+    assert await store.index_count("tickets", tags("state=open", "nobody")) == 0
+    assert await store.index_count("missing", tags("x")) == 0
+
+    batch = Batch()
+    batch.index("tickets", "t1", 1.0, tags("state=closed"))  # replaces score and tags
+    batch.unindex("tickets", "t3")
+    batch.unindex("tickets", "never-there")
+    await store.commit(batch)
+    assert await store.index_query("tickets", open_unread, 10) == []
+    assert await store.index_query("tickets", tags("state=closed"), 10) == [
+        ("t4", 9.0),
+        ("t1", 1.0),
+    ]
+    assert await store.index_count("tickets", tags()) == 4
+    assert await store.index_count("tickets", tags("unread=1")) == 1
+    assert await store.index_query("other", tags("state=open"), 10) == [("t1", 100.0)]
+
+
+async def test_index_after_cursor_pages_through_ties(store: Store) -> None:
+    batch = Batch()
+    for i in range(60):
+        # Many ties (score i % 4), members whose byte order differs from numeric order.
+        batch.index("ix", f"m{i}", float(i % 4), tags("even") if i % 2 == 0 else tags())
+    await store.commit(batch)
+    for wanted, descending, page in itertools.product(
+        (tags(), tags("even")), (True, False), (1, 7, 60)
+    ):
+        rows: list[tuple[str, float]] = []
+        after: tuple[float, str] | None = None
+        while chunk := await store.index_query(
+            "ix", wanted, page, descending=descending, after=after
+        ):
+            rows += chunk
+            after = (chunk[-1][1], chunk[-1][0])
+        expected = sorted(
+            ((f"m{i}", float(i % 4)) for i in range(60) if not wanted or i % 2 == 0),
+            key=lambda r: (r[1], r[0]),
+            reverse=descending,
+        )
+        assert rows == expected, (wanted, descending, page)
+    # A cursor row that is no longer in the index still positions the page.
+    assert await store.index_query("ix", tags(), 2, after=(2.0, "m1")) == [
+        ("m9", 1.0),
+        ("m57", 1.0),
+    ]
+    assert await store.index_query("ix", tags(), 2, descending=False, after=(0.5, "zz")) == [
+        ("m1", 1.0),
+        ("m13", 1.0),
+    ]
+
+
+_example_ids = itertools.count()
+_members = st.sampled_from([f"m{i}" for i in range(12)])
+_tag_sets = st.frozensets(st.sampled_from(["a", "b", "c"]), max_size=3)
+_scores = st.sampled_from([0.0, 1.0, 1.5, -2.0, 1e300])
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _members, _scores, _tag_sets),
+        st.tuples(st.just("del"), _members, st.just(0.0), st.just(frozenset())),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    ops=_ops,
+    wanted=_tag_sets,
+    page=st.integers(1, 5),
+    descending=st.booleans(),
+)
+async def test_index_matches_the_memory_model(
+    backend: Backend,
+    ops: list[tuple[str, str, float, frozenset[str]]],
+    wanted: frozenset[str],
+    page: int,
+    descending: bool,
+) -> None:
+    # Each example is its own trio run, so it opens its own store (over the same file or
+    # server for sqlite and redis: hence a fresh index name per example).
+    store = await backend.open()
+    try:
+        await check_index_against_model(store, ops, wanted, page, descending)
+    finally:
+        await store.aclose()
+
+
+async def check_index_against_model(
+    store: Store,
+    ops: list[tuple[str, str, float, frozenset[str]]],
+    wanted: frozenset[str],
+    page: int,
+    descending: bool,
+) -> None:
+    index = f"h{next(_example_ids)}"
+    model = MemoryStore()
+    for batch_ops in (ops[: len(ops) // 2], ops[len(ops) // 2 :]):
+        batch = Batch()
+        for op, member, score, member_tags in batch_ops:
+            if op == "put":
+                batch.index(index, member, score, member_tags)
+            else:
+                batch.unindex(index, member)
+        await model.commit(batch)
+        await store.commit(batch)
+
+    async def all_pages(s: Store) -> list[tuple[str, float]]:
+        rows: list[tuple[str, float]] = []
+        after: tuple[float, str] | None = None
+        while chunk := await s.index_query(index, wanted, page, descending=descending, after=after):
+            rows += chunk
+            after = (chunk[-1][1], chunk[-1][0])
+        return rows
+
+    expected = await all_pages(model)
+    got = await all_pages(store)
+    assert got == expected
+    assert len({m for m, _ in got}) == len(got)  # every member exactly once
+    assert await store.index_count(index, wanted) == await model.index_count(index, wanted)
+
+
+# --- persistence ----------------------------------------------------------------------
+
+
+async def fill_everything(store: Store) -> None:
+    batch = batch_of(k=b"v")
+    batch.append("log", b"r1")
+    batch.event(b"e1")
+    batch.event(b"e2")
+    batch.set_timer("t", 5.0, b"p")
+    batch.index("ix", "m", 3.0, tags("x"))
+    assert await store.commit(batch) == [1, 2]
+
+
+async def check_everything(store: Store) -> None:
+    assert await store.get("k") == b"v"
+    assert await store.log_tail("log", 5) == [b"r1"]
+    assert await store.events_since(0, 10) == [(1, b"e1"), (2, b"e2")]
+    assert await store.last_event_seq() == 2
+    assert await store.due_timers(10.0, 10) == [DueTimer("t", 5.0, b"p")]
+    assert await store.index_query("ix", tags("x"), 10) == [("m", 3.0)]
+    assert await store.index_count("ix", tags("x")) == 1
+    batch = Batch()
+    batch.event(b"e3")
+    batch.append("log", b"r2")
+    assert await store.commit(batch) == [3]  # numbering goes on after a reopen
+    assert await store.log_tail("log", 5) == [b"r1", b"r2"]
+
+
+async def test_reopen_keeps_everything(backend: Backend) -> None:
+    if backend.kind == "memory":
+        pytest.skip("the memory store keeps nothing across instances")
+    store = await backend.open()
+    await fill_everything(store)
+    await store.aclose()
+    store = await backend.open()
+    try:
+        await check_everything(store)
+    finally:
+        await store.aclose()
+
+
+async def test_redis_data_survives_a_killed_server(redis_server: object, redis_url: str) -> None:
+    from redis_server import RedisServer
+
+    assert isinstance(redis_server, RedisServer)
+    store = await RedisStore(redis_url).open()
+    await fill_everything(store)
+    await store.aclose()
+    redis_server.restart()  # SIGKILL: only the AOF (appendfsync always) has the data
+    store = await RedisStore(redis_url).open()
+    try:
+        await check_everything(store)
+    finally:
+        await store.aclose()
+
+
+# --- sqlite group commit --------------------------------------------------------------
+
+
+async def test_sqlite_group_commit_shares_transactions(tmp_path: Path) -> None:
+    store = await SqliteStore(tmp_path / "group.db").open()
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(1000):
+                batch = batch_of(**{f"k{i}": b"v"})
+                batch.event(b"e")
+                batch.append("log", b"r")
+                nursery.start_soon(store.commit, batch)
+        assert store.batches == 1000
+        assert store.transactions <= 100  # one fsync per transaction
+        assert await store.last_event_seq() == 1000
+        assert await store.log_length("log") == 1000
+    finally:
+        await store.aclose()
+
+
+# --- open_store -----------------------------------------------------------------------
+
+
+async def test_open_store_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url, kind, file in [
+        ("memory://", MemoryStore, None),
+        ("sqlite:///rel/store.db", SqliteStore, tmp_path / "rel" / "store.db"),
+        (f"sqlite:///{tmp_path}/abs.db", SqliteStore, tmp_path / "abs.db"),
+        (redis_url, RedisStore, None),
+    ]:
+        store = await open_store(url)
+        try:
+            assert isinstance(store, kind)
+            await store.commit(batch_of(a=b"1"))
+            assert await store.get("a") == b"1"
+        finally:
+            await store.aclose()
+        if file is not None:
+            assert file.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "nothing", "postgres://x/y", "memory://x", "sqlite://", "sqlite://rel.db",
+     "redis://", "redis://host:port/0", "redis://host:6379/zero"],
+)  # fmt: skip
+async def test_open_store_rejects_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        await open_store(url)
