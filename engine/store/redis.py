@@ -36,6 +36,7 @@ one slot: the price is that one store does not spread over cluster shards.
 - ``{p}ix:<len>:<index>:all``   sorted set of every member (score)
 - ``{p}ix:<len>:<index>:t:<tag>``  sorted set of the members with that tag
 - ``{p}ix:<len>:<index>:tags``  hash member→JSON list of its tags (so a put replaces them)
+- ``{p}ix:<len>:<index>:pairs`` hash pair of tags→member count (two-tag `index_count`)
 
 The index name is length-prefixed so that no (index, tag) pair can spell another's key.
 """
@@ -82,26 +83,39 @@ for _ = 1, n[6] do
   redis.call('ZADD', KEYS[3], due, k)
   redis.call('HSET', KEYS[4], k, payload)
 end
-local function unindex(all, tagmap, member, tagprefix)
+-- Members per pair of tags (sorted, the first length-prefixed): two-tag counts in O(1).
+local function count_pairs(pairs, tags, delta)
+  for i = 1, #tags do
+    for j = i + 1, #tags do
+      local field = #tags[i] .. ':' .. tags[i] .. tags[j]
+      if redis.call('HINCRBY', pairs, field, delta) == 0 then redis.call('HDEL', pairs, field) end
+    end
+  end
+end
+local function unindex(all, tagmap, pairs, member, tagprefix)
   local old = redis.call('HGET', tagmap, member)
   if old then
-    for _, t in ipairs(cjson.decode(old)) do redis.call('ZREM', tagprefix .. t, member) end
+    local tags = cjson.decode(old)
+    for _, t in ipairs(tags) do redis.call('ZREM', tagprefix .. t, member) end
+    count_pairs(pairs, tags, -1)
     redis.call('HDEL', tagmap, member)
     redis.call('ZREM', all, member)
   end
 end
 for _ = 1, n[7] do
-  local all = key(); local tagmap = key(); local member = arg(); local tagprefix = arg()
-  unindex(all, tagmap, member, tagprefix)
+  local all = key(); local tagmap = key(); local pairs = key()
+  local member = arg(); local tagprefix = arg()
+  unindex(all, tagmap, pairs, member, tagprefix)
 end
 for _ = 1, n[8] do
-  local all = key(); local tagmap = key()
+  local all = key(); local tagmap = key(); local pairs = key()
   local member = arg(); local score = arg(); local tagprefix = arg()
   local ntags = tonumber(arg()); local tags = arg()
-  unindex(all, tagmap, member, tagprefix)
+  unindex(all, tagmap, pairs, member, tagprefix)
   redis.call('ZADD', all, score, member)
   for _ = 1, ntags do redis.call('ZADD', key(), score, member) end
   redis.call('HSET', tagmap, member, tags)
+  if ntags > 1 then count_pairs(pairs, cjson.decode(tags), 1) end
 end
 return {first, n[4]}
 """
@@ -184,10 +198,12 @@ return out
 """
 
 _COUNT_LUA: Final = r"""#!lua flags=no-writes
--- KEYS[1] the index's `all` set, KEYS[2..] its tag sets.
-if #KEYS == 1 then return redis.call('ZCARD', KEYS[1]) end
-if #KEYS == 2 then return redis.call('ZCARD', KEYS[2]) end
-return redis.call('ZINTERCARD', #KEYS - 1, unpack(KEYS, 2))
+-- KEYS[1] the index's `all` set, KEYS[2] its pair counts, KEYS[3..] its tag sets;
+-- ARGV[1] the pair-count field when there are exactly two tags.
+if #KEYS == 2 then return redis.call('ZCARD', KEYS[1]) end
+if #KEYS == 3 then return redis.call('ZCARD', KEYS[3]) end
+if #KEYS == 4 then return tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') end
+return redis.call('ZINTERCARD', #KEYS - 2, unpack(KEYS, 3))
 """
 
 _DUE_LUA: Final = r"""#!lua flags=no-writes
@@ -402,12 +418,12 @@ class RedisStore:
             args += [k, _num(due), payload]
         for index, member in batch.index_deletes:
             root = self._index_root(index)
-            keys += [root + "all", root + "tags"]
+            keys += [root + "all", root + "tags", root + "pairs"]
             args += [member, root + "t:"]
         for entry in batch.index_puts:
             root = self._index_root(entry.index)
             tags = sorted(entry.tags)
-            keys += [root + "all", root + "tags"]
+            keys += [root + "all", root + "tags", root + "pairs"]
             keys += [root + "t:" + t for t in tags]
             args += [entry.member, _num(entry.score), root + "t:", str(len(tags))]
             args.append(_tags_encoder.encode(tags))
@@ -578,8 +594,11 @@ class RedisStore:
         """How many members of `index` have all `tags`."""
         self._live()
         root = self._index_root(index)
-        keys = [root + "all"] + [root + "t:" + t for t in sorted(tags)]
-        return int(await self._script("count", keys, []))
+        ordered = sorted(tags)
+        keys = [root + "all", root + "pairs"] + [root + "t:" + t for t in ordered]
+        # The pair field as the commit script spells it: byte length of the first tag.
+        field = f"{len(ordered[0].encode())}:{ordered[0]}{ordered[1]}" if len(ordered) == 2 else ""
+        return int(await self._script("count", keys, [field]))
 
 
 def _text(value: Any) -> str:

@@ -25,9 +25,10 @@ through `trio.to_thread.run_sync`; WAL lets them read while the writer writes.
 from __future__ import annotations
 
 import collections
+import itertools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -87,6 +88,13 @@ CREATE TABLE IF NOT EXISTS index_tag_counts (
     tag TEXT NOT NULL,
     n INTEGER NOT NULL,
     PRIMARY KEY (idx, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_pair_counts (
+    idx TEXT NOT NULL,
+    tag_a TEXT NOT NULL,
+    tag_b TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (idx, tag_a, tag_b)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_sizes (
     idx TEXT PRIMARY KEY,
@@ -469,7 +477,7 @@ def _unindex(conn: sqlite3.Connection, index: str, member: str) -> None:
     if row is None:
         return
     score, encoded = row
-    tags = _tags_decoder.decode(encoded)
+    tags = sorted(_tags_decoder.decode(encoded))
     conn.execute("DELETE FROM index_members WHERE idx=? AND member=?", (index, member))
     conn.executemany(
         "DELETE FROM index_tags WHERE idx=? AND tag=? AND score=? AND member=?",
@@ -478,8 +486,13 @@ def _unindex(conn: sqlite3.Connection, index: str, member: str) -> None:
     _count(conn, index, tags, -1)
 
 
-def _count(conn: sqlite3.Connection, index: str, tags: Iterable[str], delta: int) -> None:
-    """Keep the per-tag and per-index member counts that pick query plans and answer counts."""
+def _count(conn: sqlite3.Connection, index: str, tags: list[str], delta: int) -> None:
+    """Keep the member counts per index, per tag and per pair of tags (`tags` sorted).
+
+    They pick the rarest tag to walk in a query and answer `index_count` for zero, one or
+    two tags without a scan (the inbox's tab counters are such counts); the price is
+    k(k-1)/2 small upserts for a member with k tags.
+    """
     conn.execute(
         "INSERT INTO index_sizes (idx, n) VALUES (?, ?)"
         " ON CONFLICT (idx) DO UPDATE SET n = n + excluded.n",
@@ -490,6 +503,12 @@ def _count(conn: sqlite3.Connection, index: str, tags: Iterable[str], delta: int
         " ON CONFLICT (idx, tag) DO UPDATE SET n = n + excluded.n",
         [(index, tag, delta) for tag in tags],
     )
+    if len(tags) > 1:
+        conn.executemany(
+            "INSERT INTO index_pair_counts (idx, tag_a, tag_b, n) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (idx, tag_a, tag_b) DO UPDATE SET n = n + excluded.n",
+            [(index, a, b, delta) for a, b in itertools.combinations(tags, 2)],
+        )
 
 
 # -- the readers' statements (run in worker threads) ---------------------------------
@@ -585,6 +604,12 @@ def _index_count(conn: sqlite3.Connection, index: str, tags: frozenset[str]) -> 
     counts = _tag_counts(conn, index, tags)
     if len(counts) == 1 or counts[0][1] == 0:
         return counts[0][1]
+    if len(counts) == 2:
+        a, b = sorted(tags)
+        n = conn.execute(
+            "SELECT n FROM index_pair_counts WHERE idx=? AND tag_a=? AND tag_b=?", (index, a, b)
+        ).fetchone()
+        return int(n[0]) if n else 0
     sql = "SELECT COUNT(*) FROM index_tags t WHERE t.idx=? AND t.tag=?"
     params: list[Any] = [index, counts[0][0]]
     for tag, _ in counts[1:]:
