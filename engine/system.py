@@ -98,6 +98,7 @@ class Engine:
         self.period = period
         self.checkpoint_every = checkpoint_every
         self.kinds: dict[str, type[Actor]] = {}
+        self.app: Any = None  # what the actors serve (set by the layer that embeds them)
         self.timers = Timers(self)
         self.events = EventLog(store)
         self.dead_letters = 0

@@ -1,0 +1,208 @@
+"""The courier: takes outbound SMS and e-mail from the durable outbox to the providers.
+
+Actors put a job into the outbox inside the batch that records the message, so a message
+is never recorded without its job nor sent without being recorded. The courier works the
+outbox oldest first: SMS go to the `SmsProvider` and the provider's answer goes to the
+profile (which records the provider id and status and removes the job in one batch);
+e-mails go to the `Mailer`. A job whose provider fails for now is tried again later; the
+outbox survives restarts, so every message goes out at least once (R30).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from actors.model import Message
+from actors.outbound import DeliveryError, Email, Mailer, OutboundSms, SmsProvider
+from engine import Batch
+
+if TYPE_CHECKING:
+    from actors.inbox import Inbox
+
+log = logging.getLogger("tidings.courier")
+
+OUTBOX = "outbox"
+
+
+class SmsJob(msgspec.Struct, tag="sms"):
+    """An SMS to send for `profile`'s message `message`."""
+
+    message: str
+    profile: str
+    to: str
+    sender: str
+    body: str
+    media: list[str]
+
+
+class EmailJob(msgspec.Struct, tag="email"):
+    """An e-mail to send."""
+
+    sender: str
+    to: list[str]
+    subject: str
+    text: str
+    html: str
+
+
+Job = SmsJob | EmailJob
+_decode_job = msgspec.json.Decoder(Job).decode
+
+
+class Sent(msgspec.Struct):
+    """What the SMS provider answered for a message (to its profile)."""
+
+    message: str
+    job: str
+    provider_id: str | None
+    status: str
+
+
+def _job_key(job_id: str) -> str:
+    return f"outbox:{job_id}"
+
+
+def remove_job(batch: Batch, job_id: str) -> None:
+    """Take a done job out of the outbox (inside the batch that records its outcome)."""
+    batch.delete(_job_key(job_id))
+    batch.unindex(OUTBOX, job_id)
+
+
+class Courier:
+    """Works the outbox with `workers` concurrent senders."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        sms: SmsProvider,
+        mail: Mailer,
+        *,
+        workers: int = 8,
+        retry_after: float = 30.0,
+    ) -> None:
+        self._inbox = inbox
+        self.sms = sms
+        self.mail = mail
+        self._workers = workers
+        self._retry_after = retry_after
+        self._in_flight: set[str] = set()
+        self._wake = trio.Event()
+        self.sent = 0
+        self.failed = 0
+
+    # -- adding jobs (inside an actor's batch) ---------------------------------------------
+
+    def _add(self, batch: Batch, job_id: str, job: Job) -> None:
+        batch.put(_job_key(job_id), msgspec.json.encode(job))
+        batch.index(OUTBOX, job_id, self._inbox.now(), frozenset())
+
+    def add_sms(self, batch: Batch, message: Message, phone: str) -> None:
+        """Queue the SMS `message` to `phone`; its job id is the message id."""
+        job = SmsJob(
+            message.id,
+            message.profile,
+            phone,
+            self._inbox.account.sms_sender,
+            message.body,
+            list(message.media),
+        )
+        self._add(batch, message.id, job)
+
+    def add_email(self, batch: Batch, job_id: str, email: Email) -> None:
+        """Queue `email` under `job_id` (stable, so the same e-mail is queued once)."""
+        job = EmailJob(email.sender, list(email.to), email.subject, email.text, email.html)
+        self._add(batch, job_id, job)
+
+    def wake(self) -> None:
+        """New jobs were committed: look at the outbox again."""
+        self._wake.set()
+
+    # -- the service ------------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send what is in the outbox, and whatever is added later, until cancelled."""
+        store = self._inbox.engine.store
+        send, receive = trio.open_memory_channel[str](math.inf)
+        self._in_flight.clear()
+        async with trio.open_nursery() as nursery:
+            for _ in range(self._workers):
+                nursery.start_soon(self._worker, receive)
+            task_status.started()
+            while True:
+                self._wake = trio.Event()
+                rows = await store.index_query(OUTBOX, frozenset(), 500, descending=False)
+                for job_id, _ in rows:
+                    if job_id not in self._in_flight:
+                        self._in_flight.add(job_id)
+                        send.send_nowait(job_id)
+                with trio.move_on_after(self._retry_after):
+                    await self._wake.wait()
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[str]) -> None:
+        async for job_id in receive:
+            done = await self._deliver(job_id)
+            if done:
+                self._in_flight.discard(job_id)
+                self._wake.set()
+            else:
+                self._release_later(job_id)
+
+    def _release_later(self, job_id: str) -> None:
+        """Leave a job that failed for now alone until the next retry round."""
+
+        async def release() -> None:
+            await trio.sleep(self._retry_after)
+            self._in_flight.discard(job_id)
+
+        self._inbox.nursery.start_soon(release)
+
+    async def _deliver(self, job_id: str) -> bool:
+        """Send one job; True when it is finished (sent, or failed for good)."""
+        engine = self._inbox.engine
+        raw = await engine.store.get(_job_key(job_id))
+        if raw is None:
+            return True
+        job = _decode_job(raw)
+        if isinstance(job, SmsJob):
+            outbound = OutboundSms(job.message, job.to, job.sender, job.body, tuple(job.media))
+            try:
+                receipt = await self.sms.send(outbound)
+            except DeliveryError as exc:
+                if not exc.permanent:
+                    log.warning("SMS %s not sent yet: %s", job.message, exc)
+                    return False
+                log.error("SMS %s failed: %s", job.message, exc)
+                self.failed += 1
+                await engine.ask(
+                    ("profile", job.profile), Sent(job.message, job_id, None, "failed")
+                )
+                return True
+            self.sent += 1
+            status = (
+                receipt.status
+                if receipt.status in ("queued", "sending", "sent", "delivered")
+                else "queued"
+            )
+            await engine.ask(
+                ("profile", job.profile), Sent(job.message, job_id, receipt.provider_id, status)
+            )
+            return True
+        try:
+            await self.mail.send(Email(job.sender, tuple(job.to), job.subject, job.text, job.html))
+        except DeliveryError as exc:
+            if not exc.permanent:
+                log.warning("e-mail %s not sent yet: %s", job_id, exc)
+                return False
+            log.error("e-mail %s failed: %s", job_id, exc)
+            self.failed += 1
+        else:
+            self.sent += 1
+        batch = Batch()
+        remove_job(batch, job_id)
+        await engine.commit(batch)
+        return True

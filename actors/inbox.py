@@ -1,0 +1,628 @@
+"""`Inbox`: the embedding API — everything PROTOCOL.md offers, as trio calls.
+
+A host program runs one with `open_inbox(...)`; the HTTP and WebSocket transports call
+the same methods, so they only translate. Refusals are `InboxError`s with the wire's
+error codes. Agent operations take plain arguments and answer the wire's shapes
+(msgspec Structs), so a transport encodes the result as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import msgspec
+import trio
+
+from actors import settings as settings_rules
+from actors import thread
+from actors.brand import Account, Timing
+from actors.courier import Courier
+from actors.directory import DirectoryActor, Resolve
+from actors.errors import InboxError, bad_request, not_found
+from actors.model import (
+    Activity,
+    Consent,
+    Location,
+    Message,
+    Order,
+    Profile,
+    QuickReply,
+    Ticket,
+    iso,
+    parse_time,
+)
+from actors.outbound import Mailer, SmsProvider
+from actors.profile import (
+    BADGE,
+    AddActivity,
+    AddOrder,
+    GetProfile,
+    InboundSms,
+    LinkClicked,
+    ProfileActor,
+    SendSource,
+    SetBlocked,
+    StatusUpdate,
+    Stored,
+    Upsert,
+)
+from actors.sessions import Sessions
+from actors.templates import Template
+from actors.ticket import (
+    TICKETS,
+    WAITING,
+    GetTicket,
+    Mark,
+    Reply,
+    SetState,
+    TicketActor,
+    TicketInbound,
+)
+from actors.visitor import (
+    Connected,
+    Disconnected,
+    Hello,
+    Ready,
+    Say,
+    Seen,
+    Typing,
+    VisitorActor,
+)
+from engine import Batch, Child, Engine, Store, WallClock, open_engine
+
+ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
+SETTINGS_KEY = "settings"
+QUICK_REPLIES = "quick_replies"
+LIST_LIMIT = 200
+
+
+class ProfileFields(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /api/profiles`: a Profile without activity and orders; omitted = unchanged."""
+
+    id: str | None = None
+    phone: str | None | msgspec.UnsetType = msgspec.UNSET
+    email: str | None | msgspec.UnsetType = msgspec.UNSET
+    name: str | None | msgspec.UnsetType = msgspec.UNSET
+    location: dict[str, str | None] | None | msgspec.UnsetType = msgspec.UNSET
+    consent: dict[str, bool] | msgspec.UnsetType = msgspec.UNSET
+    subscribed: bool | msgspec.UnsetType = msgspec.UNSET  # derived from consent; ignored
+    blocked: bool | msgspec.UnsetType = msgspec.UNSET  # changes only through block/unblock
+
+
+class TicketPage(msgspec.Struct):
+    """A page of `tickets.list`."""
+
+    tickets: list[Ticket]
+    cursor: str | None
+
+
+class TicketView(msgspec.Struct):
+    """`ticket.get`: the ticket, its last 50 messages and its profile (R09)."""
+
+    ticket: Ticket
+    messages: list[Message]
+    profile: Profile
+
+
+class Inbox:
+    """The inbox of one brand. Make it with `open_inbox`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        account: Account,
+        timing: Timing,
+        sms: SmsProvider,
+        mail: Mailer,
+        link_secret: bytes,
+    ) -> None:
+        self.engine = engine
+        self.account = account
+        self.timing = timing
+        self.link_secret = link_secret
+        self.settings = settings_rules.Settings()
+        self.courier = Courier(self, sms, mail)
+        self.sessions = Sessions()
+        self.badge = 0
+        self.inbound_count = 0
+        self.nursery: trio.Nursery
+        self._settings_lock = trio.Lock()
+        self._templates: dict[str, Template] = {}
+
+    # -- shared by the actors ---------------------------------------------------------------
+
+    def now(self) -> float:
+        """Wall-clock time, epoch seconds."""
+        return self.engine.clock.now()
+
+    async def commit(self, batch: Batch) -> list[int]:
+        """Write `batch` (and publish its events); wake the courier if it queued jobs."""
+        seqs = await self.engine.commit(batch)
+        if any(key.startswith("outbox:") for key in batch.puts):
+            self.courier.wake()
+        return seqs
+
+    def render(self, text: str) -> str:
+        """A message template filled with the brand's fields (R20)."""
+        template = self._templates.get(text)
+        if template is None:
+            template = self._templates[text] = Template(text, settings_rules.TEMPLATE_FIELDS)
+        return template.render(self.account.template_values())
+
+    def sender_address(self) -> str:
+        """The address e-mails come from."""
+        return self.account.support_email or f"no-reply@{self.account.name.lower()}.invalid"
+
+    async def _start(self, seed: dict[str, Any] | None) -> None:
+        store = self.engine.store
+        raw = await store.get(SETTINGS_KEY)
+        if raw is not None:
+            self.settings = msgspec.json.decode(raw, type=settings_rules.Settings)
+        else:
+            self.settings = settings_rules.apply(settings_rules.Settings(), seed or {})
+            batch = Batch()
+            batch.put(SETTINGS_KEY, msgspec.json.encode(self.settings))
+            await store.commit(batch)
+        self.badge = await store.index_count(BADGE, frozenset())
+
+    # -- agents: tickets --------------------------------------------------------------------
+
+    async def tickets_list(
+        self,
+        *,
+        state: str | None = None,
+        unread: bool | None = None,
+        channel: str | None = None,
+        attributed_to: str | None = None,
+        order: str = "activity",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> TicketPage:
+        """Tickets newest activity first (R08), filtered (R24), or the open ones waiting
+        longest for an answer (R28), a page at a time."""
+        tags: set[str] = set()
+        if state is not None:
+            if state not in ("open", "snoozed", "closed"):
+                raise bad_request("state", "must be open, snoozed or closed")
+            tags.add(f"state={state}")
+        if unread is not None:
+            tags.add(f"unread={int(unread)}")
+        if channel is not None:
+            if channel not in ("sms", "webchat"):
+                raise bad_request("channel", "must be sms or webchat")
+            tags.add(f"channel={channel}")
+        if attributed_to is not None:
+            kind, _, source = attributed_to.partition(":")
+            if kind not in ("campaign", "flow") or not source:
+                raise bad_request("attributed_to", 'must be "campaign:<id>" or "flow:<id>"')
+            tags.add(f"attr={attributed_to}")
+        if order not in ("activity", "waiting"):
+            raise bad_request("order", "must be activity or waiting")
+        if not 1 <= limit <= LIST_LIMIT:
+            raise bad_request("limit", f"must be 1 to {LIST_LIMIT}")
+        after = _decode_cursor(cursor) if cursor else None
+        index, descending = (TICKETS, True) if order == "activity" else (WAITING, False)
+        if order == "waiting":
+            tags.discard("state=open")
+            if state not in (None, "open"):
+                return TicketPage([], None)
+        rows = await self.engine.store.index_query(
+            index, frozenset(tags), limit + 1, descending=descending, after=after
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        tickets = [await self._ticket(member) for member, _ in rows]
+        next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more else None
+        return TicketPage(tickets, next_cursor)
+
+    async def _ticket(self, ticket: str) -> Ticket:
+        return await self.engine.ask(("ticket", ticket), GetTicket())  # type: ignore[no-any-return]
+
+    async def ticket_get(self, ticket: str) -> TicketView:
+        """The ticket, its last 50 messages oldest first, and its profile (R09)."""
+        found = await self._ticket(ticket)
+        messages = await thread.last_messages(
+            self.engine.store, thread.stream(found.channel, found.profile, ticket)
+        )
+        profile = await self.profile_get(found.profile)
+        return TicketView(found, messages, profile)
+
+    async def ticket_reply(
+        self,
+        ticket: str,
+        body: str,
+        *,
+        media: Iterable[str] = (),
+        author: str | None = None,
+        send_anyway: bool = False,
+        schedule: bool = False,
+    ) -> Message:
+        """An agent's reply (R03, R04, R26, R27)."""
+        found = await self._ticket(ticket)
+        if not isinstance(body, str):
+            raise bad_request("body", "must be text")
+        media = list(media)
+        if not all(
+            isinstance(url, str) and url.startswith(("http://", "https://")) for url in media
+        ):
+            raise bad_request("media", "must be a list of http(s) URLs")
+        profile = await self.profile_get(found.profile)
+        request = Reply(body, media, author, profile, send_anyway, schedule)
+        return await self.engine.ask(("ticket", ticket), request)  # type: ignore[no-any-return]
+
+    async def ticket_set_state(self, ticket: str, state: str, until: str | None = None) -> Ticket:
+        """Open, snooze (R13) or close a ticket."""
+        return await self.engine.ask(("ticket", ticket), SetState(state, until))  # type: ignore[no-any-return]
+
+    async def ticket_mark(self, ticket: str, read: bool) -> Ticket:
+        """Mark a ticket read or unread."""
+        if not isinstance(read, bool):
+            raise bad_request("read", "must be true or false")
+        return await self.engine.ask(("ticket", ticket), Mark(read))  # type: ignore[no-any-return]
+
+    def badge_get(self) -> int:
+        """R18: how many profiles have an open ticket with unread messages."""
+        return self.badge
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    async def profile_get(self, profile: str, metric: str | None = None) -> Profile:
+        """A profile, its activity filtered by `metric` (R11)."""
+        return await self.engine.ask(("profile", profile), GetProfile(metric, exists=True))  # type: ignore[no-any-return]
+
+    async def profile_block(self, profile: str, blocked: bool = True) -> Profile:
+        """Block (closing its open tickets) or unblock a profile (R15)."""
+        await self.profile_get(profile)
+        view, to_close = await self.engine.ask(("profile", profile), SetBlocked(blocked))
+        for ticket in to_close:
+            await self.ticket_set_state(ticket, "closed")
+        return view  # type: ignore[no-any-return]
+
+    async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
+        key = f"{kind}:{value.lower()}"
+        return await self.engine.ask(("directory", key), Resolve(create))  # type: ignore[no-any-return]
+
+    async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
+        """Create or update a profile, matched by id, else phone, else e-mail."""
+        try:
+            given = msgspec.convert(fields, type=ProfileFields)
+        except msgspec.ValidationError as exc:
+            raise InboxError("bad_request", str(exc)) from None
+        changes = {
+            name: value
+            for name, value in msgspec.structs.asdict(given).items()
+            if value is not msgspec.UNSET and name not in ("id", "subscribed", "blocked")
+        }
+        if isinstance(changes.get("phone"), str) and not _is_phone(changes["phone"]):
+            raise bad_request("phone", "must be an E.164 number such as +15551234567")
+        if isinstance(changes.get("email"), str) and "@" not in changes["email"]:
+            raise bad_request("email", "not an e-mail address")
+        if "location" in changes:
+            location = changes["location"] or {}
+            unknown = set(location) - {"city", "region", "country", "timezone"}
+            if unknown:
+                raise bad_request(f"location.{sorted(unknown)[0]}", "unknown key")
+            changes["location"] = Location(**location)
+        if "consent" in changes:
+            unknown = set(changes["consent"]) - {"marketing", "transactional"}
+            if unknown:
+                raise bad_request(f"consent.{sorted(unknown)[0]}", "unknown key")
+            changes["consent"] = Consent(**changes["consent"])
+        profile_id = given.id
+        if profile_id is None and isinstance(changes.get("phone"), str):
+            profile_id = await self._resolve("phone", changes["phone"])
+        if profile_id is None and isinstance(changes.get("email"), str):
+            profile_id = await self._resolve("email", changes["email"])
+        if profile_id is None:
+            profile_id = thread.new_id("p", self.now())
+        if not profile_id or len(profile_id) > 200:
+            raise bad_request("id", "must be 1 to 200 characters")
+        return await self.engine.ask(("profile", profile_id), Upsert(changes))  # type: ignore[no-any-return]
+
+    async def add_event(
+        self, profile: str, metric: str, time: str, properties: dict[str, Any]
+    ) -> None:
+        """Add an item to a profile's recent activity."""
+        if not metric:
+            raise bad_request("metric", "is required")
+        try:
+            parse_time(time, "time")
+        except ValueError as exc:
+            raise InboxError("bad_request", str(exc)) from None
+        await self.profile_get(profile)
+        await self.engine.ask(("profile", profile), AddActivity(Activity(metric, time, properties)))
+
+    async def add_order(self, profile: str, order: Order) -> None:
+        """Add an order to a profile (shown only with the Shopify integration)."""
+        try:
+            parse_time(order.time, "time")
+        except ValueError as exc:
+            raise InboxError("bad_request", str(exc)) from None
+        await self.profile_get(profile)
+        await self.engine.ask(("profile", profile), AddOrder(order))
+
+    async def send_message(
+        self,
+        profile: str,
+        kind: Literal["campaign", "flow"],
+        source_id: str,
+        source_name: str,
+        body: str,
+        media: Iterable[str] = (),
+    ) -> Message:
+        """A campaign or flow SMS from the host platform; it feeds attribution (R25)."""
+        if kind not in ("campaign", "flow"):
+            raise bad_request("kind", "must be campaign or flow")
+        if not body.strip() and not media:
+            raise bad_request("body", "a message needs text or media")
+        request = SendSource(kind, source_id, source_name, body, list(media))
+        return await self.engine.ask(("profile", profile), request)  # type: ignore[no-any-return]
+
+    # -- SMS --------------------------------------------------------------------------------
+
+    async def receive_sms(
+        self, sid: str, phone: str, body: str, media: Iterable[str] = ()
+    ) -> Message:
+        """An inbound SMS; returns once it is stored (R30), exactly once per `sid`."""
+        if not sid:
+            raise bad_request("MessageSid", "is required")
+        if not phone:
+            raise bad_request("From", "is required")
+        profile = await self._resolve("phone", phone)
+        route = await self.engine.ask(
+            ("profile", profile), InboundSms(sid, phone, body, list(media))
+        )
+        self.inbound_count += 1
+        if isinstance(route, Stored):
+            return route.message
+        request = TicketInbound(route.message, autoreply=route.autoreply, phone=phone)
+        return await self.engine.ask(("ticket", route.ticket), request)  # type: ignore[no-any-return]
+
+    async def sms_status(self, provider_id: str, status: str) -> None:
+        """The provider's status callback; unknown ids are ignored."""
+        known = await self.engine.store.get(f"provider:{provider_id}")
+        if known is None or status not in (
+            "queued",
+            "sending",
+            "sent",
+            "delivered",
+            "undelivered",
+            "failed",
+        ):
+            return
+        stored = await thread.load(self.engine.store, known.decode())
+        if stored is not None:
+            await self.engine.ask(
+                ("profile", stored.message.profile), StatusUpdate(known.decode(), status)
+            )
+
+    async def follow_link(self, code: str) -> str | None:
+        """R17: the URL behind a short link (the click is recorded), or None."""
+        raw = await self.engine.store.get(f"link:{code}")
+        if raw is None:
+            return None
+        link = msgspec.json.decode(raw)
+        await self.engine.tell(
+            ("profile", link["profile"]), LinkClicked(link["url"], link["message"])
+        )
+        return link["url"]  # type: ignore[no-any-return]
+
+    # -- web chat ----------------------------------------------------------------------------
+
+    async def chat_hello(
+        self,
+        session: str | None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+    ) -> Ready:
+        """A widget says hello: resume a known session or start a new one."""
+        if session and await self.engine.store.get(f"session:{session}") is not None:
+            return await self.engine.ask(("visitor", session), Hello())  # type: ignore[no-any-return]
+        profile: str | None = None
+        if phone:
+            if not _is_phone(phone):
+                raise bad_request("visitor.phone", "must be an E.164 number")
+            profile = await self._resolve("phone", phone)
+        elif email:
+            profile = await self._resolve("email", email)
+        if profile is None:
+            profile = thread.new_id("p", self.now())
+        fields: dict[str, Any] = {
+            k: v for k, v in (("email", email), ("name", name), ("phone", phone)) if v
+        }
+        current = await self.engine.ask(("profile", profile), GetProfile())
+        await self.engine.ask(
+            ("profile", profile),
+            Upsert({k: v for k, v in fields.items() if not getattr(current, k)}),
+        )
+        token = secrets.token_urlsafe(24)  # 192 random bits
+        hello = Hello(profile, email, name, phone)
+        return await self.engine.ask(("visitor", token), hello)  # type: ignore[no-any-return]
+
+    async def chat_message(self, session: str, body: str, client_id: str | None = None) -> Message:
+        """The visitor wrote; the first message (or the first after a close) opens a
+        ticket (R01, R07)."""
+        return await self.engine.ask(("visitor", session), Say(body, client_id))  # type: ignore[no-any-return]
+
+    async def chat_typing(self, session: str) -> None:
+        """The visitor is typing (agents get `visitor.typing`)."""
+        await self.engine.tell(("visitor", session), Typing())
+
+    async def chat_seen(self, session: str) -> None:
+        """A frame came from the visitor (keeps it online)."""
+        await self.engine.tell(("visitor", session), Seen())
+
+    async def chat_connected(self, session: str) -> None:
+        """A connection of the session opened."""
+        await self.engine.ask(("visitor", session), Connected())
+
+    async def chat_disconnected(self, session: str) -> None:
+        """A connection of the session closed."""
+        await self.engine.tell(("visitor", session), Disconnected())
+
+    # -- settings and quick replies -------------------------------------------------------
+
+    def settings_get(self) -> dict[str, Any]:
+        """The settings object."""
+        return msgspec.to_builtins(self.settings)  # type: ignore[no-any-return]
+
+    async def settings_update(self, partial: dict[str, Any]) -> dict[str, Any]:
+        """Merge `partial` into the settings, key by key; kept across restarts."""
+        async with self._settings_lock:
+            try:
+                updated = settings_rules.apply(self.settings, partial)
+            except ValueError as exc:
+                raise InboxError("bad_request", str(exc)) from None
+            batch = Batch()
+            batch.put(SETTINGS_KEY, msgspec.json.encode(updated))
+            await self.commit(batch)
+            self.settings = updated
+        return self.settings_get()
+
+    async def quick_replies_list(self, q: str | None = None) -> list[QuickReply]:
+        """Saved answers, oldest first, matching `q` in name or body (R22)."""
+        store = self.engine.store
+        rows = await store.index_query(QUICK_REPLIES, frozenset(), 10_000, descending=False)
+        raws = await store.get_many([f"quick_reply:{member}" for member, _ in rows])
+        replies = [msgspec.json.decode(raw, type=QuickReply) for raw in raws if raw]
+        if q:
+            needle = q.casefold()
+            replies = [
+                r for r in replies if needle in r.name.casefold() or needle in r.body.casefold()
+            ]
+        return replies
+
+    async def quick_reply_add(self, name: str, body: str) -> QuickReply:
+        """Save a new answer."""
+        _check_quick_reply(name, body)
+        reply = QuickReply(thread.new_id("q", self.now()), name, body)
+        batch = Batch()
+        batch.put(f"quick_reply:{reply.id}", msgspec.json.encode(reply))
+        batch.index(QUICK_REPLIES, reply.id, self.now(), frozenset())
+        await self.commit(batch)
+        return reply
+
+    async def quick_reply_update(
+        self, quick_reply: str, name: str | None = None, body: str | None = None
+    ) -> QuickReply:
+        """Change a saved answer's name or body."""
+        raw = await self.engine.store.get(f"quick_reply:{quick_reply}")
+        if raw is None:
+            raise not_found("quick reply", quick_reply)
+        reply = msgspec.json.decode(raw, type=QuickReply)
+        reply.name = reply.name if name is None else name
+        reply.body = reply.body if body is None else body
+        _check_quick_reply(reply.name, reply.body)
+        batch = Batch()
+        batch.put(f"quick_reply:{reply.id}", msgspec.json.encode(reply))
+        await self.commit(batch)
+        return reply
+
+    async def quick_reply_delete(self, quick_reply: str) -> None:
+        """Delete a saved answer."""
+        if await self.engine.store.get(f"quick_reply:{quick_reply}") is None:
+            raise not_found("quick reply", quick_reply)
+        batch = Batch()
+        batch.delete(f"quick_reply:{quick_reply}")
+        batch.unindex(QUICK_REPLIES, quick_reply)
+        await self.commit(batch)
+
+    # -- events -----------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The last event sequence number so far (0 if none)."""
+        return self.engine.events.last_seq
+
+    def events(self, since: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+        """Agent events with seq > `since`: replayed, then live, gap-free."""
+        return self.engine.events.subscribe(since)
+
+
+def _check_quick_reply(name: object, body: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise bad_request("name", "is required")
+    if not isinstance(body, str) or not body.strip():
+        raise bad_request("body", "is required")
+
+
+def _is_phone(value: str) -> bool:
+    digits = value[1:]
+    return value.startswith("+") and digits.isdigit() and 8 <= len(digits) <= 15
+
+
+def _encode_cursor(score: float, member: str) -> str:
+    return f"{score!r}|{member}"
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    score, sep, member = cursor.partition("|")
+    try:
+        value = float(score)
+    except ValueError:
+        value = math.nan
+    if not sep or math.isnan(value):
+        raise bad_request("cursor", "not a cursor this inbox gave")
+    return value, member
+
+
+@asynccontextmanager
+async def open_inbox(
+    store: Store,
+    *,
+    account: Account | None = None,
+    timing: Timing | None = None,
+    sms: SmsProvider,
+    mail: Mailer,
+    settings: dict[str, Any] | None = None,
+    clock: WallClock | None = None,
+    link_secret: bytes | None = None,
+    services: Iterable[Child] = (),
+    **engine_options: Any,
+) -> AsyncIterator[Inbox]:
+    """Run an inbox on `store` until the block exits. `settings` seeds the settings only
+    on a store that has none yet; `services` run beside it (e.g. a web server)."""
+    account = account or Account()
+    async with open_engine(store, ACTORS, clock=clock, **engine_options) as engine:
+        secret = link_secret or await _link_secret(store)
+        inbox = Inbox(
+            engine,
+            account=account,
+            timing=timing or Timing(),
+            sms=sms,
+            mail=mail,
+            link_secret=secret,
+        )
+        engine.app = inbox
+        await inbox._start(settings)
+        async with trio.open_nursery() as nursery:
+            inbox.nursery = nursery
+            await nursery.start(inbox.courier.run)
+            for child in services:
+                await nursery.start(child.start)
+            try:
+                yield inbox
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _link_secret(store: Store) -> bytes:
+    """The key of short-link codes: made once per store and kept."""
+    found = await store.get("link_secret")
+    if found is not None:
+        return found
+    secret = secrets.token_bytes(32)
+    batch = Batch()
+    batch.put("link_secret", secret)
+    await store.commit(batch)
+    return secret
+
+
+__all__ = ["Inbox", "InboxError", "open_inbox", "TicketPage", "TicketView", "ProfileFields", "iso"]

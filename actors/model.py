@@ -1,0 +1,182 @@
+"""The inbox's records, in the shapes of PROTOCOL.md ("Shapes"): Message, Ticket, Profile,
+QuickReply. They are what the store keeps and what the wire carries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+Channel = Literal["sms", "webchat"]
+Direction = Literal["inbound", "outbound"]
+MessageKind = Literal[
+    "support", "campaign", "flow", "keyword", "autoresponder", "welcome", "office_hours"
+]
+TicketState = Literal["open", "snoozed", "closed"]
+Status = Literal["queued", "sending", "sent", "delivered", "undelivered", "failed"]
+
+STATUS_RANK: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3}
+FINAL_STATUSES = frozenset({"failed", "undelivered"})
+
+
+def iso(epoch: float) -> str:
+    """ISO 8601 with offset and microseconds, as the wire wants times."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
+
+
+def parse_time(value: str, field: str) -> float:
+    """Epoch seconds from an ISO 8601 time with an offset; ValueError naming `field`."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{field}: the time needs an offset")
+    return parsed.timestamp()
+
+
+def status_moves_forward(old: str | None, new: str) -> bool:
+    """Whether delivery status may go from `old` to `new` (R30: never backwards)."""
+    if old is None:
+        return True
+    if old in FINAL_STATUSES or old == "delivered":
+        return False
+    if new in FINAL_STATUSES:
+        return True
+    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(old, -1)
+
+
+class Attribution(msgspec.Struct, frozen=True):
+    """The campaign or flow an inbound SMS is attributed to (R25)."""
+
+    kind: Literal["campaign", "flow"]
+    id: str
+    name: str
+
+
+class Message(msgspec.Struct):
+    """One message of a thread (PROTOCOL.md `Message`)."""
+
+    id: str
+    ticket: str | None
+    profile: str
+    channel: Channel
+    direction: Direction
+    kind: MessageKind
+    body: str
+    media: list[str]
+    created_at: str
+    author: str | None = None
+    status: Status | None = None
+    provider_id: str | None = None
+    encoding: Literal["GSM-7", "UCS-2"] | None = None
+    segments: int | None = None
+    attributed_to: Attribution | None = None
+
+
+class StoredMessage(msgspec.Struct):
+    """A message as stored: the wire shape (inbound media already left out of `media`,
+    R10) plus the inbound media URLs, kept but not shown."""
+
+    message: Message
+    inbound_media: list[str] = []
+    client_id: str | None = None
+
+
+class Followup(msgspec.Struct):
+    """The follow-up e-mail of a web chat ticket (R16)."""
+
+    status: Literal["scheduled", "sent", "impossible"]
+    at: str | None
+
+
+class Ticket(msgspec.Struct):
+    """A support conversation (PROTOCOL.md `Ticket`)."""
+
+    id: str
+    profile: str
+    channel: Channel
+    state: TicketState
+    unread: bool
+    snoozed_until: str | None
+    created_at: str
+    last_activity_at: str
+    first_response_s: float | None = None
+    visitor_online: bool | None = None
+    followup: Followup | None = None
+
+
+class Location(msgspec.Struct):
+    """Where a profile is, as far as known."""
+
+    city: str | None = None
+    region: str | None = None
+    country: str | None = None
+    timezone: str | None = None
+
+
+class Consent(msgspec.Struct):
+    """SMS consent of a profile."""
+
+    marketing: bool = False
+    transactional: bool = False
+
+
+class Activity(msgspec.Struct):
+    """One item of recent activity."""
+
+    metric: str
+    time: str
+    properties: dict[str, Any] = {}
+
+
+class OrderItem(msgspec.Struct):
+    """A line of an order."""
+
+    name: str
+    quantity: int
+    price: float
+
+
+class Order(msgspec.Struct):
+    """A store order (shown on profiles only when the integration is Shopify)."""
+
+    id: str
+    items: list[OrderItem]
+    total: float
+    currency: str
+    time: str
+
+
+class Profile(msgspec.Struct):
+    """One customer (PROTOCOL.md `Profile`)."""
+
+    id: str
+    phone: str | None = None
+    email: str | None = None
+    name: str | None = None
+    location: Location = msgspec.field(default_factory=Location)
+    consent: Consent = msgspec.field(default_factory=Consent)
+    subscribed: bool = False
+    blocked: bool = False
+    activity: list[Activity] = []
+    orders: list[Order] | None = None
+
+
+class QuickReply(msgspec.Struct):
+    """A saved answer (R22)."""
+
+    id: str
+    name: str
+    body: str
+
+
+class Event(msgspec.Struct):
+    """An event for subscribed agents, as written to the event log."""
+
+    event: str
+    data: dict[str, Any]
+
+
+encode = msgspec.json.Encoder().encode

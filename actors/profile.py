@@ -1,0 +1,378 @@
+"""ProfileActor: one customer — details, consent and keywords (R19), blocking (R15),
+activity (R11) and orders, attribution of SMS replies (R25), delivery status of the
+messages sent to it (R30), and which of its tickets are open and unread (the badge, R18)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from actors import keywords, thread
+from actors.courier import Sent, remove_job
+from actors.errors import InboxError
+from actors.model import (
+    Activity,
+    Attribution,
+    Message,
+    Order,
+    Profile,
+    StoredMessage,
+    encode,
+    iso,
+    status_moves_forward,
+)
+from engine import Actor, Batch, handler
+
+if TYPE_CHECKING:
+    from actors.inbox import Inbox
+
+ACTIVITY_KEPT = 200
+ORDERS_KEPT = 50
+BADGE = "badge"  # index of profiles with an open unread ticket
+
+
+class Source(msgspec.Struct):
+    """The last campaign or flow SMS sent to the profile, for attribution (R25)."""
+
+    attribution: Attribution
+    message: str
+    received_at: float | None = None
+    used: bool = False
+
+
+class ProfileState(msgspec.Struct):
+    """What a ProfileActor keeps."""
+
+    profile: Profile
+    sms_ticket: str | None = None
+    tickets: dict[str, str] = {}  # ticket id → state, for tickets that are not closed
+    unread: list[str] = []  # open tickets with unread messages
+    source: Source | None = None
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+class Upsert(msgspec.Struct):
+    """Set the given profile fields (already validated); others keep their values."""
+
+    fields: dict[str, Any]
+
+
+class GetProfile(msgspec.Struct):
+    """The profile, its activity filtered by `metric` when given (R11)."""
+
+    metric: str | None = None
+    exists: bool = False  # True: not_found when the profile was never written
+
+
+class AddActivity(msgspec.Struct):
+    activity: Activity
+
+
+class AddOrder(msgspec.Struct):
+    order: Order
+
+
+class SetBlocked(msgspec.Struct):
+    """Block or unblock (R15); answers the profile and its tickets that must close."""
+
+    blocked: bool
+
+
+class InboundSms(msgspec.Struct):
+    """An SMS the profile sent (R02, R19, R25)."""
+
+    sid: str
+    phone: str
+    body: str
+    media: list[str]
+
+
+class SendSource(msgspec.Struct):
+    """A campaign or flow SMS from the host platform."""
+
+    kind: Literal["campaign", "flow"]
+    source_id: str
+    source_name: str
+    body: str
+    media: list[str]
+
+
+class StatusUpdate(msgspec.Struct):
+    """The provider's status callback for one of the profile's messages."""
+
+    message: str
+    status: str
+
+
+class TicketFlag(msgspec.Struct):
+    """A ticket of the profile changed state or read flag."""
+
+    ticket: str
+    state: str
+    unread: bool
+
+
+class LinkClicked(msgspec.Struct):
+    """A short link of a message to the profile was followed (R17)."""
+
+    url: str
+    message: str
+
+
+class ToTicket(msgspec.Struct):
+    """The answer to `InboundSms` when the message belongs to the SMS ticket."""
+
+    ticket: str
+    message: StoredMessage
+    autoreply: str | None
+
+
+class Stored(msgspec.Struct):
+    """The answer to `InboundSms` when the profile stored the message itself."""
+
+    message: Message
+
+
+# -- the actor ------------------------------------------------------------------------------
+
+
+class ProfileActor(Actor):
+    """One customer. Its key is the profile id."""
+
+    kind = "profile"
+    __slots__ = ("state", "known")
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.engine.app  # type: ignore[no-any-return]
+
+    async def on_activate(self) -> None:
+        raw = await self.engine.store.get(f"profile:{self.key}")
+        self.known = raw is not None
+        self.state = (
+            msgspec.json.decode(raw, type=ProfileState)
+            if raw
+            else ProfileState(Profile(id=self.key))
+        )
+
+    def _save(self, batch: Batch) -> None:
+        profile = self.state.profile
+        profile.subscribed = profile.consent.marketing or profile.consent.transactional
+        batch.put(f"profile:{self.key}", encode(self.state))
+        self.known = True
+
+    async def _commit(self, batch: Batch) -> None:
+        self._save(batch)
+        await self.inbox.commit(batch)
+
+    def _view(self, metric: str | None = None) -> Profile:
+        profile = msgspec.structs.replace(self.state.profile)
+        if metric is not None:
+            profile.activity = [a for a in profile.activity if a.metric == metric]
+        if self.inbox.account.ecommerce != "shopify":
+            profile.orders = None
+        return profile
+
+    # -- host platform ------------------------------------------------------------------------
+
+    @handler
+    async def upsert(self, msg: Upsert) -> Profile:
+        profile = self.state.profile
+        batch = Batch()
+        for name in ("phone", "email"):
+            if name in msg.fields and msg.fields[name] != getattr(profile, name):
+                old = getattr(profile, name)
+                if old:
+                    batch.delete(f"{name}:{old.lower()}")
+                if msg.fields[name]:
+                    batch.put(f"{name}:{msg.fields[name].lower()}", self.key.encode())
+        for name, value in msg.fields.items():
+            setattr(profile, name, value)
+        await self._commit(batch)
+        return self._view()
+
+    @handler
+    async def get(self, msg: GetProfile) -> Profile:
+        if msg.exists and not self.known:
+            raise InboxError("not_found", f"no profile {self.key!r}")
+        return self._view(msg.metric)
+
+    @handler
+    async def add_activity(self, msg: AddActivity) -> None:
+        activity = self.state.profile.activity
+        activity.insert(0, msg.activity)
+        activity.sort(key=lambda a: a.time, reverse=True)
+        del activity[ACTIVITY_KEPT:]
+        await self._commit(Batch())
+
+    @handler
+    async def add_order(self, msg: AddOrder) -> None:
+        orders = [o for o in (self.state.profile.orders or []) if o.id != msg.order.id]
+        orders.insert(0, msg.order)
+        orders.sort(key=lambda o: o.time, reverse=True)
+        self.state.profile.orders = orders[:ORDERS_KEPT]
+        await self._commit(Batch())
+
+    @handler
+    async def link_clicked(self, msg: LinkClicked) -> None:
+        now = self.inbox.now()
+        props = {"url": msg.url, "message": msg.message}
+        await self.add_activity(AddActivity(Activity("Clicked SMS link", iso(now), props)))
+
+    @handler
+    async def set_blocked(self, msg: SetBlocked) -> tuple[Profile, list[str]]:
+        self.state.profile.blocked = msg.blocked
+        await self._commit(Batch())
+        to_close = list(self.state.tickets) if msg.blocked else []
+        return self._view(), to_close
+
+    # -- SMS -------------------------------------------------------------------------------
+
+    def _attribution(self, now: float) -> Attribution | None:
+        """R25: the last campaign or flow received, if this is the first reply in time."""
+        source = self.state.source
+        if source is None or source.used or source.received_at is None:
+            return None
+        source.used = True
+        if now - source.received_at > self.inbox.settings.attribution_window_s:
+            return None
+        return source.attribution
+
+    def _autoreply(self) -> str | None:
+        """R20: the autoresponder's text for a non-keyword SMS, or None."""
+        auto = self.inbox.settings.sms.autoresponder
+        if auto.mode == "off" or (auto.mode == "non_consented" and self.state.profile.subscribed):
+            return None
+        return self.inbox.render(auto.text)
+
+    @handler
+    async def inbound_sms(self, msg: InboundSms) -> ToTicket | Stored:
+        inbox = self.inbox
+        idem = f"idem:sms:{msg.sid}"
+        known_id = await self.engine.store.get(idem)
+        if known_id is not None:  # a retried delivery (R30)
+            stored = await thread.load(self.engine.store, known_id.decode())
+            if stored is not None:
+                return Stored(stored.message)
+            # the id was claimed but the ticket never stored it: route it again
+        now = inbox.now()
+        profile = self.state.profile
+        batch = Batch()
+        if not profile.phone:
+            profile.phone = msg.phone
+            batch.put(f"phone:{msg.phone.lower()}", self.key.encode())
+        word = keywords.classify(msg.body)
+        stored = thread.inbound(
+            profile=self.key,
+            channel="sms",
+            ticket=None,
+            kind="keyword" if word else "support",
+            body=msg.body,
+            media=msg.media,
+            now=now,
+            message_id=known_id.decode() if known_id else None,
+        )
+        stored.message.attributed_to = self._attribution(now)
+        batch.put(idem, stored.message.id.encode())
+        if word is not None:  # R19: the compliance layer, not the inbox
+            if word.kind == "opt_out":
+                profile.consent.marketing = profile.consent.transactional = False
+            elif word.kind == "opt_in":
+                profile.consent.marketing = True
+            thread.record(batch, stored)
+            thread.outbound(
+                inbox, batch, profile=self.key, phone=msg.phone, channel="sms", ticket=None,
+                kind="keyword", body=inbox.render(keywords.default_reply(word.kind)),
+                media=[], author=None, now=now,
+            )  # fmt: skip
+            await self._commit(batch)
+            return Stored(stored.message)
+        if profile.blocked:  # R15: stored, and nothing else happens
+            thread.record(batch, stored)
+            await self._commit(batch)
+            return Stored(stored.message)
+        if self.state.sms_ticket is None:
+            self.state.sms_ticket = thread.new_id("t", now)
+        stored.message.ticket = self.state.sms_ticket
+        await self._commit(batch)
+        return ToTicket(self.state.sms_ticket, stored, self._autoreply())
+
+    @handler
+    async def send_source(self, msg: SendSource) -> Message:
+        profile = self.state.profile
+        if not self.known:
+            raise InboxError("not_found", f"no profile {self.key!r}")
+        if not profile.subscribed:
+            raise InboxError("not_subscribed", "the profile has no SMS consent")
+        if not profile.phone:
+            raise InboxError("bad_request", "profile: the profile has no phone number")
+        batch = Batch()
+        message = thread.outbound(
+            self.inbox, batch, profile=self.key, phone=profile.phone, channel="sms",
+            ticket=None, kind=msg.kind, body=msg.body, media=msg.media, author=None,
+            now=self.inbox.now(),
+        )  # fmt: skip
+        attribution = Attribution(msg.kind, msg.source_id, msg.source_name)
+        self.state.source = Source(attribution, message.id)
+        await self._commit(batch)
+        return message
+
+    async def _set_status(
+        self, batch: Batch, message_id: str, status: str, provider_id: str | None
+    ) -> None:
+        stored = await thread.load(self.engine.store, message_id)
+        if stored is None:
+            return
+        message = stored.message
+        if provider_id and message.provider_id != provider_id:
+            message.provider_id = provider_id
+            batch.put(f"provider:{provider_id}", message_id.encode())
+        if status_moves_forward(message.status, status):
+            message.status = status  # type: ignore[assignment]
+            thread.event(batch, "message.status", {"message": message_id, "status": status})
+            source = self.state.source
+            if source and source.message == message_id and status in ("sent", "delivered"):
+                source.received_at = source.received_at or self.inbox.now()
+        thread.record(batch, stored, new=False)
+
+    @handler
+    async def sent(self, msg: Sent) -> None:
+        batch = Batch()
+        await self._set_status(batch, msg.message, msg.status, msg.provider_id)
+        remove_job(batch, msg.job)
+        await self._commit(batch)
+
+    @handler
+    async def status_update(self, msg: StatusUpdate) -> None:
+        batch = Batch()
+        await self._set_status(batch, msg.message, msg.status, None)
+        await self._commit(batch)
+
+    # -- tickets and the badge --------------------------------------------------------------
+
+    @handler
+    async def ticket_flag(self, msg: TicketFlag) -> None:
+        state = self.state
+        if msg.state == "closed":
+            state.tickets.pop(msg.ticket, None)
+        else:
+            state.tickets[msg.ticket] = msg.state
+        had_unread = bool(state.unread)
+        unread = [t for t in state.unread if t != msg.ticket]
+        if msg.state == "open" and msg.unread:
+            unread.append(msg.ticket)
+        state.unread = unread
+        batch = Batch()
+        if bool(unread) != had_unread:
+            inbox = self.inbox
+            if unread:
+                batch.index(BADGE, self.key, inbox.now(), frozenset())
+                inbox.badge += 1
+            else:
+                batch.unindex(BADGE, self.key)
+                inbox.badge -= 1
+            thread.event(batch, "badge", {"unread_profiles": inbox.badge})
+        await self._commit(batch)

@@ -1,0 +1,147 @@
+"""Threads: writing messages into them and reading the last ones back.
+
+A thread is a log of message ids; each message is a record of its own (`msg:{id}`), so a
+delivery status can change without rewriting the log. The SMS thread is one per profile
+(it holds flows, campaigns, keywords and support messages across closes and reopens,
+R02); a web chat thread is one per ticket (every session is its own ticket, R07).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors import links, segments
+from actors.model import Channel, Event, Message, MessageKind, StoredMessage, encode, iso
+from engine import Batch, Store
+
+if TYPE_CHECKING:
+    from actors.inbox import Inbox
+
+THREAD_VIEW = 50  # R09: opening a ticket shows the last 50 messages
+
+_decode_stored = msgspec.json.Decoder(StoredMessage).decode
+
+
+def new_id(prefix: str, now: float) -> str:
+    """A unique id that sorts by creation time: prefix, microseconds (hex), randomness."""
+    return f"{prefix}{int(now * 1_000_000):x}{secrets.token_hex(4)}"
+
+
+def stream(channel: Channel, profile: str, ticket: str | None) -> str:
+    """The log that holds a message of `channel` for `profile` / `ticket`."""
+    if channel == "sms":
+        return f"thread:sms:{profile}"
+    return f"thread:webchat:{ticket}"
+
+
+def message_key(message_id: str) -> str:
+    """Where a message record is kept."""
+    return f"msg:{message_id}"
+
+
+def event(batch: Batch, name: str, data: dict[str, Any]) -> None:
+    """Add an agent event (PROTOCOL.md event names) to `batch`."""
+    batch.event(encode(Event(name, data)))
+
+
+def record(batch: Batch, stored: StoredMessage, *, new: bool = True) -> None:
+    """Write `stored` (and, when `new`, append it to its thread and announce it)."""
+    message = stored.message
+    batch.put(message_key(message.id), encode(stored))
+    if new:
+        batch.append(stream(message.channel, message.profile, message.ticket), message.id.encode())
+        event(batch, "message.created", {"message": message})
+
+
+async def load(store: Store, message_id: str) -> StoredMessage | None:
+    """The stored message `message_id`, or None."""
+    raw = await store.get(message_key(message_id))
+    return _decode_stored(raw) if raw else None
+
+
+async def last_messages(store: Store, log: str, n: int = THREAD_VIEW) -> list[Message]:
+    """The last `n` messages of thread `log`, oldest first, inbound media left out (R10)."""
+    ids = await store.log_tail(log, n)
+    raws = await store.get_many([message_key(i.decode()) for i in ids])
+    return [_decode_stored(raw).message for raw in raws if raw]
+
+
+def outbound(
+    inbox: Inbox,
+    batch: Batch,
+    *,
+    profile: str,
+    phone: str | None,
+    channel: Channel,
+    ticket: str | None,
+    kind: MessageKind,
+    body: str,
+    media: list[str],
+    author: str | None,
+    now: float,
+    send: bool = True,
+) -> Message:
+    """Write an outbound message into `batch`: SMS gets short links (R17), its encoding
+    and segments (R26) and status `queued`, and, when `send`, a job for the courier."""
+    message_id = new_id("m", now)
+    message = Message(
+        id=message_id,
+        ticket=ticket,
+        profile=profile,
+        channel=channel,
+        direction="outbound",
+        kind=kind,
+        body=body,
+        media=list(media),
+        created_at=iso(now),
+        author=author,
+    )
+    if channel == "sms":
+        if inbox.settings.sms.shorten_links:
+            make_code = links.message_link_codes(inbox.link_secret, message_id)
+            message.body, made = links.shorten(body, make_code, inbox.account.public_url)
+            for code, url in made:
+                batch.put(
+                    f"link:{code}",
+                    msgspec.json.encode({"url": url, "profile": profile, "message": message_id}),
+                )
+        info = segments.encode_info(message.body)
+        message.encoding, message.segments = info.encoding, info.segments
+        message.status = "queued"
+        if send and phone:
+            inbox.courier.add_sms(batch, message, phone)
+    record(batch, StoredMessage(message))
+    return message
+
+
+def inbound(
+    *,
+    profile: str,
+    channel: Channel,
+    ticket: str | None,
+    kind: MessageKind,
+    body: str,
+    media: list[str],
+    now: float,
+    message_id: str | None = None,
+    client_id: str | None = None,
+) -> StoredMessage:
+    """A new inbound message (not yet written): its media kept but not shown (R10)."""
+    return StoredMessage(
+        Message(
+            id=message_id or new_id("m", now),
+            ticket=ticket,
+            profile=profile,
+            channel=channel,
+            direction="inbound",
+            kind=kind,
+            body=body,
+            media=[],
+            created_at=iso(now),
+        ),
+        inbound_media=list(media),
+        client_id=client_id,
+    )

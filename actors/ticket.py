@@ -1,0 +1,443 @@
+"""TicketActor: one support conversation — its state and read flag (R12–R14), inbound
+messages that open, reopen or wake it (R01, R02), agent replies (R03, R04, R26, R27),
+snoozes on durable timers (R13), first-response time (R28), and, on web chat, the
+visitor's presence and the follow-up e-mail (R16)."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from actors import followup_email, quiet_hours, snooze, thread
+from actors.errors import InboxError, bad_request
+from actors.model import Followup, Message, Profile, StoredMessage, Ticket, encode, iso
+from actors.outbound import Email
+from actors.profile import TicketFlag
+from engine import Actor, Batch, handler
+from engine.clock import to_datetime
+
+if TYPE_CHECKING:
+    from actors.inbox import Inbox
+
+TICKETS = "tickets"  # index: every ticket by last activity
+WAITING = "waiting"  # index: open tickets whose last support message is inbound (R28)
+
+
+class TicketRecord(msgspec.Struct):
+    """What a TicketActor keeps."""
+
+    ticket: Ticket
+    created: float
+    last_activity: float
+    phone: str | None = None
+    email: str | None = None
+    session: str | None = None
+    first_inbound_at: float | None = None
+    waiting_since: float | None = None
+    attributions: list[str] = []
+    snooze_due: float | None = None
+    followup_due: float | None = None
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+class TicketInbound(msgspec.Struct):
+    """An inbound support message for this ticket, which it opens, reopens or wakes."""
+
+    message: StoredMessage
+    autoreply: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    session: str | None = None
+    greeting: StoredMessage | None = None
+
+
+class Reply(msgspec.Struct):
+    """An agent's reply; `profile` is a recent view of the ticket's profile."""
+
+    body: str
+    media: list[str]
+    author: str | None
+    profile: Profile
+    send_anyway: bool = False
+    schedule: bool = False
+
+
+class SetState(msgspec.Struct):
+    state: str
+    until: str | None = None
+
+
+class Mark(msgspec.Struct):
+    read: bool
+
+
+class GetTicket(msgspec.Struct):
+    pass
+
+
+class Wake(msgspec.Struct):
+    """A snooze ran out (durable timer)."""
+
+    due: float
+
+
+class FollowupDue(msgspec.Struct):
+    """The follow-up e-mail's debounce ran out (durable timer)."""
+
+    due: float
+
+
+class ScheduledSend(msgspec.Struct):
+    """A reply held for quiet hours may go now (durable timer)."""
+
+    message: str
+    phone: str
+
+
+class VisitorPresence(msgspec.Struct):
+    """The web chat visitor went online or offline."""
+
+    online: bool
+
+
+# -- the actor ------------------------------------------------------------------------------
+
+
+class TicketActor(Actor):
+    """One ticket. Its key is the ticket id."""
+
+    kind = "ticket"
+    __slots__ = ("record",)
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.engine.app  # type: ignore[no-any-return]
+
+    async def on_activate(self) -> None:
+        raw = await self.engine.store.get(f"ticket:{self.key}")
+        self.record: TicketRecord | None = (
+            msgspec.json.decode(raw, type=TicketRecord) if raw else None
+        )
+
+    def _existing(self) -> TicketRecord:
+        if self.record is None:
+            raise InboxError("not_found", f"no ticket {self.key!r}")
+        return self.record
+
+    def _flags(self) -> tuple[str, bool]:
+        ticket = self._existing().ticket
+        return ticket.state, ticket.unread
+
+    async def _commit(
+        self, batch: Batch, before: tuple[str, bool] | None, created: bool = False
+    ) -> None:
+        """Save the ticket with its index entries and event; tell the profile what changed."""
+        record = self._existing()
+        ticket = record.ticket
+        ticket.last_activity_at = iso(record.last_activity)
+        batch.put(f"ticket:{self.key}", encode(record))
+        tags = {
+            f"state={ticket.state}",
+            f"unread={int(ticket.unread)}",
+            f"channel={ticket.channel}",
+            *(f"attr={a}" for a in record.attributions),
+        }
+        batch.index(TICKETS, self.key, record.last_activity, frozenset(tags))
+        if ticket.state == "open" and record.waiting_since is not None:
+            batch.index(WAITING, self.key, record.waiting_since, frozenset(tags))
+        else:
+            batch.unindex(WAITING, self.key)
+        thread.event(batch, "ticket.created" if created else "ticket.updated", {"ticket": ticket})
+        await self.inbox.commit(batch)
+        after = (ticket.state, ticket.unread)
+        if after != before:
+            self.engine.tell_nowait(("profile", ticket.profile), TicketFlag(self.key, *after))
+        if ticket.state == "closed" and before and before[0] != "closed" and record.session:
+            self.inbox.sessions.deliver(record.session, {"type": "closed", "ticket": self.key})
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    def _create(self, msg: TicketInbound, now: float) -> TicketRecord:
+        message = msg.message.message
+        ticket = Ticket(
+            id=self.key,
+            profile=message.profile,
+            channel=message.channel,
+            state="open",
+            unread=True,
+            snoozed_until=None,
+            created_at=iso(now),
+            last_activity_at=iso(now),
+            visitor_online=True if message.channel == "webchat" else None,
+        )
+        return TicketRecord(ticket, now, now, session=msg.session)
+
+    def _notify_new_ticket(self, batch: Batch, msg: TicketInbound) -> None:
+        """R21: e-mail every listed recipient about a new ticket."""
+        inbox = self.inbox
+        setting = inbox.settings.notifications.new_ticket_email
+        if not setting.enabled or not setting.recipients:
+            return
+        message = msg.message.message
+        who = msg.phone or msg.email or message.profile
+        channel = "SMS" if message.channel == "sms" else "web chat"
+        subject = f"New {channel} ticket from {who}"
+        link = f"{inbox.account.public_url}/?ticket={self.key}"
+        text = f"{subject}:\n\n{message.body}\n\nOpen it in the inbox: {link}\n"
+        body = (
+            f"<p>{html.escape(subject)}:</p><blockquote>{html.escape(message.body)}</blockquote>"
+            f'<p><a href="{html.escape(link)}">Open it in the inbox</a></p>'
+        )
+        email = Email(inbox.sender_address(), tuple(setting.recipients), subject, text, body)
+        inbox.courier.add_email(batch, f"new-ticket:{self.key}", email)
+
+    @handler
+    async def inbound(self, msg: TicketInbound) -> Message:
+        inbox = self.inbox
+        store = self.engine.store
+        message = msg.message.message
+        known = await thread.load(store, message.id)
+        if known is not None:  # delivered twice: stored once (R30)
+            return known.message
+        now = inbox.now()
+        batch = Batch()
+        created = self.record is None
+        if self.record is None:
+            self.record = self._create(msg, now)
+            self._notify_new_ticket(batch, msg)
+            before = None
+        else:
+            before = self._flags()
+        record = self.record
+        ticket = record.ticket
+        if ticket.state == "closed" and ticket.channel == "webchat":
+            raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
+        if ticket.state == "snoozed":
+            self.engine.timers.cancel_durable(batch, f"snooze:{self.key}")
+            record.snooze_due = None
+            ticket.snoozed_until = None
+        ticket.state = "open"
+        ticket.unread = True
+        record.phone = msg.phone or record.phone
+        record.email = msg.email or record.email
+        record.last_activity = now
+        record.first_inbound_at = record.first_inbound_at or now
+        record.waiting_since = record.waiting_since or now
+        attributed = message.attributed_to
+        if attributed is not None:
+            tag = f"{attributed.kind}:{attributed.id}"
+            if tag not in record.attributions:
+                record.attributions.append(tag)
+        if msg.greeting is not None:  # R23: the greeting belongs to the ticket it started
+            msg.greeting.message.ticket = self.key
+            thread.record(batch, msg.greeting)
+        message.ticket = self.key
+        thread.record(batch, msg.message)
+        if msg.autoreply:
+            thread.outbound(
+                inbox, batch, profile=ticket.profile, phone=record.phone, channel=ticket.channel,
+                ticket=self.key, kind="autoresponder", body=msg.autoreply, media=[], author=None,
+                now=now,
+            )  # fmt: skip
+        await self._commit(batch, before, created)
+        return message
+
+    # -- agent operations --------------------------------------------------------------------
+
+    @handler
+    async def get(self, msg: GetTicket) -> Ticket:
+        return self._existing().ticket
+
+    @handler
+    async def reply(self, msg: Reply) -> Message:
+        record = self._existing()
+        ticket = record.ticket
+        inbox = self.inbox
+        if not msg.body.strip() and not msg.media:
+            raise bad_request("body", "a reply needs text or media")
+        profile = msg.profile
+        if profile.blocked:
+            raise InboxError("blocked", "the profile is blocked")
+        if ticket.state == "closed":
+            raise InboxError("ticket_closed", "the ticket is closed")
+        now = inbox.now()
+        hold_until: float | None = None
+        if ticket.channel == "sms":
+            if not profile.subscribed:
+                raise InboxError("not_subscribed", "the profile has no SMS consent (R04)")
+            window = msgspec.to_builtins(inbox.settings.quiet_hours)
+            zone = profile.location.timezone
+            held = quiet_hours.check(zone, window, to_datetime(now))
+            if held is not None and not msg.send_anyway:
+                if not msg.schedule:
+                    raise InboxError(
+                        "quiet_hours",
+                        f"it is {held.local_time} for the profile ({held.timezone})",
+                        local_time=held.local_time,
+                        timezone=held.timezone,
+                    )
+                hold_until = quiet_hours.next_allowed(zone, window, to_datetime(now)).timestamp()
+        before = self._flags()
+        batch = Batch()
+        message = thread.outbound(
+            inbox, batch, profile=ticket.profile, phone=profile.phone, channel=ticket.channel,
+            ticket=self.key, kind="support", body=msg.body, media=msg.media, author=msg.author,
+            now=now, send=hold_until is None,
+        )  # fmt: skip
+        if hold_until is not None and profile.phone:
+            self.engine.timers.set_durable(
+                batch, f"send:{message.id}", hold_until, self.address,
+                ScheduledSend(message.id, profile.phone),
+            )  # fmt: skip
+        if msg.author is not None:
+            if ticket.first_response_s is None and record.first_inbound_at is not None:
+                ticket.first_response_s = round(now - record.first_inbound_at, 6)
+            record.waiting_since = None
+        record.last_activity = now
+        if ticket.channel == "webchat":
+            self._followup_after_reply(batch, now)
+        await self._commit(batch, before)
+        if ticket.channel == "webchat" and record.session:
+            inbox.sessions.deliver(record.session, {"type": "message", "message": message})
+        return message
+
+    def _followup_after_reply(self, batch: Batch, now: float) -> None:
+        """R16: an agent writes while the visitor is offline: (re)arm the follow-up."""
+        record = self._existing()
+        ticket = record.ticket
+        inbox = self.inbox
+        if ticket.visitor_online is not False or not inbox.settings.webchat.followup_email:
+            return
+        if not record.email or not inbox.account.support_email:
+            ticket.followup = Followup("impossible", None)
+            return
+        due = now + inbox.timing.followup_delay_s
+        record.followup_due = due
+        ticket.followup = Followup("scheduled", iso(due))
+        self.engine.timers.set_durable(
+            batch, f"followup:{self.key}", due, self.address, FollowupDue(due)
+        )
+        thread.event(batch, "followup.scheduled", {"ticket": self.key, "at": iso(due)})
+
+    @handler
+    async def set_state(self, msg: SetState) -> Ticket:
+        record = self._existing()
+        ticket = record.ticket
+        inbox = self.inbox
+        before = self._flags()
+        batch = Batch()
+        now = inbox.now()
+        if msg.state == "open":
+            if ticket.state == "closed" and ticket.channel == "webchat":
+                raise InboxError(
+                    "cannot_reopen", "a closed web chat ticket cannot be reopened (R07)"
+                )
+        elif msg.state == "snoozed":
+            if msg.until is None:
+                raise bad_request(
+                    "until", "snoozing needs later_today, tomorrow, next_week or a time"
+                )
+            if ticket.state == "closed":
+                raise InboxError("ticket_closed", "a closed ticket cannot be snoozed")
+            try:
+                wake = snooze.wake_time(msg.until, inbox.account.timezone, to_datetime(now))
+            except ValueError as exc:
+                raise InboxError("bad_request", str(exc)) from None
+            due = wake.timestamp()
+            record.snooze_due = due
+            ticket.snoozed_until = iso(due)
+            self.engine.timers.set_durable(
+                batch, f"snooze:{self.key}", due, self.address, Wake(due)
+            )
+        elif msg.state != "closed":
+            raise bad_request("state", "must be open, snoozed or closed")
+        if msg.state != "snoozed" and record.snooze_due is not None:
+            self.engine.timers.cancel_durable(batch, f"snooze:{self.key}")
+            record.snooze_due = None
+            ticket.snoozed_until = None
+        ticket.state = msg.state  # type: ignore[assignment]
+        await self._commit(batch, before)
+        return ticket
+
+    @handler
+    async def mark(self, msg: Mark) -> Ticket:
+        record = self._existing()
+        before = self._flags()
+        record.ticket.unread = not msg.read
+        await self._commit(Batch(), before)
+        return record.ticket
+
+    # -- timers and presence --------------------------------------------------------------
+
+    @handler
+    async def wake(self, msg: Wake) -> None:
+        record = self.record
+        if record is None or record.ticket.state != "snoozed" or record.snooze_due != msg.due:
+            return  # replaced, cancelled, or already woken: nothing to do
+        before = self._flags()
+        ticket = record.ticket
+        ticket.state, ticket.unread, ticket.snoozed_until = "open", True, None
+        record.snooze_due = None
+        record.last_activity = self.inbox.now()
+        await self._commit(Batch(), before)
+
+    @handler
+    async def scheduled_send(self, msg: ScheduledSend) -> None:
+        stored = await thread.load(self.engine.store, msg.message)
+        if stored is None or stored.message.status != "queued":
+            return
+        batch = Batch()
+        self.inbox.courier.add_sms(batch, stored.message, msg.phone)
+        await self.inbox.commit(batch)
+
+    @handler
+    async def presence(self, msg: VisitorPresence) -> None:
+        record = self.record
+        if record is None or record.ticket.visitor_online == msg.online:
+            return
+        ticket = record.ticket
+        ticket.visitor_online = msg.online
+        batch = Batch()
+        if msg.online and ticket.followup is not None and ticket.followup.status == "scheduled":
+            self.engine.timers.cancel_durable(batch, f"followup:{self.key}")
+            record.followup_due = None
+            ticket.followup = None  # R16: back before it went out, nothing is sent
+        await self._commit(batch, self._flags())
+
+    @handler
+    async def followup_due(self, msg: FollowupDue) -> None:
+        record = self.record
+        if record is None or record.followup_due != msg.due or record.ticket.visitor_online:
+            return
+        inbox = self.inbox
+        ticket = record.ticket
+        messages = await thread.last_messages(
+            self.engine.store, thread.stream("webchat", ticket.profile, self.key), 5
+        )
+        account = inbox.account
+        link = followup_email.chat_link(account.public_url, record.session or "")
+        composed = followup_email.compose(
+            account.name,
+            link,
+            [(m.direction, m.body) for m in messages],
+            logo_url=account.logo_url,
+            privacy_url=account.privacy_url,
+            terms_url=account.terms_url,
+        )
+        batch = Batch()
+        email = Email(
+            inbox.sender_address(),
+            (record.email or "",),
+            composed.subject,
+            composed.text,
+            composed.html,
+        )
+        inbox.courier.add_email(batch, f"followup:{self.key}:{msg.due}", email)
+        record.followup_due = None
+        ticket.followup = Followup("sent", iso(inbox.now()))
+        thread.event(batch, "followup.sent", {"ticket": self.key, "at": ticket.followup.at})
+        await self._commit(batch, self._flags())
