@@ -1,0 +1,66 @@
+"""The benchmark harness end to end: `actors` and `timers` in --quick mode write every
+figure (positive) to results.md, results.json and one chart per scenario."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import bench
+
+EXPECTED = {
+    "actors": [
+        "engine tell, 1,000 actors, 20,000 msgs",
+        "raw trio, 1,000 tasks + memory channels",
+        "pykka, ",
+        "engine idle resident actor (10,000)",
+        "raw trio task parked on a memory channel (10,000)",
+    ],
+    "timers": [
+        "engine pending volatile timer (50,000)",
+        "trio task sleeping until due",
+        "engine durable timer writes (50,000",
+        "MemoryStore.commit of pre-encoded timers (50,000)",
+        "engine start over 50,000 stored durable timers",
+        "durable timers in memory after that start (of 50,000)",
+        "engine volatile timer lag p50",
+        "engine volatile timer lag p99",
+        "trio.sleep_until task lag p50",
+        "trio.sleep_until task lag p99",
+    ],
+}
+
+
+def test_quick_run_writes_every_figure_with_ratios(tmp_path: Path) -> None:
+    # A plain (sync) test: the scenarios run their own trio.run, one per measurement.
+    started = time.perf_counter()
+    assert bench.main(["actors", "timers", "--quick", "--out", str(tmp_path)]) == 0
+    assert time.perf_counter() - started < 60
+
+    for name in ("results.md", "results.json", "actors.png", "timers.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "actors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["quick"] is True
+    markdown = (tmp_path / "results.md").read_text()
+    for scenario, prefixes in EXPECTED.items():
+        figures = data["scenarios"][scenario]["figures"]
+        names = [f["name"] for f in figures]
+        for prefix in prefixes:
+            matching = [f for f in figures if f["name"].startswith(prefix)]
+            assert matching, f"{scenario}: no row starting {prefix!r} in {names}"
+            for f in matching:
+                assert f["median"] > 0, f
+                assert all(s > 0 for s in f["samples"]), f
+                assert f["name"] in markdown
+        by_name = {f["name"]: f for f in figures}
+        for f in figures:
+            if f["baseline_of"] is not None:
+                engine = by_name[f["baseline_of"]]
+                assert f["ratio"] > 0
+                assert abs(f["ratio"] - engine["median"] / f["median"]) < 1e-9 * f["ratio"]
+    # engine ÷ raw trio and engine ÷ pykka are both reported for the tell workload
+    tell = "engine tell, 1,000 actors, 20,000 msgs"
+    assert len([f for f in data["scenarios"]["actors"]["figures"] if f["baseline_of"] == tell]) == 2
