@@ -1,0 +1,52 @@
+"""The Starlette application: every HTTP and WebSocket endpoint of PROTOCOL.md."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from transports import http_api
+from transports.wire import Context
+from transports.ws_agent import agent_endpoint
+from transports.ws_chat import chat_endpoint
+
+__all__ = ["build_app"]
+
+
+def _http(ctx: Context, handler: Callable[[Context, Request], Awaitable[Response]]) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await handler(ctx, request)
+
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+def _ws(ctx: Context, handler: Callable[[Context, WebSocket], Awaitable[None]]) -> Any:
+    async def endpoint(websocket: WebSocket) -> None:
+        await handler(ctx, websocket)
+
+    return endpoint
+
+
+def build_app(ctx: Context) -> Starlette:
+    """The ASGI app serving `ctx`'s inbox."""
+    routes = [
+        Route("/sms/inbound", _http(ctx, http_api.sms_inbound), methods=["POST"]),
+        Route("/sms/status", _http(ctx, http_api.sms_status), methods=["POST"]),
+        Route("/l/{code}", _http(ctx, http_api.short_link), methods=["GET"]),
+        Route("/api/{name}", _http(ctx, http_api.api), methods=["POST"]),
+        Route("/healthz", _http(ctx, http_api.healthz), methods=["GET"]),
+        Route("/metrics", _http(ctx, http_api.metrics_endpoint), methods=["GET"]),
+        Route("/", _http(ctx, http_api.console_page), methods=["GET"]),
+        Route("/chat", _http(ctx, http_api.chat_page), methods=["GET"]),
+        Route("/static/{name}", _http(ctx, http_api.static), methods=["GET"]),
+        WebSocketRoute("/ws/agent", _ws(ctx, agent_endpoint)),
+        WebSocketRoute("/ws/chat", _ws(ctx, chat_endpoint)),
+    ]
+    return Starlette(routes=routes)

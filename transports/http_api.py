@@ -1,0 +1,282 @@
+"""The HTTP endpoints of PROTOCOL.md: SMS webhooks, short links, `/api/*`, health,
+metrics and the static pages. Each handler only translates to an `Inbox` call."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+
+from actors.errors import InboxError
+from actors.model import Order
+from transports import metrics
+from transports.twilio_signature import is_valid
+from transports.wire import STATUS, Context, error_body, validation_error
+
+log = logging.getLogger(__name__)
+
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+MAX_BODY = 1024 * 1024  # bytes of a webhook or API request body
+STATIC_DIR = resources.files("transports") / "static"
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Json(Response):
+    """A JSON response encoded with msgspec (results are msgspec Structs)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
+
+
+def error_response(exc: InboxError) -> Response:
+    """`{"error":{"code","detail"}}` with the status of its code (4xx)."""
+    status = STATUS.get(exc.code, 503 if exc.code == "unavailable" else 400)
+    return _Json({"error": error_body(exc)}, status_code=status)
+
+
+async def _body(request: Request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise InboxError("bad_request", "body: too large")
+    return body
+
+
+def _signed_url(ctx: Context, request: Request) -> str:
+    """The URL a webhook signature covers: public_url or the request's own address."""
+    path = request.url.path
+    query = request.url.query
+    suffix = path + (f"?{query}" if query else "")
+    if ctx.config.server.public_url:
+        return ctx.config.server.public_url + suffix
+    host = request.headers.get("host", "")
+    return f"{request.url.scheme}://{host}{suffix}"
+
+
+async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str]] | Response:
+    """The form parameters of a Twilio webhook, or the 403/400 response refusing it."""
+    try:
+        body = await _body(request)
+        params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (InboxError, UnicodeDecodeError, ValueError):
+        return PlainTextResponse("bad request", status_code=400)
+    token = ctx.config.sms.auth_token
+    if token:
+        signature = request.headers.get("x-twilio-signature")
+        if not is_valid(token, _signed_url(ctx, request), params, signature):
+            return PlainTextResponse("forbidden", status_code=403)
+    return params
+
+
+async def sms_inbound(ctx: Context, request: Request) -> Response:
+    """`POST /sms/inbound`: store the SMS, then answer empty TwiML (R30)."""
+    got = await _webhook_params(ctx, request)
+    if isinstance(got, Response):
+        return got
+    params = dict(got)
+    sid, phone = params.get("MessageSid", ""), params.get("From", "")
+    if not sid or not phone:
+        return PlainTextResponse("MessageSid and From are required", status_code=400)
+    try:
+        count = int(params.get("NumMedia") or 0)
+    except ValueError:
+        count = 0
+    media = [params[f"MediaUrl{i}"] for i in range(min(count, 50)) if params.get(f"MediaUrl{i}")]
+    try:
+        await ctx.require_inbox().receive_sms(sid, phone, params.get("Body", ""), media)
+    except InboxError as exc:
+        if exc.code == "unavailable":
+            return PlainTextResponse("starting", status_code=503)
+        return PlainTextResponse(exc.detail, status_code=STATUS.get(exc.code, 400))
+    return Response(TWIML_EMPTY, media_type="text/xml")
+
+
+async def sms_status(ctx: Context, request: Request) -> Response:
+    """`POST /sms/status`: a delivery status; unknown ids are ignored."""
+    got = await _webhook_params(ctx, request)
+    if isinstance(got, Response):
+        return got
+    params = dict(got)
+    sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
+    if sid and status:
+        try:
+            await ctx.require_inbox().sms_status(sid, status)
+        except InboxError as exc:
+            if exc.code == "unavailable":
+                return PlainTextResponse("starting", status_code=503)
+    return Response(b"", status_code=200)
+
+
+async def short_link(ctx: Context, request: Request) -> Response:
+    """`GET /l/{code}`: 302 to the URL (the click is recorded, R17), or 404."""
+    code = request.path_params["code"]
+    url = await ctx.require_inbox().follow_link(code)
+    if url is None:
+        return PlainTextResponse("no such link", status_code=404)
+    return RedirectResponse(url, status_code=302)
+
+
+# -- /api/* -----------------------------------------------------------------------------------
+
+
+class EventBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /api/events`."""
+
+    profile: str
+    metric: str
+    time: str
+    properties: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class OrderBody(Order, forbid_unknown_fields=True):
+    """`POST /api/orders`: an `Order` and the profile it belongs to."""
+
+    profile: str = ""
+
+
+class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /api/messages`: a campaign or flow SMS."""
+
+    profile: str
+    kind: str
+    source_id: str
+    source_name: str
+    body: str
+    media: list[str] = msgspec.field(default_factory=list)
+
+
+def _authorized(ctx: Context, request: Request) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return False
+    return any(hmac.compare_digest(key.strip(), known) for known in ctx.api_keys)
+
+
+async def _api_json(request: Request) -> Any:
+    body = await _body(request)
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise InboxError("bad_request", "body: not JSON") from None
+
+
+def _convert(data: Any, type_: Any) -> Any:
+    try:
+        return msgspec.convert(data, type=type_)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def api_profiles(ctx: Context, data: Any) -> Any:
+    """Upsert a profile."""
+    if not isinstance(data, dict):
+        raise InboxError("bad_request", "body: expected an object")
+    return await ctx.require_inbox().upsert_profile(data)
+
+
+async def api_events(ctx: Context, data: Any) -> Any:
+    """Add an activity item."""
+    body: EventBody = _convert(data, EventBody)
+    await ctx.require_inbox().add_event(body.profile, body.metric, body.time, body.properties)
+    return {"ok": True}
+
+
+async def api_orders(ctx: Context, data: Any) -> Any:
+    """Add an order."""
+    body: OrderBody = _convert(data, OrderBody)
+    if not body.profile:
+        raise InboxError("bad_request", "profile: is required")
+    order = Order(body.id, body.items, body.total, body.currency, body.time)
+    await ctx.require_inbox().add_order(body.profile, order)
+    return {"ok": True}
+
+
+async def api_messages(ctx: Context, data: Any) -> Any:
+    """A campaign or flow SMS from the host platform."""
+    body: MessageBody = _convert(data, MessageBody)
+    if body.kind not in ("campaign", "flow"):
+        raise InboxError("bad_request", "kind: must be campaign or flow")
+    return await ctx.require_inbox().send_message(
+        body.profile, body.kind, body.source_id, body.source_name, body.body, body.media  # type: ignore[arg-type]
+    )
+
+
+API: dict[str, Callable[[Context, Any], Awaitable[Any]]] = {
+    "profiles": api_profiles,
+    "events": api_events,
+    "orders": api_orders,
+    "messages": api_messages,
+}
+
+
+async def api(ctx: Context, request: Request) -> Response:
+    """`POST /api/{name}` with a bearer key."""
+    handler = API.get(request.path_params["name"])
+    if handler is None:
+        return error_response(InboxError("not_found", "no such endpoint"))
+    if not _authorized(ctx, request):
+        return _Json(
+            {"error": {"code": "unauthorized", "detail": "a valid Authorization: Bearer key is needed"}},
+            status_code=401,
+        )
+    try:
+        return _Json(await handler(ctx, await _api_json(request)))
+    except InboxError as exc:
+        return error_response(exc)
+
+
+# -- health, metrics, pages --------------------------------------------------------------------
+
+
+async def healthz(ctx: Context, request: Request) -> Response:
+    """`200 {"status":"ok"}` while the engine runs."""
+    if ctx.inbox is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics_endpoint(ctx: Context, request: Request) -> Response:
+    """Prometheus text format."""
+    text = await metrics.render(ctx)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _static_file(name: str) -> Response:
+    if "/" in name or "\\" in name or name.startswith("."):
+        return PlainTextResponse("not found", status_code=404)
+    entry = STATIC_DIR / name
+    if not entry.is_file():
+        return PlainTextResponse("not found", status_code=404)
+    return FileResponse(str(entry))
+
+
+async def console_page(ctx: Context, request: Request) -> Response:
+    """`GET /`: the agent console."""
+    return _static_file("console.html")
+
+
+async def chat_page(ctx: Context, request: Request) -> Response:
+    """`GET /chat`: the demo page with the web chat widget."""
+    return _static_file("chat.html")
+
+
+async def static(ctx: Context, request: Request) -> Response:
+    """`GET /static/{name}`."""
+    return _static_file(request.path_params["name"])

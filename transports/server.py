@@ -1,0 +1,192 @@
+"""Run the engine with its HTTP and WebSocket server (hypercorn's trio worker).
+
+`serve(config)` runs until cancelled or until `stop` is set; `running_server(config)`
+is the same for tests: it yields the base URL, the inbox and the outbox providers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from actors.brand import Account, Timing
+from actors.inbox import Inbox, open_inbox
+from engine.store import open_store
+from transports.app import build_app
+from transports.config import AgentConfig, Config
+from transports.mail import OutboxMail, SmtpMail
+from transports.sms_providers import OutboxSms, TwilioSms
+from transports.wire import MAX_FRAME, Context
+
+__all__ = ["Running", "serve", "running_server", "demo_credentials"]
+
+GRACEFUL_S = 2.0
+
+
+@dataclass
+class Running:
+    """A running server: where it listens and what it runs."""
+
+    base_url: str
+    inbox: Inbox
+    sms: Any
+    mail: Any
+    context: Context
+    demo_token: str | None = None
+    demo_api_key: str | None = None
+    stop: trio.Event = field(default_factory=trio.Event)
+
+
+def demo_credentials(config: Config) -> tuple[Config, str | None, str | None]:
+    """With no agents, a demo owner with a random token; with no API keys, a random key."""
+    token = key = None
+    if not config.agents:
+        token = secrets.token_urlsafe(24)
+        agent = AgentConfig(id="demo", name="Demo agent", role="owner", token=token)
+        config = msgspec.structs.replace(config, agents=[agent])
+    if not config.api.keys:
+        key = secrets.token_urlsafe(24)
+        config = msgspec.structs.replace(
+            config, api=msgspec.structs.replace(config.api, keys=[key])
+        )
+    return config, token, key
+
+
+def _hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    host = config.server.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    hc.bind = [f"{host}:{config.server.port}"]
+    hc.websocket_max_message_size = MAX_FRAME
+    hc.graceful_timeout = GRACEFUL_S
+    hc.accesslog = None
+    hc.errorlog = None
+    return hc
+
+
+def _port_of(binds: list[str]) -> int:
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+async def _http(
+    app: Any,
+    hc: HypercornConfig,
+    stop_http: trio.Event,
+    done: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await hypercorn_serve(app, hc, shutdown_trigger=stop_http.wait, task_status=task_status)
+    finally:
+        done.set()
+
+
+@asynccontextmanager
+async def running_server(
+    config: Config, *, demo: bool = True, store: Any = None
+) -> AsyncIterator[Running]:
+    """Run the server for the block; yields `Running`. `store` overrides
+    `config.server.store` (an open `Store` the caller owns)."""
+    token = key = None
+    if demo:
+        config, token, key = demo_credentials(config)
+    ctx = Context(
+        config=config,
+        agents={a.token: a for a in config.agents},
+        api_keys=frozenset(config.api.keys),
+    )
+    app = build_app(ctx)
+    owned = store is None
+    if store is None:
+        store = await open_store(config.server.store)
+    sms: Any
+    mail: Any = OutboxMail() if config.email.smtp_url == "outbox" else SmtpMail(config.email.smtp_url)
+    try:
+        async with trio.open_nursery() as nursery:
+            stop_http, http_done = trio.Event(), trio.Event()
+            binds = await nursery.start(_http, app, _hypercorn_config(config), stop_http, http_done)
+            port = _port_of(binds)
+            base = config.public_base(port)
+            ctx.public_base = base
+            local = f"http://{_local_host(config.server.host)}:{port}"
+            if config.sms.provider == "twilio":
+                sms = TwilioSms(
+                    config.sms.account_sid,
+                    config.sms.auth_token,
+                    config.sms.base_url,
+                    status_callback_url=f"{base}/sms/status",
+                )
+            else:
+                sms = OutboxSms()
+            account = Account(
+                name=config.account.name,
+                organization_prefix=config.account.organization_prefix,
+                timezone=config.account.timezone,
+                logo_url=config.account.logo_url,
+                privacy_url=config.account.privacy_url,
+                terms_url=config.account.terms_url,
+                ecommerce=config.account.ecommerce,
+                support_email=config.email.support_address,
+                sms_sender=config.sms.sender,
+                public_url=base,
+            )
+            timing = Timing(
+                followup_delay_s=config.timing.followup_delay_s,
+                offline_grace_s=config.timing.offline_grace_s,
+                idle_timeout_s=config.timing.idle_timeout_s,
+            )
+            try:
+                async with open_inbox(
+                    store, account=account, timing=timing, sms=sms, mail=mail,
+                    settings=config.settings,
+                ) as inbox:
+                    ctx.inbox = inbox
+                    try:
+                        yield Running(local, inbox, sms, mail, ctx, token, key)
+                    finally:
+                        # Stop taking requests before the inbox closes.
+                        stop_http.set()
+                        with trio.move_on_after(GRACEFUL_S + 1) as cs:
+                            cs.shield = True
+                            await http_done.wait()
+                        ctx.inbox = None
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await sms.aclose()
+                    await mail.aclose()
+    finally:
+        if owned:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+
+def _local_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+async def serve(
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until cancelled or until `Running.stop` is set; `task_status` gets `Running`."""
+    async with running_server(config) as running:
+        task_status.started(running)
+        await running.stop.wait()

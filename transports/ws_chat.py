@@ -1,0 +1,174 @@
+"""`/ws/chat`: a web chat visitor. `hello` first, then messages, typing and pings; the
+inbox pushes agent messages and `closed` frames through `inbox.sessions`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import trio
+from starlette.websockets import WebSocket
+
+from actors.errors import InboxError
+from actors.inbox import Inbox
+from transports.wire import Context, validation_error
+from transports.ws_common import Closed, Conn, TooBig
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 30.0
+
+
+class Visitor(msgspec.Struct):
+    """Who the visitor says they are."""
+
+    email: str | None = None
+    name: str | None = None
+    phone: str | None = None
+
+
+class HelloFrame(msgspec.Struct, tag_field="type", tag="hello"):
+    """The first frame."""
+
+    session: str | None = None
+    visitor: Visitor = msgspec.field(default_factory=Visitor)
+
+
+class MessageFrame(msgspec.Struct, tag_field="type", tag="message"):
+    """The visitor wrote."""
+
+    body: str
+    client_id: str | None = None
+
+
+class TypingFrame(msgspec.Struct, tag_field="type", tag="typing"):
+    """The visitor is typing."""
+
+
+class PingFrame(msgspec.Struct, tag_field="type", tag="ping"):
+    """Keep-alive; answered with `pong`."""
+
+
+ChatFrame = HelloFrame | MessageFrame | TypingFrame | PingFrame
+
+
+def _error(code: str, detail: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "detail": detail}
+
+
+async def _hello(conn: Conn, inbox: Inbox) -> str | None:
+    """Read `hello`, answer `ready` (and the greeting); the session, or None after 4400."""
+    text: str | None = None
+    with trio.move_on_after(HELLO_TIMEOUT_S):
+        text = await conn.receive()
+    if text is None:
+        await conn.close(4400, "no hello")
+        return None
+    try:
+        frame = msgspec.json.decode(text, type=ChatFrame)
+    except msgspec.DecodeError:  # not JSON, or not a frame at all
+        frame = None
+    if not isinstance(frame, HelloFrame):
+        await conn.send(_error("bad_frame", "the first frame must be hello"))
+        await conn.close(4400, "hello first")
+        return None
+    v = frame.visitor
+    try:
+        ready = await inbox.chat_hello(frame.session, email=v.email, name=v.name, phone=v.phone)
+    except InboxError as exc:
+        await conn.send(_error(exc.code, exc.detail))
+        await conn.close(4400, exc.code)
+        return None
+    await conn.send(
+        {
+            "type": "ready",
+            "session": ready.session,
+            "profile": ready.profile,
+            "ticket": ready.ticket,
+            "messages": ready.messages,
+        }
+    )
+    if ready.greeting is not None:
+        await conn.send({"type": "message", "message": ready.greeting})
+    return ready.session
+
+
+async def _push(conn: Conn, frames: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+    """Frames from the inbox to the visitor; a connection cut off for lagging is closed."""
+    try:
+        async for frame in frames:
+            await conn.send(frame)
+        await conn.close(1013, "fell behind")
+    except Closed:
+        pass
+
+
+async def _frame(ctx: Context, conn: Conn, inbox: Inbox, session: str, text: str) -> None:
+    """Handle one frame after hello."""
+    try:
+        frame = msgspec.json.decode(text, type=ChatFrame)
+    except msgspec.ValidationError as exc:
+        await conn.send(_error("bad_frame", validation_error(exc).detail))
+        return
+    except msgspec.DecodeError:
+        await conn.send(_error("bad_frame", "not JSON"))
+        await conn.close(4400, "not JSON")
+        raise Closed from None
+    await inbox.chat_seen(session)
+    try:
+        if isinstance(frame, MessageFrame):
+            message = await inbox.chat_message(session, frame.body, frame.client_id)
+            ctx.chat_messages_in += 1
+            await conn.send({"type": "ack", "client_id": frame.client_id, "message": message})
+        elif isinstance(frame, TypingFrame):
+            await inbox.chat_typing(session)
+        elif isinstance(frame, PingFrame):
+            await conn.send({"type": "pong"})
+        else:
+            await conn.send(_error("bad_frame", "hello was already said"))
+    except InboxError as exc:
+        await conn.send(_error(exc.code, exc.detail))
+
+
+async def chat_endpoint(ctx: Context, ws: WebSocket) -> None:
+    """The `/ws/chat` endpoint."""
+    await ws.accept()
+    conn = Conn(ws)
+    inbox = ctx.inbox
+    if inbox is None:
+        await conn.close(1013, "starting")
+        return
+    try:
+        session = await _hello(conn, inbox)
+    except TooBig:
+        await conn.close(1009, "frame too big")
+        return
+    except Closed:
+        return
+    if session is None:
+        return
+    send, receive = inbox.sessions.attach(session)
+    try:
+        await inbox.chat_connected(session)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_push, conn, receive)
+            try:
+                while True:
+                    text = await conn.receive()
+                    if not conn.bucket.take():
+                        await conn.send(_error("rate_limited", "too many frames"))
+                        continue
+                    await _frame(ctx, conn, inbox, session, text)
+            except TooBig:
+                await conn.close(1009, "frame too big")
+            except Closed:
+                pass
+            nursery.cancel_scope.cancel()
+    finally:
+        inbox.sessions.detach(session, send)
+        with trio.CancelScope(shield=True):
+            try:
+                await inbox.chat_disconnected(session)
+            except Exception:  # the engine may be stopping
+                log.debug("chat_disconnected failed", exc_info=True)

@@ -1,0 +1,102 @@
+"""What both WebSocket endpoints need: one sender at a time, frame reading with the
+size limit, and a per-connection rate limit."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import trio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from transports.wire import MAX_FRAME
+
+__all__ = ["Conn", "TokenBucket", "Closed", "TooBig"]
+
+RATE = 50.0  # frames per second a connection may keep up
+BURST = 100.0  # frames it may send at once
+
+
+class Closed(Exception):
+    """The peer went away."""
+
+
+class TooBig(Exception):
+    """A frame over `MAX_FRAME` bytes."""
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; `take` says whether one was left."""
+
+    def __init__(self, rate: float = RATE, burst: float = BURST) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend a token if there is one."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Conn:
+    """A WebSocket that tasks may send on concurrently."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.lock = trio.Lock()
+        self.bucket = TokenBucket()
+        self.closed = False
+
+    async def send(self, frame: Any) -> None:
+        """Send `frame` (a dict, Struct or pre-encoded JSON bytes) as a text frame."""
+        data = frame if isinstance(frame, bytes) else msgspec.json.encode(frame)
+        async with self.lock:
+            if self.closed:
+                raise Closed
+            try:
+                await self.ws.send({"type": "websocket.send", "text": data.decode()})
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.closed = True
+                raise Closed from None
+
+    async def receive(self) -> str:
+        """The next frame's text (binary frames are decoded as UTF-8, or refused)."""
+        try:
+            message = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.closed = True
+            raise Closed from None
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+            raise Closed
+        text = message.get("text")
+        if text is None:
+            raw = message.get("bytes") or b""
+            if len(raw) > MAX_FRAME:
+                raise TooBig
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return "\x00not json"
+        if len(text) > MAX_FRAME // 4 and len(text.encode()) > MAX_FRAME:
+            raise TooBig
+        return str(text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with `code`, once."""
+        async with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                await self.ws.close(code, reason)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass
