@@ -308,7 +308,9 @@ def run_scenario(
 
 def fmt(value: float) -> str:
     """A figure for a table: thousands separators, three significant decimals when small."""
-    if value == 0 or not math.isfinite(value):
+    if value == 0:
+        return "0"
+    if not math.isfinite(value):
         return str(value)
     if abs(value) >= 100:
         return f"{value:,.0f}"
@@ -321,6 +323,8 @@ def ratio_text(f: Figure) -> str:
     """How the engine compares with baseline `f`, in words that say which way is good."""
     if f.ratio is None:
         return ""
+    if abs(f.ratio - 1) < 0.02:
+        return f"{f.ratio:.2f}× (on par)"
     good = f.ratio >= 1 if f.better == "higher" else f.ratio <= 1
     return f"{f.ratio:.2f}× ({'engine better' if good else 'engine worse'})"
 
@@ -417,14 +421,13 @@ def write_chart(path: Path, res: ScenarioResult) -> None:
     groups = chart_groups(res)
     cols = min(len(groups), 3) or 1
     rows = math.ceil(len(groups) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    widest = max((len(g) for g in groups), default=1)
+    width = max(1.6 * widest + 1.4, 4.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.0 * rows), squeeze=False)
     for ax in axes.flat[len(groups) :]:
         ax.set_visible(False)
     for ax, group in zip(axes.flat, groups, strict=False):
-        labels = [
-            _wrap(f.name if i == 0 else f.name.removeprefix(group[0].name))
-            for i, f in enumerate(group)
-        ]
+        labels = ["engine" if i == 0 else _wrap(f.name, 18) for i, f in enumerate(group)]
         values = [f.median for f in group]
         colours = ["#2b6cb0"] + ["#a0aec0"] * (len(group) - 1)
         bars = ax.bar(range(len(group)), values, color=colours)
