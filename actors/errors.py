@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import Refused
 
-class InboxError(Exception):
+
+class InboxError(Refused):
     """A request the inbox refuses: `code` (e.g. `not_subscribed`), `detail`, and any extra
     fields the wire error carries (e.g. `local_time` and `timezone` for `quiet_hours`)."""
 

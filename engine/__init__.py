@@ -8,6 +8,7 @@ from engine.errors import (
     EngineError,
     EngineStopped,
     MailboxFull,
+    Refused,
     RestartIntensityExceeded,
     UnknownActorKind,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "EngineError",
     "EngineStopped",
     "MailboxFull",
+    "Refused",
     "RestartIntensityExceeded",
     "Store",
     "StoreError",

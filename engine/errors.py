@@ -7,6 +7,11 @@ class EngineError(Exception):
     """Base of the engine's errors."""
 
 
+class Refused(EngineError):
+    """Raised by a handler to refuse a request: an answer, not a crash. The asker gets it;
+    the actor is not restarted and the message is not retried."""
+
+
 class MailboxFull(EngineError):
     """`tell_nowait` found the actor's mailbox at its bound; use `tell` to wait for room."""
 

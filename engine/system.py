@@ -33,6 +33,7 @@ from engine.errors import (
     DeadLettered,
     EngineStopped,
     MailboxFull,
+    Refused,
     RestartIntensityExceeded,
     UnknownActorKind,
 )
@@ -268,12 +269,19 @@ class Engine:
                 request.error = DeadLettered(actor.address, reason)
                 request.done.set()
             return
-        value = await fn(actor, msg)
+        try:
+            value = await fn(actor, msg)
+        except Refused as refusal:
+            if request is None:
+                log.info("%s:%s refused %s: %s", *actor.address, type(msg).__name__, refusal)
+            value, error = None, refusal
+        else:
+            error = None
         self._attempts.pop(actor.address, None)
         if fire is not None:
             await self.timers.fired(fire)
         if request is not None:
-            request.value = value
+            request.value, request.error = value, error
             request.done.set()
 
     def _crashed(self, actor: Actor, rest: list[Any], exc: Exception) -> None:
