@@ -10,7 +10,9 @@ from actors.errors import InboxError
 from tests.actors.conftest import PHONE, START, Harness
 
 
-async def test_r02_inbound_sms_opens_one_ticket_and_one_thread_across_reopens(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r02_inbound_sms_opens_one_ticket_and_one_thread_across_reopens(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     first = await inbox.receive_sms("SM1", PHONE, "hello")
     ticket = first.ticket
@@ -26,7 +28,9 @@ async def test_r02_inbound_sms_opens_one_ticket_and_one_thread_across_reopens(ha
     assert [t.id for t in page.tickets] == [ticket]
 
 
-async def test_r02_inbound_sms_wakes_a_snoozed_ticket(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r02_inbound_sms_wakes_a_snoozed_ticket(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     ticket = (await inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
@@ -36,13 +40,17 @@ async def test_r02_inbound_sms_wakes_a_snoozed_ticket(harness: Harness, autojump
     assert found.state == "open" and found.snoozed_until is None
 
 
-async def test_r03_brand_cannot_reply_without_a_ticket_the_customer_started(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r03_brand_cannot_reply_without_a_ticket_the_customer_started(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     with pytest.raises(InboxError) as caught:
         await harness.inbox.ticket_reply("t-does-not-exist", "hi")
     assert caught.value.code == "not_found"
 
 
-async def test_r04_sms_reply_needs_consent(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r04_sms_reply_needs_consent(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     ticket = (await inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
@@ -54,7 +62,9 @@ async def test_r04_sms_reply_needs_consent(harness: Harness, autojump_clock: tri
     assert reply.status == "queued" and reply.kind == "support"
 
 
-async def test_r01_r06_r07_web_chat_tickets_are_per_session_and_never_reopen(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r01_r06_r07_web_chat_tickets_are_per_session_and_never_reopen(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     sms_ticket = (await inbox.receive_sms("SM1", PHONE, "sms")).ticket
     ready = await inbox.chat_hello(None, phone=PHONE)
@@ -75,7 +85,9 @@ async def test_r01_r06_r07_web_chat_tickets_are_per_session_and_never_reopen(har
     assert first.profile == after.profile == third.profile  # one profile, many chats
 
 
-async def test_r08_list_newest_activity_first_with_unread_marker(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r08_list_newest_activity_first_with_unread_marker(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     a = (await inbox.receive_sms("SM1", "+15550000001", "a")).ticket
     await trio.sleep(1)
@@ -87,7 +99,9 @@ async def test_r08_list_newest_activity_first_with_unread_marker(harness: Harnes
     assert [(t.id, t.unread) for t in page.tickets] == [(a, True), (b, False)]
 
 
-async def test_r09_r10_ticket_shows_last_50_messages_without_inbound_media(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r09_r10_ticket_shows_last_50_messages_without_inbound_media(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     await harness.subscribed_profile()
     ticket = (await inbox.receive_sms("SM0", PHONE, "first", ["https://img/x.jpg"])).ticket
@@ -104,7 +118,9 @@ async def test_r09_r10_ticket_shows_last_50_messages_without_inbound_media(harne
     assert stored is None  # tickets and messages are keyed apart
 
 
-async def test_r12_r13_snooze_presets_wake_the_ticket_open_and_unread(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r12_r13_snooze_presets_wake_the_ticket_open_and_unread(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     ticket = (await inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
@@ -125,7 +141,9 @@ async def test_r12_r13_snooze_presets_wake_the_ticket_open_and_unread(harness: H
     assert inbox.badge_get() == 1
 
 
-async def test_r13_snooze_in_the_past_is_a_bad_request(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r13_snooze_in_the_past_is_a_bad_request(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     ticket = (await harness.inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
     with pytest.raises(InboxError) as caught:
@@ -133,7 +151,9 @@ async def test_r13_snooze_in_the_past_is_a_bad_request(harness: Harness, autojum
     assert caught.value.code == "bad_request" and caught.value.detail.startswith("until")
 
 
-async def test_r13_next_week_and_later_today(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r13_next_week_and_later_today(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     ticket = (await harness.inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
     later = await harness.inbox.ticket_set_state(ticket, "snoozed", "later_today")
@@ -142,7 +162,9 @@ async def test_r13_next_week_and_later_today(harness: Harness, autojump_clock: t
     assert week.snoozed_until == "2027-01-18T14:00:00.000000+00:00"  # Monday 09:00 NY
 
 
-async def test_r14_closed_sms_ticket_reopens_by_the_agent(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r14_closed_sms_ticket_reopens_by_the_agent(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     ticket = (await harness.inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
     await harness.inbox.ticket_set_state(ticket, "closed")
@@ -150,7 +172,9 @@ async def test_r14_closed_sms_ticket_reopens_by_the_agent(harness: Harness, auto
     assert reopened.state == "open"
 
 
-async def test_r15_blocking_closes_tickets_and_silences_new_messages(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r15_blocking_closes_tickets_and_silences_new_messages(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     ticket = (await inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket
@@ -174,7 +198,9 @@ async def test_r15_blocking_closes_tickets_and_silences_new_messages(harness: Ha
     assert (await inbox.ticket_get(ticket)).ticket.state == "open"
 
 
-async def test_r18_badge_counts_profiles_not_messages(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r18_badge_counts_profiles_not_messages(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     await inbox.receive_sms("SM1", "+15550000001", "a")
     await inbox.receive_sms("SM2", "+15550000001", "a2")
@@ -185,7 +211,9 @@ async def test_r18_badge_counts_profiles_not_messages(harness: Harness, autojump
     assert inbox.badge_get() == 2
 
 
-async def test_r24_filters_by_state_unread_channel(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r24_filters_by_state_unread_channel(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     s1 = (await inbox.receive_sms("SM1", "+15550000001", "a")).ticket
     s2 = (await inbox.receive_sms("SM2", "+15550000002", "b")).ticket
@@ -203,7 +231,9 @@ async def test_r24_filters_by_state_unread_channel(harness: Harness, autojump_cl
     assert caught.value.code == "bad_request" and caught.value.detail.startswith("state")
 
 
-async def test_r24_list_pages_with_a_cursor(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r24_list_pages_with_a_cursor(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     for i in range(7):
         await inbox.receive_sms(f"SM{i}", f"+1555000000{i}", "x")
@@ -219,7 +249,9 @@ async def test_r24_list_pages_with_a_cursor(harness: Harness, autojump_clock: tr
     assert len(seen) == len(set(seen)) == 7
 
 
-async def test_r28_first_response_time_and_longest_waiting_first(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r28_first_response_time_and_longest_waiting_first(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     await harness.subscribed_profile("+15550000001")
     a = (await inbox.receive_sms("SM1", "+15550000001", "a")).ticket
@@ -236,7 +268,9 @@ async def test_r28_first_response_time_and_longest_waiting_first(harness: Harnes
     assert [t.id for t in (await inbox.tickets_list(order="waiting")).tickets] == [b]
 
 
-async def test_r30_repeated_message_sid_is_stored_once(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r30_repeated_message_sid_is_stored_once(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     first = await inbox.receive_sms("SMdup", PHONE, "hello")
     again = await inbox.receive_sms("SMdup", PHONE, "hello")
@@ -245,7 +279,9 @@ async def test_r30_repeated_message_sid_is_stored_once(harness: Harness, autojum
     assert [m.body for m in found.messages if m.direction == "inbound"] == ["hello"]
 
 
-async def test_r30_delivery_status_never_moves_backwards(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
+async def test_r30_delivery_status_never_moves_backwards(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
     inbox = harness.inbox
     await harness.subscribed_profile()
     ticket = (await inbox.receive_sms("SM1", PHONE, "hi")).ticket
