@@ -7,7 +7,8 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from redis_server import RedisServer  # tests/ is on sys.path (rootdir conftest)
+
+from tests.redis_server import RedisServer
 
 # --- redis: a private redis-server for the store tests -------------------------------
 # Never points at a server it did not start (the machine's own server on 6379 included).

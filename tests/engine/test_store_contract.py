@@ -504,7 +504,7 @@ async def test_reopen_keeps_everything(backend: Backend) -> None:
 
 
 async def test_redis_data_survives_a_killed_server(redis_server: object, redis_url: str) -> None:
-    from redis_server import RedisServer
+    from tests.redis_server import RedisServer
 
     assert isinstance(redis_server, RedisServer)
     store = await RedisStore(redis_url).open()
