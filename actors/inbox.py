@@ -61,6 +61,7 @@ from actors.ticket import (
     SetState,
     TicketActor,
     TicketInbound,
+    TicketRecord,
 )
 from actors.visitor import (
     Connected,
@@ -216,7 +217,9 @@ class Inbox:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        tickets = [await self._ticket(member) for member, _ in rows]
+        # from the store, not the actors: every change is committed before it is answered
+        raws = await self.engine.store.get_many([f"ticket:{member}" for member, _ in rows])
+        tickets = [_decode_record(raw).ticket for raw in raws if raw]
         next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more else None
         return TicketPage(tickets, next_cursor)
 
@@ -544,6 +547,9 @@ class Inbox:
     def events(self, since: int = 0) -> AsyncIterator[tuple[int, bytes]]:
         """Agent events with seq > `since`: replayed, then live, gap-free."""
         return self.engine.events.subscribe(since)
+
+
+_decode_record = msgspec.json.Decoder(TicketRecord).decode
 
 
 def _check_quick_reply(name: object, body: object) -> None:

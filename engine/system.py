@@ -88,6 +88,7 @@ class Engine:
         intensity: int = 10,
         period: float = 5.0,
         checkpoint_every: int = 64,
+        timer_window: float = 60.0,
     ) -> None:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
@@ -100,7 +101,7 @@ class Engine:
         self.checkpoint_every = checkpoint_every
         self.kinds: dict[str, type[Actor]] = {}
         self.app: Any = None  # what the actors serve (set by the layer that embeds them)
-        self.timers = Timers(self)
+        self.timers = Timers(self, window=timer_window)
         self.events = EventLog(store)
         self.dead_letters = 0
         self.restarts = 0

@@ -3,12 +3,15 @@ passivation and restarts, fire once, and are paged in by due time."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 import trio
 import trio.testing
 
 from engine import Actor, Batch, TrioWallClock, handler, open_engine
+from engine.store import open_store
 from engine.store.memory import MemoryStore
 
 START = 1_800_000_000.0  # a fixed wall-clock start for every test
@@ -60,6 +63,11 @@ async def rings(store: MemoryStore, key: str = "b") -> list[str]:
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def slow_jump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.05)
 
 
 async def test_volatile_timer_fires_after_its_delay(clock: trio.testing.MockClock) -> None:
@@ -147,3 +155,37 @@ async def test_durable_timers_are_paged_in_by_due_time_not_all_at_start(
         await trio.sleep(86400 * 3)
         assert engine.timers.pending <= 1
         assert len(await rings(store)) == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_durable_timer_fires_once_after_a_restart_on_a_real_store(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    slow_jump_clock: trio.testing.MockClock,
+) -> None:
+    # Real store I/O runs in threads or sockets, during which an autojumping mock clock
+    # would leap past ask deadlines: jump only after 50 ms of real idleness, and keep
+    # the engine's own periodic wake-ups few (long idle timeout, a wide timer window).
+    options = {"idle_timeout": 1e6, "timer_window": 20_000.0}
+    url = (
+        f"sqlite:///{tmp_path / 'timers.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("redis_url")
+    )
+    store = await open_store(url)
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START), **options) as engine:  # type: ignore[arg-type]
+        await engine.ask(("bell", "b"), Arm("snooze", START + 7200, "up"))
+    await store.aclose()
+    for offset in (100, 7300):  # a restart before the timer is due, one after it fired
+        store = await open_store(url)
+        async with open_engine(store, [BellActor], clock=TrioWallClock(START + offset), **options):  # type: ignore[arg-type]
+            await trio.sleep(7200)
+        fired = [r.decode() for r in await store.log_tail("rings:b", 10)]
+        assert len(fired) == 1 and fired[0].startswith("up@")
+        at = float(fired[0].split("@")[1])
+        assert (
+            START + 7200 <= at < START + 7200 + 60
+        )  # on time (store I/O may let trio's mock clock jump)
+        assert await store.next_timer_due() is None
+        await store.aclose()
