@@ -1,5 +1,6 @@
-"""The benchmark harness end to end: `actors` and `timers` in --quick mode write every
-figure (positive) to results.md, results.json and one chart per scenario."""
+"""The benchmark harness end to end: `actors`, `timers`, `pipeline` and `recovery` in
+--quick mode write every figure (positive) to results.md, results.json and one chart per
+scenario."""
 
 from __future__ import annotations
 
@@ -29,16 +30,40 @@ EXPECTED = {
         "trio.sleep_until task lag p50",
         "trio.sleep_until task lag p99",
     ],
+    "pipeline": [
+        "engine on memory, 5,000 SMS / 500 profiles, 200 senders",
+        "raw trio chain (vs memory)",
+        "engine on memory, latency p50",
+        "engine on memory, latency p99",
+        "engine on sqlite, 5,000 SMS / 500 profiles, 200 senders",
+        "raw trio chain (vs sqlite)",
+        "engine on sqlite, latency p50",
+        "engine on sqlite, latency p99",
+        "raw trio chain latency p99 (vs sqlite)",
+        "tickets_list(open, unread, 50) on sqlite, 500 open unread tickets",
+        "badge_get() on sqlite",
+        "resident actors after the run (500 profiles)",
+        "resident actors after passivate_idle",
+    ],
+    "recovery": [
+        "bulk write of 20,000 tickets",
+        "open_store + open_inbox ready, 20,000 stored tickets",
+        "raw sqlite3.connect + SELECT 1 (vs open)",
+        "first receive_sms after start, 20,000 stored tickets",
+        "raw sqlite3.connect + SELECT 1 (vs first receive_sms)",
+        "tickets_list(open, unread, 50) over 20,000 stored tickets",
+    ],
 }
+SCENARIOS = list(EXPECTED)
 
 
 def test_quick_run_writes_every_figure_with_ratios(tmp_path: Path) -> None:
     # A plain (sync) test: the scenarios run their own trio.run, one per measurement.
     started = time.perf_counter()
-    assert bench.main(["actors", "timers", "--quick", "--out", str(tmp_path)]) == 0
+    assert bench.main([*SCENARIOS, "--quick", "--out", str(tmp_path)]) == 0
     assert time.perf_counter() - started < 60
 
-    for name in ("results.md", "results.json", "actors.png", "timers.png"):
+    for name in ("results.md", "results.json", *(f"{s}.png" for s in SCENARIOS)):
         assert (tmp_path / name).stat().st_size > 0, name
     assert (tmp_path / "actors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -64,3 +89,8 @@ def test_quick_run_writes_every_figure_with_ratios(tmp_path: Path) -> None:
     # engine ÷ raw trio and engine ÷ pykka are both reported for the tell workload
     tell = "engine tell, 1,000 actors, 20,000 msgs"
     assert len([f for f in data["scenarios"]["actors"]["figures"] if f["baseline_of"] == tell]) == 2
+    # memory is bounded by the active set: passivation leaves fewer actors than the run made
+    pipeline = {f["name"]: f["median"] for f in data["scenarios"]["pipeline"]["figures"]}
+    before = pipeline["resident actors after the run (500 profiles)"]
+    after = next(v for k, v in pipeline.items() if k.startswith("resident actors after passivate"))
+    assert 0 < after < before
