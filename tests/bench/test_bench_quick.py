@@ -94,3 +94,42 @@ def test_quick_run_writes_every_figure_with_ratios(tmp_path: Path) -> None:
     before = pipeline["resident actors after the run (500 profiles)"]
     after = next(v for k, v in pipeline.items() if k.startswith("resident actors after passivate"))
     assert 0 < after < before
+
+
+SERVER_EXPECTED = {  # real `tidings serve` subprocesses against bare servers
+    "websocket": [
+        "engine /ws/chat acks, 100 visitors @ 200 msg/s",
+        "trio-websocket echo, 100 visitors @ 200 msg/s",
+        "engine visitor→agent p50, 100 visitors",
+        "echo round trip p50, 100 visitors",
+        "engine visitor→agent p99, 100 visitors",
+        "echo round trip p99, 100 visitors",
+    ],
+    "webhook": [
+        "engine POST /sms/inbound (signed), 8 concurrent",
+        "bare Starlette POST route, same hypercorn, 8 concurrent",
+        "engine webhook p50, 8 concurrent",
+        "bare route p50, 8 concurrent",
+        "engine webhook p99, 8 concurrent",
+        "bare route p99, 8 concurrent",
+    ],
+}
+
+
+def test_quick_server_scenarios_write_every_figure(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    assert bench.main([*SERVER_EXPECTED, "--quick", "--out", str(tmp_path)]) == 0
+    assert time.perf_counter() - started < 60
+    data = json.loads((tmp_path / "results.json").read_text())
+    for scenario, prefixes in SERVER_EXPECTED.items():
+        assert (tmp_path / f"{scenario}.png").stat().st_size > 0
+        figures = data["scenarios"][scenario]["figures"]
+        names = [f["name"] for f in figures]
+        assert len(figures) == len(prefixes), names
+        for prefix in prefixes:
+            matching = [f for f in figures if f["name"].startswith(prefix)]
+            assert matching, f"{scenario}: no row starting {prefix!r} in {names}"
+            for f in matching:
+                assert f["median"] > 0 and all(s > 0 for s in f["samples"]), f
+                if f["baseline_of"] is not None:
+                    assert f["ratio"] > 0, f
