@@ -21,6 +21,7 @@ cancel scope is cancelled.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,8 @@ from typing import Any, Literal
 import trio
 
 from engine.errors import RestartIntensityExceeded
+
+log = logging.getLogger("tidings.supervisor")
 
 Restart = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
@@ -91,6 +94,8 @@ class Supervisor:
                         continue
                     self._running[i] = None
                     child = self.children[i]
+                    if error is not None:
+                        log.warning("%s: child %s failed: %r", self.name, child.name, error)
                     if child.restart == "temporary" or (
                         child.restart == "transient" and error is None
                     ):
@@ -131,7 +136,11 @@ class Supervisor:
     ) -> None:
         run = _Running()
         self._running[i] = run
-        await nursery.start(self._supervise, i, run, send)
+        # Shielded: under a cancelled scope trio's `started()` quietly leaves the child
+        # where it is, and a child that ignores cancellation (ours are shielded until
+        # their supervisor stops them) would then never let `start` return.
+        with trio.CancelScope(shield=True):
+            await nursery.start(self._supervise, i, run, send)
 
     async def _supervise(
         self,

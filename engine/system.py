@@ -270,14 +270,13 @@ class Engine:
                 request.error = DeadLettered(actor.address, reason)
                 request.done.set()
             return
+        error: Refused | None = None
         try:
             value = await fn(actor, msg)
         except Refused as refusal:
             if request is None:
                 log.info("%s:%s refused %s: %s", *actor.address, type(msg).__name__, refusal)
             value, error = None, refusal
-        else:
-            error = None
         self._attempts.pop(actor.address, None)
         if fire is not None:
             await self.timers.fired(fire)
