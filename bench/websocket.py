@@ -371,10 +371,11 @@ async def _drive(
             await run.all_in.wait()
         run.finished.set()
         run.agent_scope.cancel()
-    first = min(run.sent.values(), default=0.0)
-    last = max(run.acked.values(), default=first)
-    rate = len(run.acked) / (last - first) if last > first else 0.0
     ended = time.perf_counter()
+    first = min(run.sent.values(), default=0.0)
+    # Over the whole wait when acks are missing: otherwise a stall would look fast.
+    last = max(run.acked.values(), default=first) if len(run.acked) >= run.messages else ended
+    rate = len(run.acked) / (last - first) if last > first else 0.0
     arrived = run.delivered if run.track_agent else run.acked
     # A message that never arrived counts with the time waited for it (a lower bound).
     lat = [(arrived.get(b, ended) - at) * 1000 for b, at in run.sent.items()]
