@@ -82,6 +82,7 @@ class Engine:
         *,
         clock: WallClock | None = None,
         workers: int = 64,
+        max_workers: int = 10_000,
         mailbox_size: int = 10_000,
         idle_timeout: float = 120.0,
         max_retries: int = 3,
@@ -93,6 +94,7 @@ class Engine:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
         self.workers = workers
+        self.max_workers = max_workers
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
         self.max_retries = max_retries
@@ -109,6 +111,9 @@ class Engine:
         self._resident: OrderedDict[Address, Actor] = OrderedDict()
         self._runq: deque[Actor] = deque()
         self._idle_workers = trio.lowlevel.ParkingLot()
+        self._pool: trio.Nursery | None = None
+        self._worker_count = 0  # workers alive (the pool grows past `workers` under asks)
+        self._in_turn = 0  # workers inside a turn now
         self._room: dict[Address, trio.lowlevel.ParkingLot] = {}
         self._running = False
         self._attempts: dict[Address, int] = {}
@@ -156,9 +161,22 @@ class Engine:
             mail.append(envelope)
         if not actor._running:
             actor._running = True
-            self._runq.append(actor)
-            if self._idle_workers:
-                self._idle_workers.unpark()
+            self._schedule(actor)
+
+    def _schedule(self, actor: Actor) -> None:
+        """Put `actor` on the run queue and make sure a worker will take it.
+
+        A handler that asks another actor holds its worker while it waits. When every
+        worker is inside a turn, a new worker is started (up to `max_workers`), so a
+        chain of asks can never wait for a worker that only it could free. Extra workers
+        leave again once the run queue is empty.
+        """
+        self._runq.append(actor)
+        if self._idle_workers:
+            self._idle_workers.unpark()
+        elif self._in_turn >= self._worker_count < self.max_workers and self._pool is not None:
+            self._worker_count += 1
+            self._pool.start_soon(self._worker)
 
     def tell_nowait(self, address: Address, msg: Any) -> None:
         """Send `msg` to the actor at `address` without waiting; `MailboxFull` if no room."""
@@ -209,11 +227,18 @@ class Engine:
         budget = self.checkpoint_every
         while True:
             if not runq:
+                if self._worker_count > self.workers:
+                    self._worker_count -= 1  # an extra worker: the rush is over
+                    return
                 await self._idle_workers.park()
                 budget = self.checkpoint_every
                 continue
             actor = runq.popleft()
-            budget = await self._turn(actor, budget)
+            self._in_turn += 1
+            try:
+                budget = await self._turn(actor, budget)
+            finally:
+                self._in_turn -= 1
             if budget <= 0:
                 await trio.lowlevel.checkpoint()
                 budget = self.checkpoint_every
@@ -318,9 +343,7 @@ class Engine:
             ) from exc
         if fresh._mail:
             fresh._running = True
-            self._runq.append(fresh)
-            if self._idle_workers:
-                self._idle_workers.unpark()
+            self._schedule(fresh)
 
     def _spawn_dead_letter(self, address: Address, envelope: Any, reason: str) -> None:
         request = envelope if type(envelope) is _Ask else None
@@ -385,12 +408,16 @@ class Engine:
     async def _host(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor host: the worker pool. Restarting it drops every resident actor."""
         self._drop_resident()
+        self._in_turn = 0
+        self._worker_count = self.workers
         try:
             async with trio.open_nursery() as nursery:
+                self._pool = nursery
                 for _ in range(self.workers):
                     nursery.start_soon(self._worker)
                 task_status.started()
         finally:
+            self._pool = None
             self._runq.clear()
 
     def _drop_resident(self) -> None:

@@ -202,3 +202,35 @@ async def _failed_write(store: MemoryStore) -> None:
             await engine.ask(("counter", "f"), Add(1))
         store.fail_writes = False
         assert await engine.ask(("counter", "f"), Get()) == Counter()
+
+
+class Relay(msgspec.Struct):
+    to: str
+
+
+class RelayActor(Actor):
+    """Asks another actor while handling a message (as visitors ask tickets)."""
+
+    kind = "relay"
+    __slots__ = ()
+
+    @handler
+    async def relay(self, msg: Relay) -> int:
+        return await self.engine.ask(("counter", msg.to), Add(1))  # type: ignore[no-any-return]
+
+
+async def test_handlers_that_ask_other_actors_never_starve_the_worker_pool(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with open_engine(MemoryStore(), [CounterActor, RelayActor], workers=2) as engine:
+        results: list[int] = []
+
+        async def one(i: int) -> None:
+            results.append(await engine.ask(("relay", str(i)), Relay(str(i)), timeout=5))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):  # 50 askers holding workers, each waiting on another actor
+                nursery.start_soon(one, i)
+        assert results == [1] * 50
+        await trio.sleep(1)
+        assert engine._worker_count == 2  # the extra workers left once the rush was over
