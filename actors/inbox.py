@@ -73,7 +73,7 @@ from actors.visitor import (
     Typing,
     VisitorActor,
 )
-from engine import Batch, Child, Engine, Store, WallClock, open_engine
+from engine import Batch, Child, Engine, Store, Supervisor, WallClock, open_engine
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
@@ -610,9 +610,10 @@ async def open_inbox(
         await inbox._start(settings)
         async with trio.open_nursery() as nursery:
             inbox.nursery = nursery
-            await nursery.start(inbox.courier.run)
-            for child in services:
-                await nursery.start(child.start)
+            supervisor = Supervisor(
+                [Child("courier", inbox.courier.run), *services], name="inbox"
+            )
+            await nursery.start(supervisor.run)
             try:
                 yield inbox
             finally:
