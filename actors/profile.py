@@ -67,6 +67,10 @@ class GetProfile(msgspec.Struct):
     exists: bool = False  # True: not_found when the profile was never written
 
 
+class IsBlocked(msgspec.Struct):
+    """Whether the profile is blocked (R15): a cheap question asked per web chat message."""
+
+
 class AddActivity(msgspec.Struct):
     activity: Activity
 
@@ -199,6 +203,10 @@ class ProfileActor(Actor):
         if msg.exists and not self.known:
             raise InboxError("not_found", f"no profile {self.key!r}")
         return self._view(msg.metric)
+
+    @handler
+    async def is_blocked(self, msg: IsBlocked) -> bool:
+        return self.state.profile.blocked
 
     @handler
     async def add_activity(self, msg: AddActivity) -> None:

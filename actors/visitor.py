@@ -11,7 +11,7 @@ import msgspec
 from actors import office_hours, thread
 from actors.errors import InboxError, bad_request
 from actors.model import Message, StoredMessage, encode
-from actors.profile import GetProfile
+from actors.profile import IsBlocked
 from actors.ticket import TicketInbound, VisitorPresence
 from engine import Actor, Batch, handler
 from engine.clock import to_datetime
@@ -151,8 +151,9 @@ class VisitorActor(Actor):
             profile=record.profile, channel="webchat", ticket=None, kind="support",
             body=msg.body, media=[], now=now, client_id=msg.client_id,
         )  # fmt: skip
-        profile = await self.engine.ask(("profile", record.profile), GetProfile())
-        if profile.blocked:  # R15: stored, nothing opens, nobody is told
+        if await self.engine.ask(
+            ("profile", record.profile), IsBlocked()
+        ):  # R15: stored, nothing opens, nobody is told
             batch = Batch()
             batch.put(thread.message_key(stored.message.id), encode(stored))
             batch.append(f"thread:webchat-blocked:{record.profile}", stored.message.id.encode())

@@ -83,6 +83,7 @@ class Engine:
         clock: WallClock | None = None,
         workers: int = 64,
         max_workers: int = 10_000,
+        worker_linger: float = 5.0,
         mailbox_size: int = 10_000,
         idle_timeout: float = 120.0,
         max_retries: int = 3,
@@ -95,6 +96,7 @@ class Engine:
         self.clock: WallClock = clock or SystemClock()
         self.workers = workers
         self.max_workers = max_workers
+        self.worker_linger = worker_linger
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
         self.max_retries = max_retries
@@ -228,9 +230,14 @@ class Engine:
         while True:
             if not runq:
                 if self._worker_count > self.workers:
-                    self._worker_count -= 1  # an extra worker: the rush is over
-                    return
-                await self._idle_workers.park()
+                    # an extra worker lingers a while, so a busy pool does not churn tasks
+                    with trio.move_on_after(self.worker_linger) as idle:
+                        await self._idle_workers.park()
+                    if idle.cancelled_caught:
+                        self._worker_count -= 1  # the rush is over
+                        return
+                else:
+                    await self._idle_workers.park()
                 budget = self.checkpoint_every
                 continue
             actor = runq.popleft()
