@@ -24,6 +24,9 @@ unread SMS ticket): `tickets_list(state="open", unread=True, limit=50)` (median 
 `badge_get()`, and resident actors after `engine.passivate_idle()` with a small idle
 timeout once a small active set (`ACTIVE` profiles) has written again: memory follows the
 active set, not the number of profiles.
+
+One repetition by default: the full run takes about 10 minutes on 2 cores (SQLite and
+Redis at under 1,000 SMS/s); its latencies are percentiles over all 200,000 messages.
 """
 
 from __future__ import annotations
@@ -291,7 +294,7 @@ def _redis_server(directory: Path) -> Any:
 # -- the scenario --------------------------------------------------------------------------
 
 
-@scenario("pipeline", repeats=3, quick_repeats=1)
+@scenario("pipeline", repeats=1, quick_repeats=1)
 def pipeline(quick: bool, progress: Progress) -> list[Row]:
     """Inbound SMS end to end (receive_sms → message.created) per store vs a raw trio chain."""
     n_msgs, n_profiles = (5_000, 500) if quick else (200_000, 10_000)
