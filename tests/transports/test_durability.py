@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from twilio.request_validator import RequestValidator
 
@@ -31,13 +32,24 @@ async def _console_url(proc: trio.Process) -> str:
     return buffer.split(b"console: ")[1].split(b"\n")[0].decode()
 
 
-async def test_r30_sigkill_keeps_every_answered_message_exactly_once(tmp_path: Path) -> None:
-    db = tmp_path / "crash.db"
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store the killed server and its successor share: a SQLite file, or the test's
+    own redis-server (AOF with appendfsync always; see tests/redis_server.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'crash.db'}"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+async def test_r30_sigkill_keeps_every_answered_message_exactly_once(
+    tmp_path: Path, store_url: str
+) -> None:
     config_file = tmp_path / "c.toml"
     config_file.write_text(f'[sms]\nsender = "+15550001111"\nauth_token = "{TOKEN}"\n')
     answered: list[str] = []
     cmd = [sys.executable, "-m", "transports.cli", "serve", "--config", str(config_file),
-           "--port", "0", "--store", f"sqlite:///{db}"]
+           "--port", "0", "--store", store_url]  # fmt: skip
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
             partial(trio.run_process, cmd, stdout=subprocess.PIPE, cwd=str(ROOT), check=False)
@@ -65,7 +77,7 @@ async def test_r30_sigkill_keeps_every_answered_message_exactly_once(tmp_path: P
                         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     assert answered, "nothing was answered before the kill"
-    config = make_config(**{"server.store": f"sqlite:///{db}"})
+    config = make_config(**{"server.store": store_url})
     async with running_server(config) as running:
         page = await running.inbox.tickets_list()
         bodies: list[str] = []
