@@ -4,13 +4,13 @@ benchmark harness (PROTOCOL.md, "Command line")."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from collections.abc import Sequence
 
 import trio
 
+from transports import logs
 from transports.config import ConfigError, load_config
 from transports.server import Running, serve
 
@@ -54,14 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a configuration error)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "bench":
-        bench = importlib.import_module("bench")
-        entry = getattr(bench, "main", None)
-        if entry is None:
-            entry = getattr(importlib.import_module("bench.harness"), "main", None)
-        if entry is None:
-            print("tidings bench: the benchmark harness is not available", file=sys.stderr)
-            return 1
-        return int(entry(args_list[1:]) or 0)
+        from bench import main as bench_main  # only the bench needs its imports
+
+        return int(bench_main(args_list[1:]) or 0)
     args = _parser().parse_args(args_list)
     overrides = {"server.host": args.host, "server.port": args.port, "server.store": args.store}
     try:
@@ -69,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
+    logs.configure()
     try:
         trio.run(_serve, config)
     except KeyboardInterrupt:

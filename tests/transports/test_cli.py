@@ -79,3 +79,30 @@ async def test_quick_start_serves_console_chat_and_health(tmp_path: Path) -> Non
             with trio.fail_after(10):
                 code = await proc.wait()
     assert code == 0
+
+
+def test_logs_are_one_json_object_per_line() -> None:
+    import io
+    import json
+    import logging
+
+    from transports.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tidings.test")
+    logger.addHandler(handler)
+    try:
+        logger.warning("ticket %s closed", "t1", extra={"ticket": "t1"})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("it failed")
+    finally:
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{"))
+    assert first["level"] == "warning" and first["message"] == "ticket t1 closed"
+    assert first["logger"] == "tidings.test" and first["ticket"] == "t1"
+    assert first["time"].endswith("+00:00")
+    assert "ValueError: boom" in second["error"]
