@@ -53,6 +53,7 @@ class TicketInbound(msgspec.Struct):
     email: str | None = None
     session: str | None = None
     greeting: StoredMessage | None = None
+    idem_key: str | None = None  # written with the message, so a resend stores nothing new
 
 
 class Reply(msgspec.Struct):
@@ -237,6 +238,8 @@ class TicketActor(Actor):
             thread.record(batch, msg.greeting)
         message.ticket = self.key
         thread.record(batch, msg.message)
+        if msg.idem_key:
+            batch.put(msg.idem_key, message.id.encode())
         if msg.autoreply:
             thread.outbound(
                 inbox, batch, profile=ticket.profile, phone=record.phone, channel=ticket.channel,

@@ -146,6 +146,12 @@ class VisitorActor(Actor):
         inbox = self.inbox
         if not msg.body.strip():
             raise bad_request("body", "a message needs text")
+        idem_key = f"idem:chat:{self.key}:{msg.client_id}" if msg.client_id else None
+        if idem_key is not None:  # the widget resends after a reconnect (R30)
+            known = await self.engine.store.get(idem_key)
+            found = await thread.load(self.engine.store, known.decode()) if known else None
+            if found is not None:
+                return found.message
         now = inbox.now()
         stored = thread.inbound(
             profile=record.profile, channel="webchat", ticket=None, kind="support",
@@ -156,12 +162,14 @@ class VisitorActor(Actor):
         ):  # R15: stored, nothing opens, nobody is told
             batch = Batch()
             batch.put(thread.message_key(stored.message.id), encode(stored))
+            if idem_key is not None:
+                batch.put(idem_key, stored.message.id.encode())
             batch.append(f"thread:webchat-blocked:{record.profile}", stored.message.id.encode())
             await inbox.commit(batch)
             return stored.message
         request = TicketInbound(
             stored, email=record.email, phone=record.phone, session=self.key,
-            greeting=record.greeting,
+            greeting=record.greeting, idem_key=idem_key,
         )  # fmt: skip
         if record.ticket is not None:
             try:

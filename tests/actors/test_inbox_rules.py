@@ -308,3 +308,16 @@ async def test_r13_snooze_survives_a_restart(autojump_clock: Clock) -> None:
         await trio.sleep(2 * 3600 + 1)
         woken = (await inbox.ticket_get(ticket)).ticket
         assert (woken.state, woken.unread) == ("open", True)
+
+
+async def test_r30_a_chat_message_resent_with_its_client_id_is_stored_once(
+    harness: Harness, autojump_clock: Clock
+) -> None:
+    inbox = harness.inbox
+    ready = await inbox.chat_hello(None)
+    first = await inbox.chat_message(ready.session, "hello", client_id="c-1")
+    again = await inbox.chat_message(ready.session, "hello", client_id="c-1")  # after a reconnect
+    other = await inbox.chat_message(ready.session, "hello", client_id="c-2")
+    assert again.id == first.id and other.id != first.id
+    view = await inbox.ticket_get(first.ticket)  # type: ignore[arg-type]
+    assert [m.id for m in view.messages] == [first.id, other.id]
