@@ -1,9 +1,9 @@
 """Scenario `recovery`: starting an inbox on a SQLite store that already holds many tickets.
 
 Setup: `N` (1,000,000; quick: 20,000) stored SMS tickets written straight into a SQLite
-store in batches of `BATCH` (`Batch.put` of each ``ticket:{id}`` record plus its ``tickets`` and ``waiting``
-index entries, the layout `TicketActor._commit` writes), as open unread tickets, then the
-store is closed. Then, `STARTS` times on that file (warm OS page cache):
+store in batches of `BATCH` (`Batch.put` of each ``ticket:{id}`` record plus its
+``tickets`` and ``waiting`` index entries, the layout `TicketActor._commit` writes), as
+open unread tickets, then the store is closed. Then, `STARTS` times on that file (warm OS page cache):
 
 - (a) `open_store("sqlite:///...")` + `open_inbox(...)` until the inbox is ready: lazy
   activation, so start-up must not depend on `N` (no ticket is loaded; the resident
