@@ -60,7 +60,6 @@ from actors.ticket import (
     Reply,
     SetState,
     TicketActor,
-    TicketInbound,
     TicketRecord,
 )
 from actors.visitor import (
@@ -377,14 +376,13 @@ class Inbox:
         if not phone:
             raise bad_request("From", "is required")
         profile = await self._resolve("phone", phone)
-        route = await self.engine.ask(
+        answer = await self.engine.ask(
             ("profile", profile), InboundSms(sid, phone, body, list(media))
         )
         self.inbound_count += 1
-        if isinstance(route, Stored):
-            return route.message
-        request = TicketInbound(route.message, autoreply=route.autoreply, phone=phone)
-        return await self.engine.ask(("ticket", route.ticket), request)  # type: ignore[no-any-return]
+        # a keyword or a blocked profile's message is stored by the profile; any other is
+        # forwarded to the SMS ticket, which answers with the stored message
+        return answer.message if isinstance(answer, Stored) else answer  # type: ignore[no-any-return]
 
     async def sms_status(self, provider_id: str, status: str) -> None:
         """The provider's status callback; unknown ids are ignored."""
@@ -610,9 +608,7 @@ async def open_inbox(
         await inbox._start(settings)
         async with trio.open_nursery() as nursery:
             inbox.nursery = nursery
-            supervisor = Supervisor(
-                [Child("courier", inbox.courier.run), *services], name="inbox"
-            )
+            supervisor = Supervisor([Child("courier", inbox.courier.run), *services], name="inbox")
             await nursery.start(supervisor.run)
             try:
                 yield inbox

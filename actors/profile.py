@@ -11,18 +11,18 @@ import msgspec
 from actors import keywords, thread
 from actors.courier import Sent, remove_job
 from actors.errors import InboxError
+from actors.handoff import TicketFlag, TicketInbound
 from actors.model import (
     Activity,
     Attribution,
     Message,
     Order,
     Profile,
-    StoredMessage,
     encode,
     iso,
     status_moves_forward,
 )
-from engine import Actor, Batch, handler
+from engine import Actor, Batch, Forward, handler
 
 if TYPE_CHECKING:
     from actors.inbox import Inbox
@@ -111,27 +111,11 @@ class StatusUpdate(msgspec.Struct):
     status: str
 
 
-class TicketFlag(msgspec.Struct):
-    """A ticket of the profile changed state or read flag."""
-
-    ticket: str
-    state: str
-    unread: bool
-
-
 class LinkClicked(msgspec.Struct):
     """A short link of a message to the profile was followed (R17)."""
 
     url: str
     message: str
-
-
-class ToTicket(msgspec.Struct):
-    """The answer to `InboundSms` when the message belongs to the SMS ticket."""
-
-    ticket: str
-    message: StoredMessage
-    autoreply: str | None
 
 
 class Stored(msgspec.Struct):
@@ -257,7 +241,7 @@ class ProfileActor(Actor):
         return self.inbox.render(auto.text)
 
     @handler
-    async def inbound_sms(self, msg: InboundSms) -> ToTicket | Stored:
+    async def inbound_sms(self, msg: InboundSms) -> Forward | Stored:
         inbox = self.inbox
         idem = f"idem:sms:{msg.sid}"
         known_id = await self.engine.store.get(idem)
@@ -306,7 +290,8 @@ class ProfileActor(Actor):
             self.state.sms_ticket = thread.new_id("t", now)
         stored.message.ticket = self.state.sms_ticket
         await self._commit(batch)
-        return ToTicket(self.state.sms_ticket, stored, self._autoreply())
+        request = TicketInbound(stored, autoreply=self._autoreply(), phone=msg.phone)
+        return Forward(("ticket", self.state.sms_ticket), request)  # the ticket answers
 
     @handler
     async def send_source(self, msg: SendSource) -> Message:

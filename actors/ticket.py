@@ -12,9 +12,9 @@ import msgspec
 
 from actors import followup_email, quiet_hours, snooze, thread
 from actors.errors import InboxError, bad_request
-from actors.model import Followup, Message, Profile, StoredMessage, Ticket, encode, iso
+from actors.handoff import TicketFlag, TicketInbound
+from actors.model import Followup, Message, Profile, Ticket, encode, iso
 from actors.outbound import Email
-from actors.profile import TicketFlag
 from engine import Actor, Batch, handler
 from engine.clock import to_datetime
 
@@ -42,18 +42,6 @@ class TicketRecord(msgspec.Struct):
 
 
 # -- messages ------------------------------------------------------------------------------
-
-
-class TicketInbound(msgspec.Struct):
-    """An inbound support message for this ticket, which it opens, reopens or wakes."""
-
-    message: StoredMessage
-    autoreply: str | None = None
-    phone: str | None = None
-    email: str | None = None
-    session: str | None = None
-    greeting: StoredMessage | None = None
-    idem_key: str | None = None  # written with the message, so a resend stores nothing new
 
 
 class Reply(msgspec.Struct):

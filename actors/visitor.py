@@ -10,9 +10,10 @@ import msgspec
 
 from actors import office_hours, thread
 from actors.errors import InboxError, bad_request
+from actors.handoff import TicketInbound
 from actors.model import Message, StoredMessage, encode
 from actors.profile import IsBlocked
-from actors.ticket import TicketInbound, VisitorPresence
+from actors.ticket import VisitorPresence
 from engine import Actor, Batch, handler
 from engine.clock import to_datetime
 

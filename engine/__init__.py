@@ -1,6 +1,6 @@
 """tidings' generic actor runtime: virtual actors, supervision, timers, stores, events."""
 
-from engine.actor import Actor, Address, handler
+from engine.actor import Actor, Address, Forward, handler
 from engine.clock import SystemClock, TrioWallClock, WallClock
 from engine.errors import (
     AskTimeout,
@@ -29,6 +29,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineStopped",
+    "Forward",
     "MailboxFull",
     "Refused",
     "RestartIntensityExceeded",

@@ -29,6 +29,18 @@ def handler(fn: F) -> F:
     return fn
 
 
+class Forward:
+    """A handler's answer that hands the message on: `msg` goes to the actor at `address`
+    and, when the original was an `ask`, that actor's answer goes to the asker. The
+    forwarding actor's turn ends at once (Akka's `forward`), so no worker waits."""
+
+    __slots__ = ("address", "msg")
+
+    def __init__(self, address: Address, msg: Any) -> None:
+        self.address = address
+        self.msg = msg
+
+
 class Actor:
     """Base class of actors. Subclasses set `kind` and define `@handler` methods.
 

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.actor import Actor, Address
+from engine.actor import Actor, Address, Forward
 from engine.clock import SystemClock, WallClock
 from engine.errors import (
     AskTimeout,
@@ -312,6 +312,14 @@ class Engine:
         self._attempts.pop(actor.address, None)
         if fire is not None:
             await self.timers.fired(fire)
+        if type(value) is Forward:
+            target = self._actor(value.address)
+            if request is not None:
+                request.msg = value.msg
+                self._post(target, request)
+            else:
+                self._post(target, value.msg)
+            return
         if request is not None:
             request.value, request.error = value, error
             request.done.set()

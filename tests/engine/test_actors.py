@@ -14,6 +14,7 @@ from engine import (
     Batch,
     DeadLettered,
     EngineStopped,
+    Forward,
     MailboxFull,
     UnknownActorKind,
     handler,
@@ -234,3 +235,28 @@ async def test_handlers_that_ask_other_actors_never_starve_the_worker_pool(
         assert results == [1] * 50
         await trio.sleep(10)
         assert engine._worker_count == 2  # the extra workers left once the rush was over
+
+
+class Pass(msgspec.Struct):
+    to: str
+    n: int
+
+
+class ForwarderActor(Actor):
+    """Hands `Add` on to a counter without waiting for it."""
+
+    kind = "forwarder"
+    __slots__ = ()
+
+    @handler
+    async def pass_on(self, msg: Pass) -> Forward:
+        return Forward(("counter", msg.to), Add(msg.n))
+
+
+async def test_forward_hands_the_message_on_and_the_last_actor_answers_the_asker(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with open_engine(MemoryStore(), [CounterActor, ForwarderActor], workers=1) as engine:
+        assert await engine.ask(("forwarder", "f"), Pass("c", 5)) == 5  # the counter's answer
+        engine.tell_nowait(("forwarder", "f"), Pass("c", 2))  # a tell is forwarded as a tell
+        assert await engine.ask(("counter", "c"), Get()) == Counter(7, [5, 2])
