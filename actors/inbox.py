@@ -32,7 +32,6 @@ from actors.model import (
     Profile,
     QuickReply,
     Ticket,
-    iso,
     parse_time,
 )
 from actors.outbound import Mailer, SmsProvider
@@ -628,4 +627,4 @@ async def _link_secret(store: Store) -> bytes:
     return secret
 
 
-__all__ = ["Inbox", "InboxError", "open_inbox", "TicketPage", "TicketView", "ProfileFields", "iso"]
+__all__ = ["Inbox", "InboxError", "ProfileFields", "TicketPage", "TicketView", "open_inbox"]

@@ -11,7 +11,7 @@ import msgspec
 from actors import office_hours, thread
 from actors.errors import InboxError, bad_request
 from actors.handoff import TicketInbound
-from actors.model import Message, StoredMessage, encode
+from actors.model import Message, StoredMessage, encode, iso
 from actors.profile import IsBlocked
 from actors.ticket import VisitorPresence
 from engine import Actor, Batch, handler
@@ -123,7 +123,7 @@ class VisitorActor(Actor):
                     Message(
                         id=thread.new_id("m", now), ticket=None, profile=msg.profile,
                         channel="webchat", direction="outbound", kind=kind, body=text,
-                        media=[], created_at=thread.iso(now),
+                        media=[], created_at=iso(now),
                     )
                 )  # fmt: skip
                 self.record.greeting = stored

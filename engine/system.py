@@ -119,6 +119,8 @@ class Engine:
         self._room: dict[Address, trio.lowlevel.ParkingLot] = {}
         self._running = False
         self._attempts: dict[Address, int] = {}
+        self._dead_letter_queue: deque[tuple[Address, Any, str]] = deque()
+        self._dead_letter_lot = trio.lowlevel.ParkingLot()
 
     # -- registration -------------------------------------------------------------------
 
@@ -461,13 +463,6 @@ class Engine:
                     await actor.on_passivate()
         self._drop_resident()
 
-    _dead_letter_queue: deque[tuple[Address, Any, str]]
-    _dead_letter_lot: trio.lowlevel.ParkingLot
-
-    def _prepare(self) -> None:
-        self._dead_letter_queue = deque()
-        self._dead_letter_lot = trio.lowlevel.ParkingLot()
-        self._running = True
 
 
 @asynccontextmanager
@@ -482,7 +477,7 @@ async def open_engine(
     `one_for_one` supervisor; on exit, passivate resident actors and stop everything."""
     engine = Engine(store, **options)
     engine.register(*actors)
-    engine._prepare()
+    engine._running = True
     await engine.events.start()
     supervisor = Supervisor([*engine.children(), *services], strategy="one_for_one")
     async with trio.open_nursery() as nursery:
