@@ -145,6 +145,7 @@ class VisitorActor(Actor):
     async def say(self, msg: Say) -> Message:
         record = self._existing()
         inbox = self.inbox
+        await self._seen()  # a message frame is a sign of life too
         if not msg.body.strip():
             raise bad_request("body", "a message needs text")
         idem_key = f"idem:chat:{self.key}:{msg.client_id}" if msg.client_id else None
@@ -227,15 +228,20 @@ class VisitorActor(Actor):
             grace = self.inbox.timing.offline_grace_s
             self.engine.timers.after(f"offline:{self.key}", grace, self.address, GoOffline())
 
-    @handler
-    async def seen(self, msg: Seen) -> None:
+    async def _seen(self) -> None:
+        """A frame came: the visitor is (again) online until it is idle for a while."""
         self._idle_timer()
         if not self.online and self.record is not None:
             await self._presence(True)
 
     @handler
+    async def seen(self, msg: Seen) -> None:
+        await self._seen()
+
+    @handler
     async def typing(self, msg: Typing) -> None:
         record = self._existing()
+        await self._seen()
         batch = Batch()
         data = {"session": self.key, "profile": record.profile, "ticket": record.ticket}
         thread.event(batch, "visitor.typing", data)

@@ -115,17 +115,18 @@ async def _frame(ctx: Context, conn: Conn, inbox: Inbox, session: str, text: str
         await conn.send(_error("bad_frame", "not JSON"))
         await conn.close(4400, "not JSON")
         raise Closed from None
-    await inbox.chat_seen(session)
     try:
-        if isinstance(frame, MessageFrame):
+        if isinstance(frame, MessageFrame):  # message and typing count as seen themselves
             message = await inbox.chat_message(session, frame.body, frame.client_id)
             ctx.chat_messages_in += 1
             await conn.send({"type": "ack", "client_id": frame.client_id, "message": message})
         elif isinstance(frame, TypingFrame):
             await inbox.chat_typing(session)
         elif isinstance(frame, PingFrame):
+            await inbox.chat_seen(session)
             await conn.send({"type": "pong"})
         else:
+            await inbox.chat_seen(session)
             await conn.send(_error("bad_frame", "hello was already said"))
     except InboxError as exc:
         await conn.send(_error(exc.code, exc.detail))

@@ -321,3 +321,24 @@ async def test_r30_a_chat_message_resent_with_its_client_id_is_stored_once(
     assert again.id == first.id and other.id != first.id
     view = await inbox.ticket_get(first.ticket)  # type: ignore[arg-type]
     assert [m.id for m in view.messages] == [first.id, other.id]
+
+
+async def test_r16_presence_idle_visitor_goes_offline_and_any_frame_brings_it_back(
+    harness: Harness, autojump_clock: Clock
+) -> None:
+    inbox = harness.inbox
+    ready = await inbox.chat_hello(None, email="visitor@example.com")
+    await inbox.chat_connected(ready.session)
+    ticket = (await inbox.chat_message(ready.session, "hi")).ticket
+    assert ticket
+    await trio.sleep(31)  # connected, but no frame for the idle timeout
+    assert (await inbox.ticket_get(ticket)).ticket.visitor_online is False
+    await inbox.chat_message(ready.session, "still here")  # a message frame is a sign of life
+    await trio.sleep(1)
+    assert (await inbox.ticket_get(ticket)).ticket.visitor_online is True
+    await trio.sleep(25)
+    await inbox.chat_seen(ready.session)  # so is a ping
+    await trio.sleep(25)
+    assert (await inbox.ticket_get(ticket)).ticket.visitor_online is True
+    events = [e["event"] for e in await harness.events(0)]
+    assert events.count("visitor.offline") == 1 and events.count("visitor.online") == 2
