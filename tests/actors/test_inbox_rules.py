@@ -237,16 +237,23 @@ async def test_r27_quiet_hours_hold_then_send_anyway_or_schedule(
     assert scheduled.id in {s.message_id for s in harness.sms.sent}
 
 
-async def test_r16_followup_once_three_minutes_after_the_last_reply_while_offline(
-    harness: Harness, autojump_clock: Clock
-) -> None:
+async def offline_visitor(harness: Harness, email: str | None) -> tuple[str, str]:
+    """A web chat visitor who wrote, then left (past the offline grace): (session, ticket)."""
     inbox = harness.inbox
-    ready = await inbox.chat_hello(None, email="visitor@example.com")
+    ready = await inbox.chat_hello(None, email=email)
     await inbox.chat_connected(ready.session)
     ticket = (await inbox.chat_message(ready.session, "hello?")).ticket
     assert ticket
     await inbox.chat_disconnected(ready.session)
     await trio.sleep(11)  # offline after the 10 s grace
+    return ready.session, ticket
+
+
+async def test_r16_followup_once_three_minutes_after_the_last_reply_while_offline(
+    harness: Harness, autojump_clock: Clock
+) -> None:
+    inbox = harness.inbox
+    session, ticket = await offline_visitor(harness, "visitor@example.com")
     assert (await inbox.ticket_get(ticket)).ticket.visitor_online is False
     for text in ("one", "two", "three"):
         await inbox.ticket_reply(ticket, text, author="a1")
@@ -258,7 +265,7 @@ async def test_r16_followup_once_three_minutes_after_the_last_reply_while_offlin
     [email] = harness.mail.sent
     assert email.subject == "There's a new message from Acme"
     assert email.to == ("visitor@example.com",)
-    assert f"https://support.acme.example/chat?session={ready.session}" in email.text
+    assert f"https://support.acme.example/chat?session={session}" in email.text
     assert "three" in email.text
     await trio.sleep(600)
     assert len(harness.mail.sent) == 1  # never twice for one burst
@@ -269,14 +276,9 @@ async def test_r16_visitor_back_online_cancels_the_followup(
     harness: Harness, autojump_clock: Clock
 ) -> None:
     inbox = harness.inbox
-    ready = await inbox.chat_hello(None, email="visitor@example.com")
-    await inbox.chat_connected(ready.session)
-    ticket = (await inbox.chat_message(ready.session, "hello?")).ticket
-    assert ticket
-    await inbox.chat_disconnected(ready.session)
-    await trio.sleep(11)
+    session, ticket = await offline_visitor(harness, "visitor@example.com")
     await inbox.ticket_reply(ticket, "answer", author="a1")
-    await inbox.chat_connected(ready.session)
+    await inbox.chat_connected(session)
     await trio.sleep(1)
     assert (await inbox.ticket_get(ticket)).ticket.followup is None
     await trio.sleep(600)
@@ -287,13 +289,9 @@ async def test_r16_no_email_address_means_impossible(
     harness: Harness, autojump_clock: Clock
 ) -> None:
     inbox = harness.inbox
-    ready = await inbox.chat_hello(None)
-    await inbox.chat_connected(ready.session)
-    ticket = (await inbox.chat_message(ready.session, "hi")).ticket
-    await inbox.chat_disconnected(ready.session)
-    await trio.sleep(31)
-    await inbox.ticket_reply(ticket, "answer", author="a1")  # type: ignore[arg-type]
-    found = (await inbox.ticket_get(ticket)).ticket  # type: ignore[arg-type]
+    _, ticket = await offline_visitor(harness, None)
+    await inbox.ticket_reply(ticket, "answer", author="a1")
+    found = (await inbox.ticket_get(ticket)).ticket
     assert found.followup is not None and found.followup.status == "impossible"
 
 
