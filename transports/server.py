@@ -110,7 +110,9 @@ async def running_server(
     if store is None:
         store = await open_store(config.server.store)
     sms: Any
-    mail: Any = OutboxMail() if config.email.smtp_url == "outbox" else SmtpMail(config.email.smtp_url)
+    mail: Any = (
+        OutboxMail() if config.email.smtp_url == "outbox" else SmtpMail(config.email.smtp_url)
+    )
     try:
         async with trio.open_nursery() as nursery:
             stop_http, http_done = trio.Event(), trio.Event()
@@ -129,25 +131,19 @@ async def running_server(
             else:
                 sms = OutboxSms()
             account = Account(
-                name=config.account.name,
-                organization_prefix=config.account.organization_prefix,
-                timezone=config.account.timezone,
-                logo_url=config.account.logo_url,
-                privacy_url=config.account.privacy_url,
-                terms_url=config.account.terms_url,
-                ecommerce=config.account.ecommerce,
+                **msgspec.structs.asdict(config.account),
                 support_email=config.email.support_address,
                 sms_sender=config.sms.sender,
                 public_url=base,
             )
-            timing = Timing(
-                followup_delay_s=config.timing.followup_delay_s,
-                offline_grace_s=config.timing.offline_grace_s,
-                idle_timeout_s=config.timing.idle_timeout_s,
-            )
+            timing = Timing(**msgspec.structs.asdict(config.timing))
             try:
                 async with open_inbox(
-                    store, account=account, timing=timing, sms=sms, mail=mail,
+                    store,
+                    account=account,
+                    timing=timing,
+                    sms=sms,
+                    mail=mail,
                     settings=config.settings,
                 ) as inbox:
                     ctx.inbox = inbox
