@@ -77,6 +77,7 @@ ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
 QUICK_REPLIES = "quick_replies"
 LIST_LIMIT = 200
+DIRECTORY_CACHED = 200_000  # phone and e-mail mappings kept in memory before starting over
 
 
 class ProfileFields(msgspec.Struct, forbid_unknown_fields=True):
@@ -129,6 +130,9 @@ class Inbox:
         self.sessions = Sessions()
         self.badge = 0
         self.inbound_count = 0
+        # phone/e-mail → profile, as the directory answered; profiles that change their
+        # phone or e-mail call `forget`, so an inbound SMS skips the directory's turn
+        self.directory: dict[str, str] = {}
         self.nursery: trio.Nursery
         self._settings_lock = trio.Lock()
         self._templates: dict[str, Template] = {}
@@ -286,7 +290,18 @@ class Inbox:
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
         key = f"{kind}:{value.lower()}"
-        return await self.engine.ask(("directory", key), Resolve(create))  # type: ignore[no-any-return]
+        found = self.directory.get(key)
+        if found is None:
+            found = await self.engine.ask(("directory", key), Resolve(create))
+            if found is not None:
+                if len(self.directory) >= DIRECTORY_CACHED:
+                    self.directory.clear()
+                self.directory[key] = found
+        return found
+
+    def forget(self, key: str) -> None:
+        """A profile gave up or took `key` (`phone:…`/`email:…`): ask the directory again."""
+        self.directory.pop(key, None)
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
         """Create or update a profile, matched by id, else phone, else e-mail."""

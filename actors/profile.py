@@ -175,8 +175,10 @@ class ProfileActor(Actor):
                 old = getattr(profile, name)
                 if old:
                     batch.delete(f"{name}:{old.lower()}")
+                    self.inbox.forget(f"{name}:{old.lower()}")
                 if msg.fields[name]:
                     batch.put(f"{name}:{msg.fields[name].lower()}", self.key.encode())
+                    self.inbox.forget(f"{name}:{msg.fields[name].lower()}")
         for name, value in msg.fields.items():
             setattr(profile, name, value)
         await self._commit(batch)

@@ -294,3 +294,17 @@ async def test_r30_delivery_status_never_moves_backwards(
     messages = (await inbox.ticket_get(ticket)).messages  # type: ignore[arg-type]
     assert [m.status for m in messages if m.id == reply.id] == ["delivered"]
     assert START > 0
+
+
+async def test_r02_a_phone_number_moved_to_another_profile_routes_its_sms_there(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox = harness.inbox
+    first = await inbox.receive_sms("SM1", PHONE, "hello")  # makes profile A for PHONE
+    a = first.profile
+    await inbox.upsert_profile({"id": a, "phone": "+15559990000"})  # A takes another number
+    b = (await inbox.upsert_profile({"id": "b", "phone": PHONE})).id  # B takes PHONE
+    again = await inbox.receive_sms("SM2", PHONE, "hello again")
+    assert again.profile == b != a
+    moved = await inbox.receive_sms("SM3", "+15559990000", "from A's new number")
+    assert moved.profile == a
