@@ -8,7 +8,7 @@ R02); a web chat thread is one per ticket (every session is its own ticket, R07)
 
 from __future__ import annotations
 
-import secrets
+import random
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,8 +26,11 @@ _decode_stored = msgspec.json.Decoder(StoredMessage).decode
 
 
 def new_id(prefix: str, now: float) -> str:
-    """A unique id that sorts by creation time: prefix, microseconds (hex), randomness."""
-    return f"{prefix}{int(now * 1_000_000):x}{secrets.token_hex(4)}"
+    """A unique id that sorts by creation time: prefix, microseconds (hex), randomness.
+
+    Ids are not secrets (session tokens are made apart with `secrets`), so 32 bits from
+    `random` do: `secrets` cost a system call per id, 5% of the inbound pipeline."""
+    return f"{prefix}{int(now * 1_000_000):x}{random.getrandbits(32):08x}"
 
 
 def stream(channel: Channel, profile: str, ticket: str | None) -> str:

@@ -10,6 +10,7 @@ the store.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import trio
@@ -24,7 +25,7 @@ class EventLog:
         self._store = store
         self._keep = keep
         self._gap_wait = gap_wait
-        self._recent: dict[int, bytes] = {}
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
         self._contiguous = 0  # every event up to here is known
         self._highest = 0
         self._lot = trio.lowlevel.ParkingLot()
@@ -49,7 +50,9 @@ class EventLog:
             self._contiguous += 1
             advanced = True
         while len(recent) > self._keep:
-            del recent[next(iter(recent))]
+            # popitem(last=False) is O(1); next(iter(dict)) after many deletes from the
+            # front of a plain dict scans the dead slots (9% of the pipeline's CPU)
+            recent.popitem(last=False)
         if advanced:
             self._lot.unpark_all()
 

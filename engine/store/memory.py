@@ -20,9 +20,7 @@ class MemoryStore:
         self._logs: defaultdict[str, list[bytes]] = defaultdict(list)
         self._events: list[bytes] = []
         self._timers: dict[str, tuple[float, bytes]] = {}
-        self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(
-            dict
-        )
+        self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
         self._closed = False
         self.fail_writes = False  # tests set this to see failed writes surface
 
@@ -38,10 +36,12 @@ class MemoryStore:
         self._check()
         if self.fail_writes:
             raise StoreError("write refused (fail_writes is set)")
-        if any(math.isnan(e.score) for e in batch.index_puts) or any(
-            math.isnan(due) for due, _ in batch.timers.values()
-        ):
-            raise StoreError("batch refused: NaN score or due time")
+        for entry in batch.index_puts:
+            if math.isnan(entry.score):
+                raise StoreError("batch refused: NaN score")
+        for due, _ in batch.timers.values():
+            if math.isnan(due):
+                raise StoreError("batch refused: NaN due time")
         for key in batch.deletes:
             self._kv.pop(key, None)
         self._kv.update(batch.puts)
