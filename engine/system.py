@@ -1,10 +1,13 @@
 """The engine: virtual actors on a small pool of workers, with OTP-style supervision.
 
 How mail flows: `tell` appends to the actor's mailbox (a plain list, created only while
-mail is waiting) and puts the actor on the run queue if it is not already there. A fixed
-pool of worker tasks takes actors off the run queue and runs a *turn*: every message
-waiting at that moment, one after another. trio's task switch is paid per turn and per
-`checkpoint_every` messages, not per message, and an idle actor is just an object.
+mail is waiting) and puts the actor on the run queue if it is not already there. A pool
+of worker tasks takes actors off the run queue and runs a *turn*: every message waiting
+at that moment, one after another. trio's task switch is paid per turn and per
+`checkpoint_every` messages, not per message, and an idle actor is just an object. The
+pool grows while every worker waits inside a turn (a handler asking another actor), so
+asks never starve it. `ask` deadlines are kept on one heap swept by one task, and a
+handler may answer with `Forward` to hand an ask on to another actor.
 
 Supervision: a handler that raises restarts its actor (a fresh instance that reloads its
 state in `on_activate`; the mailbox is kept) and the message is tried again, up to
@@ -47,6 +50,7 @@ from engine.timers import TimerFire, Timers
 log = logging.getLogger("tidings.engine")
 
 DEAD_LETTERS = "deadletters"
+DEADLINES_COMPACT = 100_000  # ask deadlines kept before answered ones are dropped
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -125,6 +129,7 @@ class Engine:
         # pending asks by deadline: (deadline, seq, request, address, timeout)
         self._deadlines: list[tuple[float, int, _Ask, Address, float]] = []
         self._next_deadline = math.inf
+        self._deadlines_compact_at = DEADLINES_COMPACT
         self._deadline_lot = trio.lowlevel.ParkingLot()
         self._ask_seq = 0
         self._dead_letter_lot = trio.lowlevel.ParkingLot()
@@ -221,7 +226,13 @@ class Engine:
             # cost a fifth of the server's CPU under chat load (py-spy).
             deadline = trio.current_time() + timeout
             self._ask_seq += 1
-            heapq.heappush(self._deadlines, (deadline, self._ask_seq, request, address, timeout))
+            deadlines = self._deadlines
+            if len(deadlines) >= self._deadlines_compact_at:
+                # answered asks stay on the heap until their deadline: drop them now
+                deadlines[:] = [entry for entry in deadlines if not entry[2].done.is_set()]
+                heapq.heapify(deadlines)
+                self._deadlines_compact_at = max(DEADLINES_COMPACT, 2 * len(deadlines))
+            heapq.heappush(deadlines, (deadline, self._ask_seq, request, address, timeout))
             if deadline < self._next_deadline:
                 self._deadline_lot.unpark_all()
             await request.done.wait()

@@ -262,3 +262,15 @@ async def test_forward_hands_the_message_on_and_the_last_actor_answers_the_asker
         # forwarded in order: Add(2) reaches the counter before this Add(0)
         assert await engine.ask(("forwarder", "f"), Pass("c", 0)) == 7
         assert (await engine.ask(("counter", "c"), Get())).seen == [5, 2, 0]
+
+
+async def test_answered_asks_do_not_pile_up_until_their_deadlines(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with open_engine(MemoryStore(), [CounterActor]) as engine:
+        engine._deadlines_compact_at = 50  # as if 100,000 were waiting
+        for _ in range(500):
+            await engine.ask(("counter", "d"), Get(), timeout=3600)
+        assert len(engine._deadlines) <= 100
+        with pytest.raises(AskTimeout):  # deadlines still work after compaction
+            await engine.ask(("counter", "t"), Slow(60), timeout=1)
