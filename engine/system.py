@@ -50,7 +50,6 @@ from engine.timers import TimerFire, Timers
 log = logging.getLogger("tidings.engine")
 
 DEAD_LETTERS = "deadletters"
-DEADLINES_COMPACT = 100_000  # ask deadlines kept before answered ones are dropped
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -97,12 +96,14 @@ class Engine:
         period: float = 5.0,
         checkpoint_every: int = 64,
         timer_window: float = 60.0,
+        deadline_compaction: int = 100_000,
     ) -> None:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
         self.workers = workers
         self.max_workers = max_workers
         self.worker_linger = worker_linger
+        self.deadline_compaction = deadline_compaction  # ask deadlines kept before answered ones go
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
         self.max_retries = max_retries
@@ -129,7 +130,7 @@ class Engine:
         # pending asks by deadline: (deadline, seq, request, address, timeout)
         self._deadlines: list[tuple[float, int, _Ask, Address, float]] = []
         self._next_deadline = math.inf
-        self._deadlines_compact_at = DEADLINES_COMPACT
+        self._deadlines_compact_at = deadline_compaction
         self._deadline_lot = trio.lowlevel.ParkingLot()
         self._ask_seq = 0
         self._dead_letter_lot = trio.lowlevel.ParkingLot()
@@ -231,7 +232,7 @@ class Engine:
                 # answered asks stay on the heap until their deadline: drop them now
                 deadlines[:] = [entry for entry in deadlines if not entry[2].done.is_set()]
                 heapq.heapify(deadlines)
-                self._deadlines_compact_at = max(DEADLINES_COMPACT, 2 * len(deadlines))
+                self._deadlines_compact_at = max(self.deadline_compaction, 2 * len(deadlines))
             heapq.heappush(deadlines, (deadline, self._ask_seq, request, address, timeout))
             if deadline < self._next_deadline:
                 self._deadline_lot.unpark_all()

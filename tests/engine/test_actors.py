@@ -267,8 +267,7 @@ async def test_forward_hands_the_message_on_and_the_last_actor_answers_the_asker
 async def test_answered_asks_do_not_pile_up_until_their_deadlines(
     clock: trio.testing.MockClock,
 ) -> None:
-    async with open_engine(MemoryStore(), [CounterActor]) as engine:
-        engine._deadlines_compact_at = 50  # as if 100,000 were waiting
+    async with open_engine(MemoryStore(), [CounterActor], deadline_compaction=50) as engine:
         for _ in range(500):
             await engine.ask(("counter", "d"), Get(), timeout=3600)
         assert len(engine._deadlines) <= 100
