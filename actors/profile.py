@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50
+RECENT_SIDS = 16
 BADGE = "badge"  # index of profiles with an open unread ticket
 
 
@@ -131,7 +132,7 @@ class ProfileActor(Actor):
     """One customer. Its key is the profile id."""
 
     kind = "profile"
-    __slots__ = ("state", "known")
+    __slots__ = ("state", "known", "recent")
 
     @property
     def inbox(self) -> Inbox:
@@ -140,11 +141,19 @@ class ProfileActor(Actor):
     async def on_activate(self) -> None:
         raw = await self.engine.store.get(f"profile:{self.key}")
         self.known = raw is not None
+        self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
         self.state = (
             msgspec.json.decode(raw, type=ProfileState)
             if raw
             else ProfileState(Profile(id=self.key))
         )
+
+    def _remember(self, sid: str, message_id: str) -> None:
+        """Keep the last few routed SMS ids, for retries that come before the ticket wrote."""
+        recent = self.recent
+        recent[sid] = message_id
+        if len(recent) > RECENT_SIDS:
+            del recent[next(iter(recent))]
 
     def _save(self, batch: Batch) -> None:
         profile = self.state.profile
@@ -246,18 +255,26 @@ class ProfileActor(Actor):
     async def inbound_sms(self, msg: InboundSms) -> Forward | Stored:
         inbox = self.inbox
         idem = f"idem:sms:{msg.sid}"
-        known_id = await self.engine.store.get(idem)
-        if known_id is not None:  # a retried delivery (R30)
-            stored = await thread.load(self.engine.store, known_id.decode())
+        # A retried delivery (R30) finds its message id here while the first delivery may
+        # still be on its way to the ticket, or in the store once it was written.
+        known = self.recent.get(msg.sid)
+        if known is None:
+            found = await self.engine.store.get(idem)
+            known = found.decode() if found is not None else None
+        if known is not None:
+            stored = await thread.load(self.engine.store, known)
             if stored is not None:
                 return Stored(stored.message)
-            # the id was claimed but the ticket never stored it: route it again
+            # claimed but not stored yet: route it again with the same id; the ticket
+            # stores a message id once
         now = inbox.now()
         profile = self.state.profile
         batch = Batch()
+        changed = False  # the profile's own state: saved only when it changes
         if not profile.phone:
             profile.phone = msg.phone
             batch.put(f"phone:{msg.phone.lower()}", self.key.encode())
+            changed = True
         word = keywords.classify(msg.body)
         stored = thread.inbound(
             profile=self.key,
@@ -267,32 +284,36 @@ class ProfileActor(Actor):
             body=msg.body,
             media=msg.media,
             now=now,
-            message_id=known_id.decode() if known_id else None,
+            message_id=known,
         )
+        source_used = self.state.source is not None and self.state.source.used
         stored.message.attributed_to = self._attribution(now)
-        batch.put(idem, stored.message.id.encode())
-        if word is not None:  # R19: the compliance layer, not the inbox
-            if word.kind == "opt_out":
-                profile.consent.marketing = profile.consent.transactional = False
-            elif word.kind == "opt_in":
-                profile.consent.marketing = True
+        changed |= self.state.source is not None and self.state.source.used != source_used
+        if word is not None or profile.blocked:
+            batch.put(idem, stored.message.id.encode())
             thread.record(batch, stored)
-            thread.outbound(
-                inbox, batch, profile=self.key, phone=msg.phone, channel="sms", ticket=None,
-                kind="keyword", body=inbox.render(keywords.default_reply(word.kind)),
-                media=[], author=None, now=now,
-            )  # fmt: skip
-            await self._commit(batch)
-            return Stored(stored.message)
-        if profile.blocked:  # R15: stored, and nothing else happens
-            thread.record(batch, stored)
+            if word is not None:  # R19: the compliance layer, not the inbox
+                if word.kind == "opt_out":
+                    profile.consent.marketing = profile.consent.transactional = False
+                elif word.kind == "opt_in":
+                    profile.consent.marketing = True
+                thread.outbound(
+                    inbox, batch, profile=self.key, phone=msg.phone, channel="sms",
+                    ticket=None, kind="keyword",
+                    body=inbox.render(keywords.default_reply(word.kind)), media=[],
+                    author=None, now=now,
+                )  # fmt: skip
+            # R15: a blocked profile's message is stored, and nothing else happens
             await self._commit(batch)
             return Stored(stored.message)
         if self.state.sms_ticket is None:
             self.state.sms_ticket = thread.new_id("t", now)
+            changed = True
         stored.message.ticket = self.state.sms_ticket
-        await self._commit(batch)
-        request = TicketInbound(stored, autoreply=self._autoreply(), phone=msg.phone)
+        if changed:
+            await self._commit(batch)
+        self._remember(msg.sid, stored.message.id)
+        request = TicketInbound(stored, autoreply=self._autoreply(), phone=msg.phone, idem_key=idem)
         return Forward(("ticket", self.state.sms_ticket), request)  # the ticket answers
 
     @handler

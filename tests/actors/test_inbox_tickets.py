@@ -308,3 +308,24 @@ async def test_r02_a_phone_number_moved_to_another_profile_routes_its_sms_there(
     assert again.profile == b != a
     moved = await inbox.receive_sms("SM3", "+15559990000", "from A's new number")
     assert moved.profile == a
+
+
+async def test_r30_a_retry_arriving_while_the_first_delivery_is_in_flight_stores_once(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox = harness.inbox
+    await inbox.receive_sms("SM0", PHONE, "first")  # the ticket exists
+    got: list[str] = []
+
+    async def deliver() -> None:
+        got.append((await inbox.receive_sms("SMx", PHONE, "twice")).id)
+
+    async with trio.open_nursery() as nursery:  # the provider retries before the first answer
+        for _ in range(3):
+            nursery.start_soon(deliver)
+    assert len(set(got)) == 1
+    view = await inbox.ticket_get((await inbox.tickets_list()).tickets[0].id)
+    assert [m.body for m in view.messages if m.direction == "inbound"] == ["first", "twice"]
+    # and once the profile is passivated, the stored idempotency key still answers
+    await trio.sleep(300)
+    assert (await inbox.receive_sms("SMx", PHONE, "twice")).id == got[0]
