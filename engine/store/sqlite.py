@@ -477,8 +477,10 @@ def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:
     for index, member in batch.index_deletes:
         _unindex(conn, index, member)
     for entry in batch.index_puts:
-        _unindex(conn, entry.index, entry.member)
         tags = sorted(entry.tags)
+        if _rescore(conn, entry.index, entry.member, entry.score, tags):
+            continue
+        _unindex(conn, entry.index, entry.member)
         conn.execute(
             "INSERT INTO index_members (idx, member, score, tags) VALUES (?, ?, ?, ?)",
             (entry.index, entry.member, entry.score, _tags_encoder.encode(tags)),
@@ -489,6 +491,31 @@ def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:
         )
         _count(conn, entry.index, tags, +1)
     return seqs
+
+
+def _rescore(
+    conn: sqlite3.Connection, index: str, member: str, score: float, tags: list[str]
+) -> bool:
+    """Move a member that keeps its tags to a new score; False when its tags change.
+
+    The common case (a ticket's last activity moves, its state does not) then costs two
+    updates instead of a delete and re-insert of every tag row and count.
+    """
+    row = conn.execute(
+        "SELECT score, tags FROM index_members WHERE idx=? AND member=?", (index, member)
+    ).fetchone()
+    if row is None or sorted(_tags_decoder.decode(row[1])) != tags:
+        return False
+    old_score = row[0]
+    if old_score != score:
+        conn.execute(
+            "UPDATE index_members SET score=? WHERE idx=? AND member=?", (score, index, member)
+        )
+        conn.executemany(
+            "UPDATE index_tags SET score=? WHERE idx=? AND tag=? AND score=? AND member=?",
+            [(score, index, tag, old_score, member) for tag in tags],
+        )
+    return True
 
 
 def _unindex(conn: sqlite3.Connection, index: str, member: str) -> None:

@@ -571,3 +571,25 @@ async def test_open_store_redis_url(redis_url: str) -> None:
 async def test_open_store_rejects_bad_urls(url: str) -> None:
     with pytest.raises(ValueError, match="URL"):
         await open_store(url)
+
+
+async def test_index_member_moved_to_a_new_score_keeps_its_tags_and_counts(store: Store) -> None:
+    batch = Batch()
+    batch.index("ix", "a", 1.0, tags("open", "unread"))
+    batch.index("ix", "b", 2.0, tags("open", "unread"))
+    await store.commit(batch)
+    batch = Batch()
+    batch.index("ix", "a", 3.0, tags("open", "unread"))  # same tags, new score
+    await store.commit(batch)
+    assert await store.index_query("ix", tags("open"), 10) == [("a", 3.0), ("b", 2.0)]
+    assert await store.index_query("ix", tags("open", "unread"), 10, after=(3.0, "a")) == [
+        ("b", 2.0)
+    ]
+    assert await store.index_count("ix", tags("open", "unread")) == 2
+    assert await store.index_count("ix", tags("unread")) == 2
+    batch = Batch()
+    batch.index("ix", "a", 4.0, tags("closed"))  # tags change too
+    await store.commit(batch)
+    assert await store.index_query("ix", tags("open"), 10) == [("b", 2.0)]
+    assert await store.index_count("ix", tags("open")) == 1
+    assert await store.index_query("ix", tags("closed"), 10) == [("a", 4.0)]
