@@ -17,7 +17,30 @@ the order in which `commit` was called.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
+
+
+class OpenedStore:
+    """What stores that connect share: `await store.open()`, or `async with` to open it
+    and close it again. Subclasses define `open` and `aclose`."""
+
+    async def open(self) -> Self:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 class StoreError(Exception):

@@ -44,7 +44,6 @@ The index name is length-prefixed so that no (index, tag) pair can spell another
 from __future__ import annotations
 
 import math
-from types import TracebackType
 from typing import Any, Final
 
 import coredis
@@ -52,7 +51,7 @@ import coredis.exceptions
 import msgspec
 import trio
 
-from engine.store.base import Batch, DueTimer, StoreError
+from engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 
 _COMMIT_LUA: Final = r"""#!lua
 -- KEYS[1] event counter, KEYS[2] event stream, KEYS[3] timers zset, KEYS[4] timer payloads;
@@ -242,7 +241,7 @@ class _Commit:
         self.error: StoreError | None = None
 
 
-class RedisStore:
+class RedisStore(OpenedStore):
     """A `Store` on a Redis 7+ server: one Lua script call per batch, pipelined.
 
     Open it with ``await RedisStore(url, prefix="tidings:").open()`` (returns the store)
@@ -318,17 +317,6 @@ class RedisStore:
         self._closed = True
         self._send.close()  # the flusher drains what is queued, then ends
         await self._stopped.wait()
-
-    async def __aenter__(self) -> RedisStore:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _live(self) -> coredis.Redis[bytes]:
         if self._closed or self._client is None:

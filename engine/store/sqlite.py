@@ -30,13 +30,12 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import msgspec
 import trio
 
-from engine.store.base import Batch, DueTimer, StoreError
+from engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 
 _T = TypeVar("_T")
 
@@ -124,7 +123,7 @@ class _Commit:
         self.error: StoreError | None = None
 
 
-class SqliteStore:
+class SqliteStore(OpenedStore):
     """A `Store` in one SQLite file: WAL, one writer thread, group commit.
 
     Open it with ``await SqliteStore(path).open()`` (returns the store) or use it as an
@@ -221,17 +220,6 @@ class SqliteStore:
         self._write_conn = None
         for holder in holders:
             self._read_limiter.release_on_behalf_of(holder)
-
-    async def __aenter__(self) -> SqliteStore:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _check(self) -> None:
         if self._closed:
