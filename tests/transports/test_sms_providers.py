@@ -34,6 +34,18 @@ SMS = OutboundSms(
 CALLBACK = "https://support.acme.example/sms/status"
 
 
+def expected_form() -> list[tuple[str, str]]:
+    """The form fields Twilio gets for `SMS`, in order."""
+    return [
+        ("To", SMS.to),
+        ("From", SMS.sender),
+        ("Body", SMS.body),
+        ("MediaUrl", SMS.media[0]),
+        ("MediaUrl", SMS.media[1]),
+        ("StatusCallback", CALLBACK),
+    ]
+
+
 def created(sid: str = "SM1", status: str = "queued") -> httpx.Response:
     return httpx.Response(201, json={"sid": sid, "status": status, "to": SMS.to})
 
@@ -128,14 +140,7 @@ async def test_twilio_posts_the_protocol_request() -> None:
     )
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert request.headers["Idempotency-Key"] == "m-1"
-    assert parse_qsl(request.content.decode()) == [
-        ("To", SMS.to),
-        ("From", SMS.sender),
-        ("Body", SMS.body),
-        ("MediaUrl", SMS.media[0]),
-        ("MediaUrl", SMS.media[1]),
-        ("StatusCallback", CALLBACK),
-    ]
+    assert parse_qsl(request.content.decode()) == expected_form()
 
 
 async def test_twilio_without_media_or_callback_sends_only_text_fields() -> None:
@@ -417,16 +422,7 @@ async def test_twilio_over_a_socket_sends_auth_and_fields() -> None:
         finally:
             await twilio.aclose()
     assert receipt == SmsReceipt(provider_id="SM1", status="queued")
-    assert fake.accepted == [
-        [
-            ("To", SMS.to),
-            ("From", SMS.sender),
-            ("Body", SMS.body),
-            ("MediaUrl", SMS.media[0]),
-            ("MediaUrl", SMS.media[1]),
-            ("StatusCallback", CALLBACK),
-        ]
-    ]
+    assert fake.accepted == [expected_form()]
 
 
 async def test_r30_twilio_over_a_socket_retries_500_and_records_once() -> None:
