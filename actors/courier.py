@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
-
-from actors.model import Message
-from actors.outbound import DeliveryError, Email, Mailer, OutboundSms, SmsProvider
-from engine import Batch
+from tidings.actors.model import Message
+from tidings.actors.outbound import DeliveryError, Email, Mailer, OutboundSms, SmsProvider
+from tidings.engine import Batch
 
 if TYPE_CHECKING:
-    from actors.inbox import Inbox
+    from tidings.actors.inbox import Inbox
 
 log = logging.getLogger("tidings.courier")
 

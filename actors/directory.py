@@ -4,9 +4,8 @@ number or address, so that two first messages from one new number make one profi
 from __future__ import annotations
 
 import msgspec
-
-from actors import thread
-from engine import Actor, Batch, handler
+from tidings.actors import thread
+from tidings.engine import Actor, Batch, handler
 
 
 class Resolve(msgspec.Struct):

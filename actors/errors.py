@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import Refused
+from tidings.engine import Refused
 
 
 class InboxError(Refused):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-
-from actors.model import StoredMessage
+from tidings.actors.model import StoredMessage
 
 
 class TicketFlag(msgspec.Struct):

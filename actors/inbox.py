@@ -16,14 +16,13 @@ from typing import Any, Literal
 
 import msgspec
 import trio
-
-from actors import settings as settings_rules
-from actors import thread
-from actors.brand import Account, Timing
-from actors.courier import Courier
-from actors.directory import DirectoryActor, Resolve
-from actors.errors import InboxError, bad_request, not_found
-from actors.model import (
+from tidings.actors import settings as settings_rules
+from tidings.actors import thread
+from tidings.actors.brand import Account, Timing
+from tidings.actors.courier import Courier
+from tidings.actors.directory import DirectoryActor, Resolve
+from tidings.actors.errors import InboxError, bad_request, not_found
+from tidings.actors.model import (
     Activity,
     Consent,
     Location,
@@ -34,8 +33,8 @@ from actors.model import (
     Ticket,
     parse_time,
 )
-from actors.outbound import Mailer, SmsProvider
-from actors.profile import (
+from tidings.actors.outbound import Mailer, SmsProvider
+from tidings.actors.profile import (
     BADGE,
     AddActivity,
     AddOrder,
@@ -49,9 +48,9 @@ from actors.profile import (
     Stored,
     Upsert,
 )
-from actors.sessions import Sessions
-from actors.templates import Template
-from actors.ticket import (
+from tidings.actors.sessions import Sessions
+from tidings.actors.templates import Template
+from tidings.actors.ticket import (
     TICKETS,
     WAITING,
     GetTicket,
@@ -61,7 +60,7 @@ from actors.ticket import (
     TicketActor,
     TicketRecord,
 )
-from actors.visitor import (
+from tidings.actors.visitor import (
     Connected,
     Disconnected,
     Hello,
@@ -71,7 +70,7 @@ from actors.visitor import (
     Typing,
     VisitorActor,
 )
-from engine import Batch, Child, Engine, Store, Supervisor, WallClock, open_engine
+from tidings.engine import Batch, Child, Engine, Store, Supervisor, WallClock, open_engine
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"

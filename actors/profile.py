@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
-
-from actors import keywords, thread
-from actors.courier import Sent, remove_job
-from actors.errors import InboxError
-from actors.handoff import TicketFlag, TicketInbound
-from actors.model import (
+from tidings.actors import keywords, thread
+from tidings.actors.courier import Sent, remove_job
+from tidings.actors.errors import InboxError
+from tidings.actors.handoff import TicketFlag, TicketInbound
+from tidings.actors.model import (
     Activity,
     Attribution,
     Message,
@@ -22,10 +21,10 @@ from actors.model import (
     iso,
     status_moves_forward,
 )
-from engine import Actor, Batch, Forward, handler
+from tidings.engine import Actor, Batch, Forward, handler
 
 if TYPE_CHECKING:
-    from actors.inbox import Inbox
+    from tidings.actors.inbox import Inbox
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50

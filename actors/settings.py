@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-
-from actors import office_hours, quiet_hours
-from actors.templates import Template, TemplateError
+from tidings.actors import office_hours, quiet_hours
+from tidings.actors.templates import Template, TemplateError
 
 TEMPLATE_FIELDS = frozenset({"organization_prefix", "support_email", "account_name"})
 

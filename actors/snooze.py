@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
-from actors.quiet_hours import local_to_utc, require_aware, require_zone
+from tidings.actors.quiet_hours import local_to_utc, require_aware, require_zone
 
 SnoozePreset = Literal["later_today", "tomorrow", "next_week"]
 

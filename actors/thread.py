@@ -12,13 +12,12 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
-from actors import links, segments
-from actors.model import Channel, Event, Message, MessageKind, StoredMessage, encode, iso
-from engine import Batch, Store
+from tidings.actors import links, segments
+from tidings.actors.model import Channel, Event, Message, MessageKind, StoredMessage, encode, iso
+from tidings.engine import Batch, Store
 
 if TYPE_CHECKING:
-    from actors.inbox import Inbox
+    from tidings.actors.inbox import Inbox
 
 THREAD_VIEW = 50  # R09: opening a ticket shows the last 50 messages
 

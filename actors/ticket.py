@@ -9,17 +9,16 @@ import html
 from typing import TYPE_CHECKING
 
 import msgspec
-
-from actors import followup_email, quiet_hours, snooze, thread
-from actors.errors import InboxError, bad_request
-from actors.handoff import TicketFlag, TicketInbound
-from actors.model import Followup, Message, Profile, Ticket, encode, iso
-from actors.outbound import Email
-from engine import Actor, Batch, handler
-from engine.clock import to_datetime
+from tidings.actors import followup_email, quiet_hours, snooze, thread
+from tidings.actors.errors import InboxError, bad_request
+from tidings.actors.handoff import TicketFlag, TicketInbound
+from tidings.actors.model import Followup, Message, Profile, Ticket, encode, iso
+from tidings.actors.outbound import Email
+from tidings.engine import Actor, Batch, handler
+from tidings.engine.clock import to_datetime
 
 if TYPE_CHECKING:
-    from actors.inbox import Inbox
+    from tidings.actors.inbox import Inbox
 
 TICKETS = "tickets"  # index: every ticket by last activity
 WAITING = "waiting"  # index: open tickets whose last support message is inbound (R28)

@@ -7,18 +7,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
-
-from actors import office_hours, thread
-from actors.errors import InboxError, bad_request
-from actors.handoff import TicketInbound
-from actors.model import Message, StoredMessage, encode, iso
-from actors.profile import IsBlocked
-from actors.ticket import VisitorPresence
-from engine import Actor, Batch, handler
-from engine.clock import to_datetime
+from tidings.actors import office_hours, thread
+from tidings.actors.errors import InboxError, bad_request
+from tidings.actors.handoff import TicketInbound
+from tidings.actors.model import Message, StoredMessage, encode, iso
+from tidings.actors.profile import IsBlocked
+from tidings.actors.ticket import VisitorPresence
+from tidings.engine import Actor, Batch, handler
+from tidings.engine.clock import to_datetime
 
 if TYPE_CHECKING:
-    from actors.inbox import Inbox
+    from tidings.actors.inbox import Inbox
 
 
 class VisitorRecord(msgspec.Struct):

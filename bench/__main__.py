@@ -1,7 +1,7 @@
-"""`python -m bench [SCENARIO ...] [--quick] [--out DIR]`: run benchmarks, write results."""
+"""`python -m tidings.bench [SCENARIO ...] [--quick] [--out DIR]`: run benchmarks, write results."""
 
 import sys
 
-from bench.harness import main
+from tidings.bench.harness import main
 
 sys.exit(main())

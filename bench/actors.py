@@ -27,10 +27,9 @@ from typing import Any
 
 import msgspec
 import trio
-
-from bench.harness import Progress, Row, row, scenario
-from engine import Actor, handler, open_engine
-from engine.store.memory import MemoryStore
+from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.engine import Actor, handler, open_engine
+from tidings.engine.store.memory import MemoryStore
 
 CHECKPOINT_EVERY = 1_000  # the sender yields to the scheduler this often
 PYKKA_SIZES = (10_000, 5_000, 2_000, 1_000, 500)  # tried in turn until one starts
@@ -154,9 +153,9 @@ async def _raw_tell(actors: int, messages: int) -> float:
 def _pykka() -> Any:
     try:
         import pykka
-    except ImportError as exc:  # pragma: no cover - pykka is in the [test] extra
+    except ImportError as exc:  # pragma: no cover - pykka is in the [bench] extra
         raise SystemExit(
-            "the actors benchmark needs pykka for its baseline: pip install 'tidings[test]'"
+            "the actors benchmark needs pykka for its baseline: pip install 'tidings[bench]'"
         ) from exc
     return pykka
 

@@ -2,7 +2,7 @@
 
 Running
 -------
-``python -m bench [SCENARIO ...] [--quick] [--out DIR] [--repeats N]`` (or
+``python -m tidings.bench [SCENARIO ...] [--quick] [--out DIR] [--repeats N]`` (or
 ``bench.main(argv)``, which ``tidings bench`` calls) runs the named scenarios (default:
 every registered one, in registration order) and writes to ``DIR`` (default
 ``bench-results/<timestamp>/``):
@@ -16,11 +16,11 @@ Adding a scenario
 Write a module ``bench/<name>.py`` with one function decorated by `scenario`, and import
 the module in ``bench/__init__.py`` (importing it is what registers it)::
 
-    from bench.harness import Progress, Row, row, scenario
+    from tidings.bench.harness import Progress, Row, row, scenario
 
     @scenario("webhook", repeats=5, quick_repeats=1)
     def webhook(quick: bool, progress: Progress) -> list[Row]:
-        '''One-line description, shown by ``python -m bench --list``.'''
+        '''One-line description, shown by ``python -m tidings.bench --list``.'''
         n = 1_000 if quick else 50_000
         engine_rate = ...   # measure the engine (its own trio.run is fine)
         progress(0.5, "baseline")  # fraction of this repetition done, and what runs now
@@ -52,6 +52,7 @@ trio loop (use a thread or a subprocess there). Timing uses the real clock.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -485,15 +486,22 @@ def write_results(out: Path, results: list[ScenarioResult], quick: bool) -> list
     return paths
 
 
+BENCH_EXTRA = ("matplotlib", "pykka")  # charts; the actors scenario's baseline
+
 # -- command line -------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run benchmarks from command-line arguments; return the exit status."""
-    import bench  # registers the scenarios
+    missing = [name for name in BENCH_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"tidings bench needs {', '.join(missing)}: pip install 'tidings[bench]'",
+            file=sys.stderr,
+        )
+        return 2
 
-    del bench
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tidings.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all")
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--out", type=Path, help="results folder (default bench-results/<time>/)")

@@ -41,12 +41,11 @@ from typing import Any
 
 import msgspec
 import trio
-
-from actors.inbox import Inbox, open_inbox
-from bench.harness import Progress, Row, row, scenario
-from engine.store import Store, open_store
-from transports.mail import OutboxMail
-from transports.sms_providers import OutboxSms
+from tidings.actors.inbox import Inbox, open_inbox
+from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.engine.store import Store, open_store
+from tidings.transports.mail import OutboxMail
+from tidings.transports.sms_providers import OutboxSms
 
 SENDERS = 200
 ACTIVE = 100  # profiles that write again just before the passivation check

@@ -25,15 +25,14 @@ import time
 from pathlib import Path
 
 import trio
-
-from actors.inbox import open_inbox
-from actors.model import Ticket, encode, iso
-from actors.ticket import TICKETS, WAITING, TicketRecord
-from bench.harness import Progress, Row, row, scenario
-from engine import Batch
-from engine.store import open_store
-from transports.mail import OutboxMail
-from transports.sms_providers import OutboxSms
+from tidings.actors.inbox import open_inbox
+from tidings.actors.model import Ticket, encode, iso
+from tidings.actors.ticket import TICKETS, WAITING, TicketRecord
+from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.engine import Batch
+from tidings.engine.store import open_store
+from tidings.transports.mail import OutboxMail
+from tidings.transports.sms_providers import OutboxSms
 
 BATCH = 5_000
 # Written through `SqliteStore.commit` at about 12,000 tickets/s on 2 cores (each index

@@ -26,10 +26,9 @@ from typing import Any
 
 import msgspec
 import trio
-
-from bench.harness import Progress, Row, row, scenario
-from engine import Actor, Batch, handler, open_engine
-from engine.store.memory import MemoryStore
+from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.engine import Actor, Batch, handler, open_engine
+from tidings.engine.store.memory import MemoryStore
 
 ACTORS = 1_000  # timers are spread over this many actors
 BATCH = 1_000  # durable timers per committed batch

@@ -31,9 +31,8 @@ from typing import Any
 
 import httpx
 import trio
-
-from bench.harness import Progress, Row, row, scenario
-from bench.websocket import _percentile, server_process, tidings_serve
+from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.bench.websocket import _percentile, server_process, tidings_serve
 
 AUTH_TOKEN = "bench-twilio-auth-token"
 PHONES = 3_000  # distinct senders
@@ -56,8 +55,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from transports.config import load_config
-from transports.server import _hypercorn_config
+from tidings.transports.config import load_config
+from tidings.transports.server import _hypercorn_config
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 

@@ -41,9 +41,8 @@ from typing import Any
 
 import msgspec
 import trio
+from tidings.bench.harness import Progress, Row, row, scenario
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
-
-from bench.harness import Progress, Row, row, scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 # Connections being opened (and warmed up) at the same time: below the engine's 64
@@ -147,7 +146,7 @@ async def server_process(argv: list[str], wanted: tuple[str, ...]) -> Any:
 
 def tidings_serve(*extra: str, store: str = "memory://") -> Any:
     """`server_process` for ``tidings serve --port 0 --store STORE EXTRA…``."""
-    argv = ["-m", "transports.cli", "serve", "--port", "0", "--store", store, *extra]
+    argv = ["-m", "tidings.transports.cli", "serve", "--port", "0", "--store", store, *extra]
     return server_process(argv, ("console", "demo agent token", "api key"))
 
 
@@ -455,7 +454,7 @@ def websocket(quick: bool, progress: Progress) -> list[Row]:
     return rows
 
 
-if __name__ == "__main__":  # ad hoc: python -m bench.websocket VISITORS RATE SECONDS
+if __name__ == "__main__":  # ad hoc: python -m tidings.bench.websocket VISITORS RATE SECONDS
     n_, r_, s_ = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
     raise_fd_limit(n_)
     for fn in (engine_run, echo_run):

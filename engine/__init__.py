@@ -1,8 +1,8 @@
 """tidings' generic actor runtime: virtual actors, supervision, timers, stores, events."""
 
-from engine.actor import Actor, Address, Forward, handler
-from engine.clock import SystemClock, TrioWallClock, WallClock
-from engine.errors import (
+from tidings.engine.actor import Actor, Address, Forward, handler
+from tidings.engine.clock import SystemClock, TrioWallClock, WallClock
+from tidings.engine.errors import (
     AskTimeout,
     DeadLettered,
     EngineError,
@@ -12,10 +12,10 @@ from engine.errors import (
     RestartIntensityExceeded,
     UnknownActorKind,
 )
-from engine.store.base import Batch, Store, StoreError
-from engine.supervisor import Child, Supervisor
-from engine.system import DEAD_LETTERS, DeadLetter, Engine, open_engine
-from engine.timers import TimerFire, Timers
+from tidings.engine.store.base import Batch, Store, StoreError
+from tidings.engine.supervisor import Child, Supervisor
+from tidings.engine.system import DEAD_LETTERS, DeadLetter, Engine, open_engine
+from tidings.engine.timers import TimerFire, Timers
 
 __all__ = [
     "Actor",

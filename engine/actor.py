@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
-    from engine.system import Engine
+    from tidings.engine.system import Engine
 
 Address = tuple[str, str]
 """`(kind, key)`: where an actor lives."""

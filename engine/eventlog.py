@@ -14,8 +14,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import trio
-
-from engine.store.base import Store
+from tidings.engine.store.base import Store
 
 
 class EventLog:

@@ -30,10 +30,9 @@ from typing import Any
 
 import msgspec
 import trio
-
-from engine.actor import Actor, Address, Forward
-from engine.clock import SystemClock, WallClock
-from engine.errors import (
+from tidings.engine.actor import Actor, Address, Forward
+from tidings.engine.clock import SystemClock, WallClock
+from tidings.engine.errors import (
     AskTimeout,
     DeadLettered,
     EngineStopped,
@@ -42,10 +41,10 @@ from engine.errors import (
     RestartIntensityExceeded,
     UnknownActorKind,
 )
-from engine.eventlog import EventLog
-from engine.store.base import Batch, Store
-from engine.supervisor import Child, Supervisor
-from engine.timers import TimerFire, Timers
+from tidings.engine.eventlog import EventLog
+from tidings.engine.store.base import Batch, Store
+from tidings.engine.supervisor import Child, Supervisor
+from tidings.engine.timers import TimerFire, Timers
 
 log = logging.getLogger("tidings.engine")
 

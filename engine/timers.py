@@ -23,13 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
-
-from engine.actor import Address
-from engine.errors import EngineError, MailboxFull
-from engine.store.base import Batch
+from tidings.engine.actor import Address
+from tidings.engine.errors import EngineError, MailboxFull
+from tidings.engine.store.base import Batch
 
 if TYPE_CHECKING:
-    from engine.system import Engine
+    from tidings.engine.system import Engine
 
 
 class _Timer:

@@ -10,11 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-
-from transports import http_api
-from transports.wire import Context
-from transports.ws_agent import agent_endpoint
-from transports.ws_chat import chat_endpoint
+from tidings.transports import http_api
+from tidings.transports.wire import Context
+from tidings.transports.ws_agent import agent_endpoint
+from tidings.transports.ws_chat import chat_endpoint
 
 __all__ = ["build_app"]
 

@@ -9,10 +9,9 @@ import sys
 from collections.abc import Sequence
 
 import trio
-
-from transports import logs
-from transports.config import ConfigError, load_config
-from transports.server import Running, serve
+from tidings.transports import logs
+from tidings.transports.config import ConfigError, load_config
+from tidings.transports.server import Running, serve
 
 __all__ = ["main"]
 
@@ -54,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a configuration error)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "bench":
-        from bench import main as bench_main  # only the bench needs its imports
+        from tidings.bench import main as bench_main  # only the bench needs its imports
 
         return int(bench_main(args_list[1:]) or 0)
     args = _parser().parse_args(args_list)

@@ -16,8 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-
-from transports.mail import parse_smtp_url
+from tidings.transports.mail import parse_smtp_url
 
 __all__ = [
     "DEFAULT_HOST",

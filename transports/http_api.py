@@ -19,18 +19,17 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-
-from actors.errors import InboxError
-from actors.model import Order
-from transports import metrics
-from transports.twilio_signature import is_valid
-from transports.wire import STATUS, Context, error_body, validation_error
+from tidings.actors.errors import InboxError
+from tidings.actors.model import Order
+from tidings.transports import metrics
+from tidings.transports.twilio_signature import is_valid
+from tidings.transports.wire import STATUS, Context, error_body, validation_error
 
 log = logging.getLogger(__name__)
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_BODY = 1024 * 1024  # bytes of a webhook or API request body
-STATIC_DIR = resources.files("transports") / "static"
+STATIC_DIR = resources.files("tidings.transports") / "static"
 Handler = Callable[[Request], Awaitable[Response]]
 
 

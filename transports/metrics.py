@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from transports.wire import Context
+from tidings.transports.wire import Context
 
 __all__ = ["render"]
 

@@ -16,15 +16,14 @@ import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-
-from actors.brand import Account, Timing
-from actors.inbox import Inbox, open_inbox
-from engine.store import open_store
-from transports.app import build_app
-from transports.config import AgentConfig, Config
-from transports.mail import OutboxMail, SmtpMail
-from transports.sms_providers import OutboxSms, TwilioSms
-from transports.wire import MAX_FRAME, Context
+from tidings.actors.brand import Account, Timing
+from tidings.actors.inbox import Inbox, open_inbox
+from tidings.engine.store import open_store
+from tidings.transports.app import build_app
+from tidings.transports.config import AgentConfig, Config
+from tidings.transports.mail import OutboxMail, SmtpMail
+from tidings.transports.sms_providers import OutboxSms, TwilioSms
+from tidings.transports.wire import MAX_FRAME, Context
 
 __all__ = ["Running", "serve", "running_server", "demo_credentials"]
 

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
-from actors.errors import InboxError
+from tidings.actors.errors import InboxError
 
 if TYPE_CHECKING:
-    from actors.inbox import Inbox
-    from transports.config import AgentConfig, Config
+    from tidings.actors.inbox import Inbox
+    from tidings.transports.config import AgentConfig, Config
 
 __all__ = ["Context", "STATUS", "ALLOWED_ROLES", "validation_error", "error_body", "MAX_FRAME"]
 

@@ -10,12 +10,11 @@ from typing import Any
 import msgspec
 import trio
 from starlette.websockets import WebSocket
-
-from actors.errors import InboxError
-from actors.inbox import Inbox
-from transports.config import AgentConfig
-from transports.wire import ALLOWED_ROLES, Context, error_body, validation_error
-from transports.ws_common import Closed, Conn, TooBig
+from tidings.actors.errors import InboxError
+from tidings.actors.inbox import Inbox
+from tidings.transports.config import AgentConfig
+from tidings.transports.wire import ALLOWED_ROLES, Context, error_body, validation_error
+from tidings.transports.ws_common import Closed, Conn, TooBig
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,10 @@ from typing import Any
 import msgspec
 import trio
 from starlette.websockets import WebSocket
-
-from actors.errors import InboxError
-from actors.inbox import Inbox
-from transports.wire import Context, validation_error
-from transports.ws_common import Closed, Conn, TooBig
+from tidings.actors.errors import InboxError
+from tidings.actors.inbox import Inbox
+from tidings.transports.wire import Context, validation_error
+from tidings.transports.ws_common import Closed, Conn, TooBig
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from typing import Any
 import msgspec
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
-
-from transports.wire import MAX_FRAME
+from tidings.transports.wire import MAX_FRAME
 
 __all__ = ["Conn", "TokenBucket", "Closed", "TooBig"]
 

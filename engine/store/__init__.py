@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from engine.store.base import Batch, DueTimer, IndexEntry, Store, StoreError
+from tidings.engine.store.base import Batch, DueTimer, IndexEntry, Store, StoreError
 
 __all__ = ["Batch", "DueTimer", "IndexEntry", "Store", "StoreError", "open_store"]
 
@@ -30,7 +30,7 @@ async def open_store(url: str) -> Store:
     if scheme == "memory":
         if rest:
             raise ValueError(f"memory store URL takes no path: {url!r}; use 'memory://'")
-        from engine.store.memory import MemoryStore
+        from tidings.engine.store.memory import MemoryStore
 
         return MemoryStore()
     if scheme == "sqlite":
@@ -40,7 +40,7 @@ async def open_store(url: str) -> Store:
                 f"sqlite store URL {url!r} needs a path: sqlite:///relative.db or "
                 "sqlite:////absolute.db"
             )
-        from engine.store.sqlite import SqliteStore
+        from tidings.engine.store.sqlite import SqliteStore
 
         return await SqliteStore(rest[1:]).open()
     if scheme in ("redis", "rediss"):
@@ -54,7 +54,7 @@ async def open_store(url: str) -> Store:
         db = parts.path.strip("/")
         if db and not db.isdigit():
             raise ValueError(f"redis store URL {url!r}: the path must be a database number")
-        from engine.store.redis import RedisStore
+        from tidings.engine.store.redis import RedisStore
 
         return await RedisStore(url).open()
     raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; expected one of {_FORMS}")

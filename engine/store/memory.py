@@ -8,8 +8,7 @@ import math
 from collections import defaultdict
 
 import trio
-
-from engine.store.base import Batch, DueTimer, StoreError
+from tidings.engine.store.base import Batch, DueTimer, StoreError
 
 
 class MemoryStore:

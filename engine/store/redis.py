@@ -50,8 +50,7 @@ import coredis
 import coredis.exceptions
 import msgspec
 import trio
-
-from engine.store.base import Batch, DueTimer, OpenedStore, StoreError
+from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 
 _COMMIT_LUA: Final = r"""#!lua
 -- KEYS[1] event counter, KEYS[2] event stream, KEYS[3] timers zset, KEYS[4] timer payloads;

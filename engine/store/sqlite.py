@@ -34,8 +34,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 import trio
-
-from engine.store.base import Batch, DueTimer, OpenedStore, StoreError
+from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 
 _T = TypeVar("_T")
 

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 import trio.testing
-
-from actors.brand import Account, Timing
-from actors.inbox import Inbox, open_inbox
-from engine import TrioWallClock
-from engine.store.memory import MemoryStore
-from transports.mail import OutboxMail
-from transports.sms_providers import OutboxSms
+from tidings.actors.brand import Account, Timing
+from tidings.actors.inbox import Inbox, open_inbox
+from tidings.engine import TrioWallClock
+from tidings.engine.store.memory import MemoryStore
+from tidings.transports.mail import OutboxMail
+from tidings.transports.sms_providers import OutboxSms
 
 # Wednesday 2027-01-13 15:00:00 UTC = 10:00 in New York
 START = 1_800_000_000.0 - (1_800_000_000.0 % 86400) - 2 * 86400 + 15 * 3600

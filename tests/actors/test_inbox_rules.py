@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from tidings.actors.brand import Timing
+from tidings.actors.errors import InboxError
+from tidings.actors.inbox import open_inbox
+from tidings.actors.model import Order, OrderItem
+from tidings.engine import TrioWallClock
+from tidings.engine.store.memory import MemoryStore
+from tidings.transports.mail import OutboxMail
+from tidings.transports.sms_providers import OutboxSms
 
-from actors.brand import Timing
-from actors.errors import InboxError
-from actors.inbox import open_inbox
-from actors.model import Order, OrderItem
-from engine import TrioWallClock
-from engine.store.memory import MemoryStore
 from tests.actors.conftest import ACCOUNT, PHONE, START, Harness
-from transports.mail import OutboxMail
-from transports.sms_providers import OutboxSms
 
 Clock = trio.testing.MockClock
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from tidings.actors.errors import InboxError
 
-from actors.errors import InboxError
 from tests.actors.conftest import PHONE, START, Harness
 
 

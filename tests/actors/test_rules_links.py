@@ -8,8 +8,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from actors.links import (
+from tidings.actors.links import (
     CODE_LENGTH,
     Link,
     find_links,
@@ -18,7 +17,7 @@ from actors.links import (
     short_link,
     shorten,
 )
-from actors.segments import encode_info
+from tidings.actors.segments import encode_info
 
 BASE = "https://support.acme.example"
 SECRET = b"test-secret"

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from actors.quiet_hours import (
+from tidings.actors.quiet_hours import (
     QuietHours,
     check,
     local_to_utc,

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from actors.snooze import wake_time
+from tidings.actors.snooze import wake_time
 
 NY = "America/New_York"
 ROME = "Europe/Rome"

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-import bench
+from tidings import bench
 
 EXPECTED = {
     "actors": [

@@ -6,8 +6,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-
-from engine import (
+from tidings.engine import (
     DEAD_LETTERS,
     Actor,
     AskTimeout,
@@ -20,7 +19,7 @@ from engine import (
     handler,
     open_engine,
 )
-from engine.store.memory import MemoryStore
+from tidings.engine.store.memory import MemoryStore
 
 
 class Add(msgspec.Struct):

@@ -6,9 +6,8 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-
-from engine import Actor, Batch, handler, open_engine
-from engine.store.memory import MemoryStore
+from tidings.engine import Actor, Batch, handler, open_engine
+from tidings.engine.store.memory import MemoryStore
 
 
 class Say(msgspec.Struct):

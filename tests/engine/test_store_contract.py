@@ -12,11 +12,10 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from engine.store import Batch, DueTimer, Store, StoreError, open_store
-from engine.store.memory import MemoryStore
-from engine.store.redis import RedisStore
-from engine.store.sqlite import SqliteStore
+from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store
+from tidings.engine.store.memory import MemoryStore
+from tidings.engine.store.redis import RedisStore
+from tidings.engine.store.sqlite import SqliteStore
 
 
 @dataclass

@@ -7,8 +7,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-
-from engine import (
+from tidings.engine import (
     DEAD_LETTERS,
     Actor,
     Batch,
@@ -19,7 +18,7 @@ from engine import (
     handler,
     open_engine,
 )
-from engine.store.memory import MemoryStore
+from tidings.engine.store.memory import MemoryStore
 
 
 class Crash(msgspec.Struct):

@@ -9,10 +9,9 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-
-from engine import Actor, Batch, TrioWallClock, handler, open_engine
-from engine.store import open_store
-from engine.store.memory import MemoryStore
+from tidings.engine import Actor, Batch, TrioWallClock, handler, open_engine
+from tidings.engine.store import open_store
+from tidings.engine.store.memory import MemoryStore
 
 START = 1_800_000_000.0  # a fixed wall-clock start for every test
 

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from transports.config import load_config
-from transports.server import Running, running_server
+from tidings.transports.config import load_config
+from tidings.transports.server import Running, running_server
 
 AUTH_TOKEN = "twilio-secret"
 AGENT_TOKEN = "agent-token"

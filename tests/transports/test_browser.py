@@ -53,7 +53,7 @@ def _need_browser() -> None:
 def server() -> Iterator[dict[str, str]]:
     """`tidings serve --port 0 --store memory://`; yields the printed name: value lines."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "transports.cli", "serve", "--port", "0", "--store", "memory://"],
+        [sys.executable, "-m", "tidings.transports.cli", "serve", "--port", "0", "--store", "memory://"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(ROOT), text=True,
     )
     lines: queue.Queue[str | None] = queue.Queue()

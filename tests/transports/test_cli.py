@@ -18,7 +18,7 @@ def test_r05_alphanumeric_sender_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[sms]\nsender = "ACME"\n')
     done = subprocess.run(
-        [sys.executable, "-m", "transports.cli", "serve", "--config", str(bad)],
+        [sys.executable, "-m", "tidings.transports.cli", "serve", "--config", str(bad)],
         capture_output=True, text=True, cwd=ROOT, timeout=30,
     )
     assert done.returncode == 2
@@ -31,7 +31,7 @@ def test_unknown_key_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[server]\nnope = 1\n")
     done = subprocess.run(
-        [sys.executable, "-m", "transports.cli", "serve", "--config", str(bad)],
+        [sys.executable, "-m", "tidings.transports.cli", "serve", "--config", str(bad)],
         capture_output=True, text=True, cwd=ROOT, timeout=30,
     )
     assert done.returncode == 2 and done.stderr.startswith("config error: server.nope:")
@@ -59,7 +59,7 @@ async def test_quick_start_serves_console_chat_and_health(tmp_path: Path) -> Non
         proc: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                [sys.executable, "-m", "transports.cli", "serve", "--port", "0", "--store", store],
+                [sys.executable, "-m", "tidings.transports.cli", "serve", "--port", "0", "--store", store],
                 stdout=subprocess.PIPE, cwd=str(ROOT), check=False,
             )
         )
@@ -86,7 +86,7 @@ def test_logs_are_one_json_object_per_line() -> None:
     import json
     import logging
 
-    from transports.logs import JsonFormatter
+    from tidings.transports.logs import JsonFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from tidings.actors import thread
+from tidings.transports.server import running_server
 from twilio.request_validator import RequestValidator
 
-from actors import thread
 from tests.transports.conftest import make_config
-from transports.server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "crash-token"
@@ -48,7 +48,7 @@ async def test_r30_sigkill_keeps_every_answered_message_exactly_once(
     config_file = tmp_path / "c.toml"
     config_file.write_text(f'[sms]\nsender = "+15550001111"\nauth_token = "{TOKEN}"\n')
     answered: list[str] = []
-    cmd = [sys.executable, "-m", "transports.cli", "serve", "--config", str(config_file),
+    cmd = [sys.executable, "-m", "tidings.transports.cli", "serve", "--config", str(config_file),
            "--port", "0", "--store", store_url]  # fmt: skip
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(

@@ -22,13 +22,13 @@ import httpx
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tidings.engine.store.memory import MemoryStore
+from tidings.transports.server import Running, running_server
+from tidings.transports.wire import MAX_FRAME
 from trio_websocket import ConnectionClosed, open_websocket_url
 from twilio.request_validator import RequestValidator
 
-from engine.store.memory import MemoryStore
 from tests.transports.conftest import AGENT_TOKEN, AUTH_TOKEN, make_config
-from transports.server import Running, running_server
-from transports.wire import MAX_FRAME
 
 EXAMPLES = 100
 MIN_THROWN = 1_000

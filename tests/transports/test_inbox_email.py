@@ -4,13 +4,13 @@ new-ticket notification of R21 arrive with the right subject, recipients and lin
 from __future__ import annotations
 
 import trio
+from tidings.actors.brand import Account, Timing
+from tidings.actors.inbox import open_inbox
+from tidings.engine.store.memory import MemoryStore
+from tidings.transports.mail import SmtpMail
+from tidings.transports.sms_providers import OutboxSms
 
-from actors.brand import Account, Timing
-from actors.inbox import open_inbox
-from engine.store.memory import MemoryStore
 from tests.transports.test_mail import Recorder, parsed, smtp_server
-from transports.mail import SmtpMail
-from transports.sms_providers import OutboxSms
 
 ACCOUNT = Account(
     name="Acme",

@@ -20,9 +20,14 @@ import pytest
 import trio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
-from actors.outbound import DeliveryError, Email, Mailer
-from transports.mail import OutboxMail, SmtpMail, SmtpSettings, build_message, parse_smtp_url
+from tidings.actors.outbound import DeliveryError, Email, Mailer
+from tidings.transports.mail import (
+    OutboxMail,
+    SmtpMail,
+    SmtpSettings,
+    build_message,
+    parse_smtp_url,
+)
 
 NOW = datetime(2025, 3, 4, 15, 30, 0, tzinfo=UTC)
 EMAIL = Email(

@@ -18,9 +18,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
-from transports.sms_providers import OutboxSms, TwilioError, TwilioSms
+from tidings.actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
+from tidings.transports.sms_providers import OutboxSms, TwilioError, TwilioSms
 
 SID = "AC0123456789"
 TOKEN = "s3cret"

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import trio
+from tidings.transports.server import Running
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.transports.conftest import AGENT_TOKEN
-from transports.server import Running
 
 
 def ws_url(server: Running, path: str) -> str:
