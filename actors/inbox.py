@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 from tidings.actors import settings as settings_rules
-from tidings.actors import thread
+from tidings.actors import snooze, thread
 from tidings.actors.brand import Account, Timing
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve
@@ -71,6 +71,7 @@ from tidings.actors.visitor import (
     VisitorActor,
 )
 from tidings.engine import Batch, Child, Engine, Store, Supervisor, WallClock, open_engine
+from tidings.engine.clock import to_datetime
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
@@ -205,7 +206,7 @@ class Inbox:
             tags.add(f"attr={attributed_to}")
         if order not in ("activity", "waiting"):
             raise bad_request("order", "must be activity or waiting")
-        if not 1 <= limit <= LIST_LIMIT:
+        if not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT:
             raise bad_request("limit", f"must be 1 to {LIST_LIMIT}")
         after = _decode_cursor(cursor) if cursor else None
         index, descending = (TICKETS, True) if order == "activity" else (WAITING, False)
@@ -261,6 +262,14 @@ class Inbox:
 
     async def ticket_set_state(self, ticket: str, state: str, until: str | None = None) -> Ticket:
         """Open, snooze (R13) or close a ticket."""
+        try:  # refused here, so a time the actor cannot compute with never reaches it
+            if state not in ("open", "snoozed", "closed"):
+                raise ValueError("state: must be open, snoozed or closed")
+            if state == "snoozed":
+                snooze.wake_time(until, self.account.timezone, to_datetime(self.now()))
+        except ValueError as exc:
+            await self._ticket(ticket)  # not_found is reported before bad_request
+            raise InboxError("bad_request", str(exc)) from None
         return await self.engine.ask(("ticket", ticket), SetState(state, until))  # type: ignore[no-any-return]
 
     async def ticket_mark(self, ticket: str, read: bool) -> Ticket:
@@ -354,6 +363,10 @@ class Inbox:
 
     async def add_order(self, profile: str, order: Order) -> None:
         """Add an order to a profile (shown only with the Shopify integration)."""
+        if not math.isfinite(order.total):
+            raise bad_request("total", "must be a finite number")
+        if not all(math.isfinite(item.price) for item in order.items):
+            raise bad_request("items.price", "must be a finite number")
         try:
             parse_time(order.time, "time")
         except ValueError as exc:
@@ -585,7 +598,7 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         value = float(score)
     except ValueError:
         value = math.nan
-    if not sep or math.isnan(value):
+    if not sep or not math.isfinite(value):
         raise bad_request("cursor", "not a cursor this inbox gave")
     return value, member
 

@@ -25,15 +25,41 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
 
 
-def parse_time(value: str, field: str) -> float:
-    """Epoch seconds from an ISO 8601 time with an offset; ValueError naming `field`."""
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 9000
+"""Times the server accepts lie in these years (UTC): every zone shift and every day or
+week added to them stays inside what `datetime` can represent."""
+
+
+def require_aware(when: datetime, field: str) -> datetime:
+    """The datetime in UTC; ValueError naming `field` when it has no offset or lies
+    outside the years EARLIEST_YEAR..LATEST_YEAR."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{field}: must be a time with a UTC offset")
+    try:
+        utc = when.astimezone(UTC)
+    except OverflowError:  # the offset pushed it past year 1 or 9999
+        utc = None
+    if utc is None or not EARLIEST_YEAR <= utc.year <= LATEST_YEAR:
+        raise ValueError(f"{field}: must be a time between {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return utc
+
+
+def parse_datetime(value: object, field: str) -> datetime:
+    """An aware UTC datetime from ISO 8601 text with an offset (see `require_aware`);
+    ValueError naming `field` otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field}: must be an ISO 8601 time")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (TypeError, ValueError):
-        raise ValueError(f"{field}: not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{field}: the time needs an offset")
-    return parsed.timestamp()
+    except ValueError:
+        raise ValueError(f"{field}: {value[:40]!r} is not an ISO 8601 time") from None
+    return require_aware(parsed, field)
+
+
+def parse_time(value: object, field: str) -> float:
+    """Epoch seconds of `parse_datetime(value, field)`."""
+    return parse_datetime(value, field).timestamp()
 
 
 def status_moves_forward(old: str | None, new: str) -> bool:

@@ -1,6 +1,7 @@
 """Quiet hours for SMS (R27): whether a send to a profile falls outside the allowed
 local hours, and when the next allowed time is. Also the wall-clock helpers the other
-time rules share (clock values "HH:MM", zones by name, local time to UTC)."""
+time rules share (clock values "HH:MM", zones by name, local time to UTC, and
+`require_aware` from the model, which bounds every time to years the server computes with)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tidings.actors.model import require_aware
 
 DEFAULT_START = "08:00"
 DEFAULT_END = "20:00"
@@ -58,13 +61,6 @@ def require_zone(zone: str | tzinfo, field: str) -> tzinfo:
     if found is None:
         raise ValueError(f"{field}: unknown time zone {zone!r}")
     return found
-
-
-def require_aware(when: datetime, field: str) -> datetime:
-    """The datetime in UTC; ValueError naming `field` when it has no offset."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(f"{field}: must be a time with a UTC offset")
-    return when.astimezone(UTC)
 
 
 def local_to_utc(day: date, minutes: int, zone: tzinfo) -> datetime:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
-from tidings.actors.quiet_hours import local_to_utc, require_aware, require_zone
+from tidings.actors.model import require_aware
+from tidings.actors.quiet_hours import local_to_utc, require_zone
 
 SnoozePreset = Literal["later_today", "tomorrow", "next_week"]
 
@@ -31,7 +32,11 @@ def _parse_until(choice: str) -> datetime:
     return require_aware(when, "until")
 
 
-def wake_time(choice: str | datetime, brand_zone: str | tzinfo, now_utc: datetime) -> datetime:
+def wake_time(
+    choice: str | datetime | None,
+    brand_zone: str | tzinfo,
+    now_utc: datetime,
+) -> datetime:
     """When a ticket snoozed at `now_utc` wakes, as an aware UTC datetime.
 
     `later_today` is three hours on; `tomorrow` is 09:00 brand time on the next calendar

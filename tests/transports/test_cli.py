@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
+from trio_websocket import open_websocket_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +109,82 @@ def test_logs_are_one_json_object_per_line() -> None:
     assert first["logger"] == "tidings.test" and first["ticket"] == "t1"
     assert first["time"].endswith("+00:00")
     assert "ValueError: boom" in second["error"]
+
+
+ABSURD_UNTIL: list[object] = [
+    "9999-12-31T23:59:59-14:00",  # past year 9999 in UTC: astimezone overflowed in the actor
+    "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+    "9000-12-31T23:59:59-14:00",
+    "2024-01-01T00:00:00+99:00",
+    "2024-01-01T00:00:00-23:59:59.999999",
+    "nan",
+    "inf",
+    "",
+    10**30,
+    -(10**30),
+    1.7976931348623157e308,
+    None,
+    ["2030-01-01T00:00:00+00:00"],
+    {"at": "2030-01-01T00:00:00+00:00"},
+    True,
+    "2020-01-01T00:00:00+00:00",  # in the past
+]
+FRAMES = 1000
+FRAMES_PER_S = 45  # under the connection's rate limit (50 a second after a burst of 100)
+
+
+async def test_absurd_snooze_times_are_bad_requests_and_the_server_lives_on(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    cmd = [sys.executable, "-m", "tidings.transports.cli", "serve", "--port", "0", "--store", store]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial(trio.run_process, cmd, stdout=subprocess.PIPE, cwd=str(ROOT), check=False)
+        )
+        try:
+            urls = await _read_urls(proc)
+            async with httpx.AsyncClient(timeout=10) as client:
+                sms = {"MessageSid": "SM1", "From": "+15551230000", "Body": "hello"}
+                assert (await client.post(urls["sms webhook"], data=sms)).status_code == 200
+                errors = await _set_state_absurdly(urls)
+                assert (await client.get(urls["console"] + "healthz")).status_code == 200
+            assert proc.returncode is None  # still running
+            assert len(errors) == FRAMES
+            wrong = {rid: e for rid, e in errors.items() if e["code"] != "bad_request"}
+            assert wrong == {}
+            assert all(e["detail"].startswith(("until", "state")) for e in errors.values())
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                code = await proc.wait()
+    assert code == 0
+
+
+async def _set_state_absurdly(urls: dict[str, str]) -> dict[int, dict[str, Any]]:
+    """Send FRAMES `ticket.set_state` snoozes with absurd `until`s over one agent
+    connection; the error of each reply by request id."""
+    ws_url = urls["console"].replace("http://", "ws://") + "ws/agent"
+    errors: dict[int, dict[str, Any]] = {}
+    async with open_websocket_url(ws_url) as ws:
+        await ws.send_message(json.dumps({"type": "auth", "token": urls["demo agent token"]}))
+        assert json.loads(await ws.get_message())["type"] == "ready"
+        await ws.send_message(json.dumps({"id": 0, "op": "tickets.list"}))
+        (ticket,) = json.loads(await ws.get_message())["result"]["tickets"]
+
+        async def send() -> None:
+            for rid in range(1, FRAMES + 1):
+                until = ABSURD_UNTIL[rid % len(ABSURD_UNTIL)]
+                frame = {"id": rid, "op": "ticket.set_state", "ticket": ticket["id"],
+                         "state": "snoozed", "until": until}  # fmt: skip
+                await ws.send_message(json.dumps(frame))
+                if rid > 90:  # the burst is spent: stay under the refill rate
+                    await trio.sleep(1 / FRAMES_PER_S)
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while len(errors) < FRAMES:
+                    reply = json.loads(await ws.get_message())
+                    assert "id" in reply, f"not an answer: {reply}"
+                    assert reply["ok"] is False, reply
+                    errors[reply["id"]] = reply["error"]
+    return errors
