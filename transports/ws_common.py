@@ -3,7 +3,6 @@ size limit, and a per-connection rate limit."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -26,17 +25,19 @@ class TooBig(Exception):
 
 
 class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved up; `take` says whether one was left."""
+    """`rate` tokens a second, at most `burst` saved up; `take` says whether one was left.
+
+    Time is trio's clock (`trio.current_time`), so a test's MockClock refills it."""
 
     def __init__(self, rate: float = RATE, burst: float = BURST) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
-        self.at = time.monotonic()
+        self.at = trio.current_time()
 
     def take(self) -> bool:
         """Spend a token if there is one."""
-        now = time.monotonic()
+        now = trio.current_time()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
         if self.tokens >= 1.0:

@@ -14,7 +14,7 @@ from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import OutboxMail
 from tidings.transports.sms_providers import OutboxSms
 
-from tests.actors.conftest import ACCOUNT, PHONE, START, Harness
+from tests.actors.helpers import ACCOUNT, PHONE, START, Harness
 
 Clock = trio.testing.MockClock
 

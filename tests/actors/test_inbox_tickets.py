@@ -8,7 +8,7 @@ import trio.testing
 from tidings.actors import thread
 from tidings.actors.errors import InboxError
 
-from tests.actors.conftest import PHONE, Harness
+from tests.actors.helpers import PHONE, Harness
 
 
 async def test_r02_inbound_sms_opens_one_ticket_and_one_thread_across_reopens(

@@ -15,7 +15,7 @@ from tidings.actors import thread
 from tidings.transports.server import running_server
 from twilio.request_validator import RequestValidator
 
-from tests.transports.conftest import make_config
+from tests.transports.helpers import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "crash-token"

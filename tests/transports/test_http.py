@@ -6,7 +6,7 @@ import httpx
 from tidings.transports.server import Running
 from twilio.request_validator import RequestValidator
 
-from tests.transports.conftest import AUTH_TOKEN
+from tests.transports.helpers import AUTH_TOKEN
 
 
 def _signed(url: str, params: dict[str, str]) -> dict[str, str]:

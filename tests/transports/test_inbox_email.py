@@ -10,7 +10,7 @@ from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import SmtpMail
 from tidings.transports.sms_providers import OutboxSms
 
-from tests.transports.test_mail import Recorder, parsed, smtp_server
+from tests.transports.helpers import Recorder, parsed, smtp_server
 
 ACCOUNT = Account(
     name="Acme",

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from tidings.actors.outbound import DeliveryError, Email, Mailer
 from tidings.transports.mail import (
@@ -29,6 +22,8 @@ from tidings.transports.mail import (
     parse_smtp_url,
 )
 
+from tests.transports.helpers import Recorder, free_port, parsed, smtp_server
+
 NOW = datetime(2025, 3, 4, 15, 30, 0, tzinfo=UTC)
 EMAIL = Email(
     sender="Acme Support <support@acme.example>",
@@ -37,53 +32,6 @@ EMAIL = Email(
     text="Sam wrote: your order has shipped.\nReply: https://support.acme.example/chat?session=abc",
     html='<p>Sam wrote: <b>your order has shipped</b> 📦</p><a href="https://support.acme.example/chat?session=abc">Reply</a>',
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Recorder:
-    """An aiosmtpd handler that records what it received and can refuse on command."""
-
-    received: list[Any] = field(default_factory=list)
-    refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> SMTP answer
-    data_answer: str = "250 Message accepted for delivery"
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address in self.refuse_rcpt:
-            return self.refuse_rcpt[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.data_answer.startswith("250"):
-            self.received.append(envelope)
-        return self.data_answer
-
-
-@asynccontextmanager
-async def smtp_server(recorder: Recorder, **kwargs: Any) -> AsyncIterator[int]:
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, **kwargs)
-    await trio.to_thread.run_sync(controller.start)
-    try:
-        yield port
-    finally:
-        await trio.to_thread.run_sync(controller.stop)
-
-
-def parsed(envelope: Any) -> EmailMessage:
-    # SMTP carries CRLF line ends; compare with the LF text that was handed over
-    raw = envelope.original_content.replace(b"\r\n", b"\n")
-    message = message_from_bytes(raw, policy=default_policy)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 # ---------------------------------------------------------------- outbox

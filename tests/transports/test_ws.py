@@ -4,14 +4,17 @@ and the web chat visitor talking to an agent."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
 import trio
-from tidings.transports.server import Running
+import trio.testing
+from tidings.transports.server import Running, running_server
+from tidings.transports.ws_common import BURST, RATE
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from tests.transports.conftest import AGENT_TOKEN
+from tests.transports.helpers import AGENT_TOKEN, make_config
 
 
 def ws_url(server: Running, path: str) -> str:
@@ -216,14 +219,27 @@ async def test_oversized_frame_closes_1009(server: Running) -> None:
     assert info.value.reason.code == 1009
 
 
-async def test_rate_limit_answers_rate_limited(server: Running) -> None:
-    async with open_websocket_url(ws_url(server, "/ws/chat")) as chat:
-        await chat.send_message(json.dumps({"type": "hello"}))
-        await recv(chat)
-        for _ in range(150):
-            await chat.send_message(json.dumps({"type": "ping"}))
-        codes = set()
-        for _ in range(150):
-            frame = await recv(chat)
-            codes.add(frame.get("code", frame["type"]))
-        assert "rate_limited" in codes and "pong" in codes
+@pytest.mark.parametrize(
+    ("path", "opener"),
+    [("/ws/chat", {"type": "hello"}), ("/ws/agent", {"type": "auth", "token": AGENT_TOKEN})],
+)
+async def test_rate_limit_answers_rate_limited_until_tokens_come_back(
+    mock_clock: trio.testing.MockClock, path: str, opener: dict[str, str]
+) -> None:
+    # The clock stands still (rate 0), so the bucket refills only when the test jumps it.
+    async with running_server(make_config()) as server:
+        async with open_websocket_url(ws_url(server, path)) as ws:
+            await ws.send_message(json.dumps(opener))
+            assert (await recv(ws))["type"] == "ready"
+            ping = {"type": "ping"} if path == "/ws/chat" else {"id": 1, "op": "badge.get"}
+            for _ in range(150):
+                await ws.send_message(json.dumps(ping))
+            codes = Counter([(await recv(ws)).get("code", "answered") for _ in range(150)])
+            assert codes == {"answered": BURST, "rate_limited": 150 - BURST}
+            mock_clock.jump(1 / RATE)  # one token back
+            await ws.send_message(json.dumps(ping))
+            assert "code" not in await recv(ws)
+            await ws.send_message(json.dumps(ping))
+            assert (await recv(ws))["code"] == "rate_limited"
+
+
