@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 from tidings.actors import settings as settings_rules
-from tidings.actors import thread
+from tidings.actors import snooze, thread
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
@@ -83,6 +83,7 @@ from tidings.engine import (
     WallClock,
     open_engine,
 )
+from tidings.engine.clock import to_datetime
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
@@ -257,6 +258,13 @@ class Inbox:
         """Open, snooze (R13) or close a ticket."""
         if state not in TICKET_STATES:
             raise bad_request("state", "must be open, snoozed or closed")
+        if state == "snoozed" and until is not None:
+            # checked here, so that a time no calendar holds never reaches (and crashes) the
+            # ticket; the ticket computes the wake-up time again at its own "now"
+            try:
+                snooze.wake_time(until, self.account.timezone, to_datetime(self.now()))
+            except (ValueError, OverflowError) as exc:
+                raise bad_request("until", str(exc).removeprefix("until: ")) from None
         return await self.engine.ask(("ticket", ticket), SetState(state, until))
 
     async def ticket_mark(self, ticket: str, read: bool) -> Ticket:
