@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import msgspec
 import trio
-from tidings.actors.model import Message
+from tidings.actors.brand import Account
+from tidings.actors.model import Message, Status
 from tidings.actors.outbound import DeliveryError, Email, Mailer, OutboundSms, SmsProvider
-from tidings.engine import Batch
-
-if TYPE_CHECKING:
-    from tidings.actors.inbox import Inbox
+from tidings.engine import ActorContext, Batch, Request, WallClock
 
 log = logging.getLogger("tidings.courier")
 
@@ -50,16 +48,18 @@ class EmailJob(msgspec.Struct, tag="email"):
 
 
 Job = SmsJob | EmailJob
+# what a provider may report when it takes an SMS; anything else counts as queued
+_PROVIDER_STATUS: dict[str, Status] = {s: s for s in ("queued", "sending", "sent", "delivered")}
 _decode_job = msgspec.json.Decoder(Job).decode
 
 
-class Sent(msgspec.Struct):
+class Sent(Request[None]):
     """What the SMS provider answered for a message (to its profile)."""
 
     message: str
     job: str
     provider_id: str | None
-    status: str
+    status: Status
 
 
 def _job_key(job_id: str) -> str:
@@ -77,20 +77,23 @@ class Courier:
 
     def __init__(
         self,
-        inbox: Inbox,
+        account: Account,
+        clock: WallClock,
         sms: SmsProvider,
         mail: Mailer,
         *,
         workers: int = 8,
         retry_after: float = 30.0,
     ) -> None:
-        self._inbox = inbox
+        self._account = account
+        self._clock = clock
         self.sms = sms
         self.mail = mail
         self._workers = workers
         self._retry_after = retry_after
         self._in_flight: set[str] = set()
         self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
         self.sent = 0
         self.failed = 0
 
@@ -98,7 +101,7 @@ class Courier:
 
     def _add(self, batch: Batch, job_id: str, job: Job) -> None:
         batch.put(_job_key(job_id), msgspec.json.encode(job))
-        batch.index(OUTBOX, job_id, self._inbox.now(), frozenset())
+        batch.index(OUTBOX, job_id, self._clock.now(), frozenset())
 
     def add_sms(self, batch: Batch, message: Message, phone: str) -> None:
         """Queue the SMS `message` to `phone`; its job id is the message id."""
@@ -106,7 +109,7 @@ class Courier:
             message.id,
             message.profile,
             phone,
-            self._inbox.account.sms_sender,
+            self._account.sms_sender,
             message.body,
             list(message.media),
         )
@@ -123,14 +126,20 @@ class Courier:
 
     # -- the service ------------------------------------------------------------------------
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Send what is in the outbox, and whatever is added later, until cancelled."""
-        store = self._inbox.engine.store
+    async def run(
+        self,
+        ctx: ActorContext[Any],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Send what is in the outbox of `ctx`'s engine, and whatever is added later,
+        until cancelled."""
+        store = ctx.store
         send, receive = trio.open_memory_channel[str](math.inf)
         self._in_flight.clear()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for _ in range(self._workers):
-                nursery.start_soon(self._worker, receive)
+                nursery.start_soon(self._worker, ctx, receive)
             task_status.started()
             while True:
                 self._wake = trio.Event()
@@ -142,9 +151,11 @@ class Courier:
                 with trio.move_on_after(self._retry_after):
                     await self._wake.wait()
 
-    async def _worker(self, receive: trio.MemoryReceiveChannel[str]) -> None:
+    async def _worker(
+        self, ctx: ActorContext[Any], receive: trio.MemoryReceiveChannel[str]
+    ) -> None:
         async for job_id in receive:
-            done = await self._deliver(job_id)
+            done = await self._deliver(ctx, job_id)
             if done:
                 self._in_flight.discard(job_id)
                 self._wake.set()
@@ -158,12 +169,12 @@ class Courier:
             await trio.sleep(self._retry_after)
             self._in_flight.discard(job_id)
 
-        self._inbox.nursery.start_soon(release)
+        if self._nursery is not None:
+            self._nursery.start_soon(release)
 
-    async def _deliver(self, job_id: str) -> bool:
+    async def _deliver(self, ctx: ActorContext[Any], job_id: str) -> bool:
         """Send one job; True when it is finished (sent, or failed for good)."""
-        engine = self._inbox.engine
-        raw = await engine.store.get(_job_key(job_id))
+        raw = await ctx.store.get(_job_key(job_id))
         if raw is None:
             return True
         job = _decode_job(raw)
@@ -177,17 +188,11 @@ class Courier:
                     return False
                 log.error("SMS %s failed: %s", job.message, exc)
                 self.failed += 1
-                await engine.ask(
-                    ("profile", job.profile), Sent(job.message, job_id, None, "failed")
-                )
+                await ctx.ask(("profile", job.profile), Sent(job.message, job_id, None, "failed"))
                 return True
             self.sent += 1
-            status = (
-                receipt.status
-                if receipt.status in ("queued", "sending", "sent", "delivered")
-                else "queued"
-            )
-            await engine.ask(
+            status = _PROVIDER_STATUS.get(receipt.status, "queued")
+            await ctx.ask(
                 ("profile", job.profile), Sent(job.message, job_id, receipt.provider_id, status)
             )
             return True
@@ -203,5 +208,5 @@ class Courier:
             self.sent += 1
         batch = Batch()
         remove_job(batch, job_id)
-        await engine.commit(batch)
+        await ctx.commit(batch)
         return True

@@ -3,19 +3,19 @@ number or address, so that two first messages from one new number make one profi
 
 from __future__ import annotations
 
-import msgspec
 from tidings.actors import thread
-from tidings.engine import Actor, Batch, handler
+from tidings.actors.context import InboxContext
+from tidings.engine import Actor, Batch, Request, handler
 
 
-class Resolve(msgspec.Struct):
+class Resolve(Request[str | None]):
     """The profile id for this actor's key (`phone:+1555…` / `email:a@b`), made when
     missing and `create` is set; None otherwise."""
 
     create: bool = True
 
 
-class DirectoryActor(Actor):
+class DirectoryActor(Actor[InboxContext]):
     """Key: `phone:<E.164>` or `email:<lower-case address>`."""
 
     kind = "directory"
@@ -23,14 +23,14 @@ class DirectoryActor(Actor):
 
     @handler
     async def resolve(self, msg: Resolve) -> str | None:
-        store = self.engine.store
+        store = self.ctx.store
         found = await store.get(self.key)
         if found is not None:
             return found.decode()
         if not msg.create:
             return None
-        profile = thread.new_id("p", self.engine.clock.now())
+        profile = thread.new_id("p", self.ctx.now())
         batch = Batch()
         batch.put(self.key, profile.encode())
-        await self.engine.commit(batch)
+        await self.ctx.commit(batch)
         return profile

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import msgspec
-from tidings.actors.model import StoredMessage
+from tidings.actors.model import Message, StoredMessage, TicketState
+from tidings.engine import Request
 
 
 class TicketFlag(msgspec.Struct):
     """A ticket of the profile changed state or read flag (ticket → profile)."""
 
     ticket: str
-    state: str
+    state: TicketState
     unread: bool
 
 
-class TicketInbound(msgspec.Struct):
+class TicketInbound(Request[Message]):
     """An inbound support message for a ticket, which it opens, reopens or wakes
     (profile or visitor → ticket)."""
 

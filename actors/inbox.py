@@ -8,6 +8,7 @@ error codes. Agent operations take plain arguments and answer the wire's shapes
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import AsyncIterator, Iterable
@@ -19,6 +20,7 @@ import trio
 from tidings.actors import settings as settings_rules
 from tidings.actors import snooze, thread
 from tidings.actors.brand import Account, Timing
+from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve
 from tidings.actors.errors import InboxError, bad_request, not_found
@@ -30,7 +32,9 @@ from tidings.actors.model import (
     Order,
     Profile,
     QuickReply,
+    Status,
     Ticket,
+    TicketState,
     parse_time,
 )
 from tidings.actors.outbound import Mailer, SmsProvider
@@ -49,7 +53,6 @@ from tidings.actors.profile import (
     Upsert,
 )
 from tidings.actors.sessions import Sessions
-from tidings.actors.templates import Template
 from tidings.actors.ticket import (
     TICKETS,
     WAITING,
@@ -70,14 +73,24 @@ from tidings.actors.visitor import (
     Typing,
     VisitorActor,
 )
-from tidings.engine import Batch, Child, Engine, Store, Supervisor, WallClock, open_engine
+from tidings.engine import (
+    Batch,
+    Child,
+    Engine,
+    Store,
+    Supervisor,
+    SystemClock,
+    WallClock,
+    open_engine,
+)
 from tidings.engine.clock import to_datetime
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
 QUICK_REPLIES = "quick_replies"
 LIST_LIMIT = 200
-DIRECTORY_CACHED = 200_000  # phone and e-mail mappings kept in memory before starting over
+TICKET_STATES: tuple[TicketState, ...] = ("open", "snoozed", "closed")
+STATUSES: tuple[Status, ...] = ("queued", "sending", "sent", "delivered", "undelivered", "failed")
 
 
 class ProfileFields(msgspec.Struct, forbid_unknown_fields=True):
@@ -111,67 +124,48 @@ class TicketView(msgspec.Struct):
 class Inbox:
     """The inbox of one brand. Make it with `open_inbox`."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        account: Account,
-        timing: Timing,
-        sms: SmsProvider,
-        mail: Mailer,
-        link_secret: bytes,
-    ) -> None:
+    def __init__(self, engine: Engine, app: InboxContext, courier: Courier) -> None:
         self.engine = engine
-        self.account = account
-        self.timing = timing
-        self.link_secret = link_secret
-        self.settings = settings_rules.Settings()
-        self.courier = Courier(self, sms, mail)
-        self.sessions = Sessions()
-        self.badge = 0
+        self.app = app
+        self.courier = courier
         self.inbound_count = 0
-        # phone/e-mail → profile, as the directory answered; profiles that change their
-        # phone or e-mail call `forget`, so an inbound SMS skips the directory's turn
-        self.directory: dict[str, str] = {}
-        self.nursery: trio.Nursery
         self._settings_lock = trio.Lock()
-        self._templates: dict[str, Template] = {}
 
-    # -- shared by the actors ---------------------------------------------------------------
+    @property
+    def account(self) -> Account:
+        """The brand's account details."""
+        return self.app.account
+
+    @property
+    def timing(self) -> Timing:
+        """Web chat timings."""
+        return self.app.timing
+
+    @property
+    def sessions(self) -> Sessions:
+        """The live web chat connections of this process."""
+        return self.app.sessions
+
+    @property
+    def settings(self) -> settings_rules.Settings:
+        """The current settings."""
+        return self.app.settings
 
     def now(self) -> float:
         """Wall-clock time, epoch seconds."""
-        return self.engine.clock.now()
-
-    async def commit(self, batch: Batch) -> list[int]:
-        """Write `batch` (and publish its events); wake the courier if it queued jobs."""
-        seqs = await self.engine.commit(batch)
-        if any(key.startswith("outbox:") for key in batch.puts):
-            self.courier.wake()
-        return seqs
-
-    def render(self, text: str) -> str:
-        """A message template filled with the brand's fields (R20)."""
-        template = self._templates.get(text)
-        if template is None:
-            template = self._templates[text] = Template(text, settings_rules.TEMPLATE_FIELDS)
-        return template.render(self.account.template_values())
-
-    def sender_address(self) -> str:
-        """The address e-mails come from."""
-        return self.account.support_email or f"no-reply@{self.account.name.lower()}.invalid"
+        return self.app.now()
 
     async def _start(self, seed: dict[str, Any] | None) -> None:
         store = self.engine.store
         raw = await store.get(SETTINGS_KEY)
         if raw is not None:
-            self.settings = msgspec.json.decode(raw, type=settings_rules.Settings)
+            self.app.settings = msgspec.json.decode(raw, type=settings_rules.Settings)
         else:
-            self.settings = settings_rules.apply(settings_rules.Settings(), seed or {})
+            self.app.settings = settings_rules.apply(settings_rules.Settings(), seed or {})
             batch = Batch()
-            batch.put(SETTINGS_KEY, msgspec.json.encode(self.settings))
-            await store.commit(batch)
-        self.badge = await store.index_count(BADGE, frozenset())
+            batch.put(SETTINGS_KEY, msgspec.json.encode(self.app.settings))
+            await self.engine.commit(batch)
+        self.app.badge = await store.index_count(BADGE, frozenset())
 
     # -- agents: tickets --------------------------------------------------------------------
 
@@ -226,7 +220,7 @@ class Inbox:
         return TicketPage(tickets, next_cursor)
 
     async def _ticket(self, ticket: str) -> Ticket:
-        return await self.engine.ask(("ticket", ticket), GetTicket())  # type: ignore[no-any-return]
+        return await self.engine.ask(("ticket", ticket), GetTicket())
 
     async def ticket_get(self, ticket: str) -> TicketView:
         """The ticket, its last 50 messages oldest first, and its profile (R09)."""
@@ -258,35 +252,35 @@ class Inbox:
             raise bad_request("media", "must be a list of http(s) URLs")
         profile = await self.profile_get(found.profile)
         request = Reply(body, media, author, profile, send_anyway, schedule)
-        return await self.engine.ask(("ticket", ticket), request)  # type: ignore[no-any-return]
+        return await self.engine.ask(("ticket", ticket), request)
 
     async def ticket_set_state(self, ticket: str, state: str, until: str | None = None) -> Ticket:
         """Open, snooze (R13) or close a ticket."""
         try:  # refused here, so a time the actor cannot compute with never reaches it
-            if state not in ("open", "snoozed", "closed"):
+            if state not in TICKET_STATES:
                 raise ValueError("state: must be open, snoozed or closed")
             if state == "snoozed":
                 snooze.wake_time(until, self.account.timezone, to_datetime(self.now()))
         except ValueError as exc:
             await self._ticket(ticket)  # not_found is reported before bad_request
             raise InboxError("bad_request", str(exc)) from None
-        return await self.engine.ask(("ticket", ticket), SetState(state, until))  # type: ignore[no-any-return]
+        return await self.engine.ask(("ticket", ticket), SetState(state, until))
 
     async def ticket_mark(self, ticket: str, read: bool) -> Ticket:
         """Mark a ticket read or unread."""
         if not isinstance(read, bool):
             raise bad_request("read", "must be true or false")
-        return await self.engine.ask(("ticket", ticket), Mark(read))  # type: ignore[no-any-return]
+        return await self.engine.ask(("ticket", ticket), Mark(read))
 
     def badge_get(self) -> int:
         """R18: how many profiles have an open ticket with unread messages."""
-        return self.badge
+        return self.app.badge
 
     # -- profiles ---------------------------------------------------------------------------
 
     async def profile_get(self, profile: str, metric: str | None = None) -> Profile:
         """A profile, its activity filtered by `metric` (R11)."""
-        return await self.engine.ask(("profile", profile), GetProfile(metric, exists=True))  # type: ignore[no-any-return]
+        return await self.engine.ask(("profile", profile), GetProfile(metric, exists=True))
 
     async def profile_block(self, profile: str, blocked: bool = True) -> Profile:
         """Block (closing its open tickets) or unblock a profile (R15)."""
@@ -294,22 +288,16 @@ class Inbox:
         view, to_close = await self.engine.ask(("profile", profile), SetBlocked(blocked))
         for ticket in to_close:
             await self.ticket_set_state(ticket, "closed")
-        return view  # type: ignore[no-any-return]
+        return view
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
         key = f"{kind}:{value.lower()}"
-        found = self.directory.get(key)
+        found = self.app.directory.get(key)
         if found is None:
             found = await self.engine.ask(("directory", key), Resolve(create))
             if found is not None:
-                if len(self.directory) >= DIRECTORY_CACHED:
-                    self.directory.clear()
-                self.directory[key] = found
+                self.app.directory.put(key, found)
         return found
-
-    def forget(self, key: str) -> None:
-        """A profile gave up or took `key` (`phone:…`/`email:…`): ask the directory again."""
-        self.directory.pop(key, None)
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
         """Create or update a profile, matched by id, else phone, else e-mail."""
@@ -346,7 +334,7 @@ class Inbox:
             profile_id = thread.new_id("p", self.now())
         if not profile_id or len(profile_id) > 200:
             raise bad_request("id", "must be 1 to 200 characters")
-        return await self.engine.ask(("profile", profile_id), Upsert(changes))  # type: ignore[no-any-return]
+        return await self.engine.ask(("profile", profile_id), Upsert(changes))
 
     async def add_event(
         self, profile: str, metric: str, time: str, properties: dict[str, Any]
@@ -389,7 +377,7 @@ class Inbox:
         if not body.strip() and not media:
             raise bad_request("body", "a message needs text or media")
         request = SendSource(kind, source_id, source_name, body, list(media))
-        return await self.engine.ask(("profile", profile), request)  # type: ignore[no-any-return]
+        return await self.engine.ask(("profile", profile), request)
 
     # -- SMS --------------------------------------------------------------------------------
 
@@ -402,42 +390,36 @@ class Inbox:
         if not phone:
             raise bad_request("From", "is required")
         profile = await self._resolve("phone", phone)
+        if profile is None:
+            raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
         answer = await self.engine.ask(
             ("profile", profile), InboundSms(sid, phone, body, list(media))
         )
         self.inbound_count += 1
         # a keyword or a blocked profile's message is stored by the profile; any other is
         # forwarded to the SMS ticket, which answers with the stored message
-        return answer.message if isinstance(answer, Stored) else answer  # type: ignore[no-any-return]
+        return answer.message if isinstance(answer, Stored) else answer
 
     async def sms_status(self, provider_id: str, status: str) -> None:
         """The provider's status callback; unknown ids are ignored."""
         known = await self.engine.store.get(f"provider:{provider_id}")
-        if known is None or status not in (
-            "queued",
-            "sending",
-            "sent",
-            "delivered",
-            "undelivered",
-            "failed",
-        ):
+        if known is None or status not in STATUSES:
             return
         stored = await thread.load(self.engine.store, known.decode())
         if stored is not None:
-            await self.engine.ask(
-                ("profile", stored.message.profile), StatusUpdate(known.decode(), status)
-            )
+            update = StatusUpdate(known.decode(), status)
+            await self.engine.ask(("profile", stored.message.profile), update)
 
     async def follow_link(self, code: str) -> str | None:
         """R17: the URL behind a short link (the click is recorded), or None."""
         raw = await self.engine.store.get(f"link:{code}")
         if raw is None:
             return None
-        link = msgspec.json.decode(raw)
+        link = msgspec.json.decode(raw, type=dict[str, str])
         await self.engine.tell(
             ("profile", link["profile"]), LinkClicked(link["url"], link["message"])
         )
-        return link["url"]  # type: ignore[no-any-return]
+        return link["url"]
 
     # -- web chat ----------------------------------------------------------------------------
 
@@ -451,7 +433,7 @@ class Inbox:
     ) -> Ready:
         """A widget says hello: resume a known session or start a new one."""
         if session and await self.engine.store.get(f"session:{session}") is not None:
-            return await self.engine.ask(("visitor", session), Hello())  # type: ignore[no-any-return]
+            return await self.engine.ask(("visitor", session), Hello())
         profile: str | None = None
         if phone:
             if not _is_phone(phone):
@@ -471,12 +453,12 @@ class Inbox:
         )
         token = secrets.token_urlsafe(24)  # 192 random bits
         hello = Hello(profile, email, name, phone)
-        return await self.engine.ask(("visitor", token), hello)  # type: ignore[no-any-return]
+        return await self.engine.ask(("visitor", token), hello)
 
     async def chat_message(self, session: str, body: str, client_id: str | None = None) -> Message:
         """The visitor wrote; the first message (or the first after a close) opens a
         ticket (R01, R07)."""
-        return await self.engine.ask(("visitor", session), Say(body, client_id))  # type: ignore[no-any-return]
+        return await self.engine.ask(("visitor", session), Say(body, client_id))
 
     async def chat_typing(self, session: str) -> None:
         """The visitor is typing (agents get `visitor.typing`)."""
@@ -498,7 +480,8 @@ class Inbox:
 
     def settings_get(self) -> dict[str, Any]:
         """The settings object."""
-        return msgspec.to_builtins(self.settings)  # type: ignore[no-any-return]
+        settings: dict[str, Any] = msgspec.to_builtins(self.settings)
+        return settings
 
     async def settings_update(self, partial: dict[str, Any]) -> dict[str, Any]:
         """Merge `partial` into the settings, key by key; kept across restarts."""
@@ -509,8 +492,8 @@ class Inbox:
                 raise InboxError("bad_request", str(exc)) from None
             batch = Batch()
             batch.put(SETTINGS_KEY, msgspec.json.encode(updated))
-            await self.commit(batch)
-            self.settings = updated
+            await self.engine.commit(batch)
+            self.app.settings = updated
         return self.settings_get()
 
     async def quick_replies_list(self, q: str | None = None) -> list[QuickReply]:
@@ -533,7 +516,7 @@ class Inbox:
         batch = Batch()
         batch.put(f"quick_reply:{reply.id}", msgspec.json.encode(reply))
         batch.index(QUICK_REPLIES, reply.id, self.now(), frozenset())
-        await self.commit(batch)
+        await self.engine.commit(batch)
         return reply
 
     async def quick_reply_update(
@@ -549,7 +532,7 @@ class Inbox:
         _check_quick_reply(reply.name, reply.body)
         batch = Batch()
         batch.put(f"quick_reply:{reply.id}", msgspec.json.encode(reply))
-        await self.commit(batch)
+        await self.engine.commit(batch)
         return reply
 
     async def quick_reply_delete(self, quick_reply: str) -> None:
@@ -559,7 +542,7 @@ class Inbox:
         batch = Batch()
         batch.delete(f"quick_reply:{quick_reply}")
         batch.unindex(QUICK_REPLIES, quick_reply)
-        await self.commit(batch)
+        await self.engine.commit(batch)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -619,22 +602,19 @@ async def open_inbox(
 ) -> AsyncIterator[Inbox]:
     """Run an inbox on `store` until the block exits. `settings` seeds the settings only
     on a store that has none yet; `services` run beside it (e.g. a web server)."""
+    clock = clock or SystemClock()
     account = account or Account()
-    async with open_engine(store, ACTORS, clock=clock, **engine_options) as engine:
-        secret = link_secret or await _link_secret(store)
-        inbox = Inbox(
-            engine,
-            account=account,
-            timing=timing or Timing(),
-            sms=sms,
-            mail=mail,
-            link_secret=secret,
-        )
-        engine.app = inbox
+    courier = Courier(account, clock, sms, mail)
+    app = InboxContext(clock, account, timing or Timing(), courier)
+    async with open_engine(
+        store, ACTORS, app=app, clock=clock, on_commit=app.committed, **engine_options
+    ) as engine:
+        app.link_secret = link_secret or await _link_secret(engine)
+        inbox = Inbox(engine, app, courier)
         await inbox._start(settings)
         async with trio.open_nursery() as nursery:
-            inbox.nursery = nursery
-            supervisor = Supervisor([Child("courier", inbox.courier.run), *services], name="inbox")
+            courier_child = Child("courier", functools.partial(courier.run, engine.context))
+            supervisor = Supervisor([courier_child, *services], name="inbox")
             await nursery.start(supervisor.run)
             try:
                 yield inbox
@@ -642,15 +622,15 @@ async def open_inbox(
                 nursery.cancel_scope.cancel()
 
 
-async def _link_secret(store: Store) -> bytes:
+async def _link_secret(engine: Engine) -> bytes:
     """The key of short-link codes: made once per store and kept."""
-    found = await store.get("link_secret")
+    found = await engine.store.get("link_secret")
     if found is not None:
         return found
     secret = secrets.token_bytes(32)
     batch = Batch()
     batch.put("link_secret", secret)
-    await store.commit(batch)
+    await engine.commit(batch)
     return secret
 
 

@@ -4,10 +4,11 @@ messages sent to it (R30), and which of its tickets are open and unread (the bad
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from tidings.actors import keywords, thread
+from tidings.actors.context import InboxContext
 from tidings.actors.courier import Sent, remove_job
 from tidings.actors.errors import InboxError
 from tidings.actors.handoff import TicketFlag, TicketInbound
@@ -17,14 +18,11 @@ from tidings.actors.model import (
     Message,
     Order,
     Profile,
-    encode,
+    Status,
     iso,
     status_moves_forward,
 )
-from tidings.engine import Actor, Batch, Forward, handler
-
-if TYPE_CHECKING:
-    from tidings.actors.inbox import Inbox
+from tidings.engine import Batch, Forward, Request, StatefulActor, handler
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50
@@ -54,38 +52,38 @@ class ProfileState(msgspec.Struct):
 # -- messages ------------------------------------------------------------------------------
 
 
-class Upsert(msgspec.Struct):
+class Upsert(Request[Profile]):
     """Set the given profile fields (already validated); others keep their values."""
 
     fields: dict[str, Any]
 
 
-class GetProfile(msgspec.Struct):
+class GetProfile(Request[Profile]):
     """The profile, its activity filtered by `metric` when given (R11)."""
 
     metric: str | None = None
     exists: bool = False  # True: not_found when the profile was never written
 
 
-class IsBlocked(msgspec.Struct):
+class IsBlocked(Request[bool]):
     """Whether the profile is blocked (R15): a cheap question asked per web chat message."""
 
 
-class AddActivity(msgspec.Struct):
+class AddActivity(Request[None]):
     activity: Activity
 
 
-class AddOrder(msgspec.Struct):
+class AddOrder(Request[None]):
     order: Order
 
 
-class SetBlocked(msgspec.Struct):
+class SetBlocked(Request[tuple[Profile, list[str]]]):
     """Block or unblock (R15); answers the profile and its tickets that must close."""
 
     blocked: bool
 
 
-class InboundSms(msgspec.Struct):
+class InboundSms(Request["Message | Stored"]):
     """An SMS the profile sent (R02, R19, R25)."""
 
     sid: str
@@ -94,7 +92,7 @@ class InboundSms(msgspec.Struct):
     media: list[str]
 
 
-class SendSource(msgspec.Struct):
+class SendSource(Request[Message]):
     """A campaign or flow SMS from the host platform."""
 
     kind: Literal["campaign", "flow"]
@@ -104,11 +102,11 @@ class SendSource(msgspec.Struct):
     media: list[str]
 
 
-class StatusUpdate(msgspec.Struct):
+class StatusUpdate(Request[None]):
     """The provider's status callback for one of the profile's messages."""
 
     message: str
-    status: str
+    status: Status
 
 
 class LinkClicked(msgspec.Struct):
@@ -127,25 +125,23 @@ class Stored(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
-class ProfileActor(Actor):
-    """One customer. Its key is the profile id."""
+class ProfileActor(StatefulActor[InboxContext, ProfileState]):
+    """One customer. Its key is the profile id; its state is kept at `profile:{key}`."""
 
     kind = "profile"
-    __slots__ = ("state", "known", "recent")
-
-    @property
-    def inbox(self) -> Inbox:
-        return self.engine.app  # type: ignore[no-any-return]
+    state_type = ProfileState
+    __slots__ = ("known", "recent")
 
     async def on_activate(self) -> None:
-        raw = await self.engine.store.get(f"profile:{self.key}")
-        self.known = raw is not None
+        self.known = self.state is not None  # False: not_found until something is written
         self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
-        self.state = (
-            msgspec.json.decode(raw, type=ProfileState)
-            if raw
-            else ProfileState(Profile(id=self.key))
-        )
+
+    @property
+    def data(self) -> ProfileState:
+        """The state; a new profile's until it is first saved."""
+        if self.state is None:
+            self.state = ProfileState(Profile(id=self.key))
+        return self.state
 
     def _remember(self, sid: str, message_id: str) -> None:
         """Keep the last few routed SMS ids, for retries that come before the ticket wrote."""
@@ -154,21 +150,17 @@ class ProfileActor(Actor):
         if len(recent) > RECENT_SIDS:
             del recent[next(iter(recent))]
 
-    def _save(self, batch: Batch) -> None:
-        profile = self.state.profile
+    async def _commit(self, batch: Batch) -> None:
+        profile = self.data.profile
         profile.subscribed = profile.consent.marketing or profile.consent.transactional
-        batch.put(f"profile:{self.key}", encode(self.state))
+        await self.save(batch)
         self.known = True
 
-    async def _commit(self, batch: Batch) -> None:
-        self._save(batch)
-        await self.inbox.commit(batch)
-
     def _view(self, metric: str | None = None) -> Profile:
-        profile = msgspec.structs.replace(self.state.profile)
+        profile = msgspec.structs.replace(self.data.profile)
         if metric is not None:
             profile.activity = [a for a in profile.activity if a.metric == metric]
-        if self.inbox.account.ecommerce != "shopify":
+        if self.ctx.app.account.ecommerce != "shopify":
             profile.orders = None
         return profile
 
@@ -176,17 +168,17 @@ class ProfileActor(Actor):
 
     @handler
     async def upsert(self, msg: Upsert) -> Profile:
-        profile = self.state.profile
+        profile = self.data.profile
         batch = Batch()
         for name in ("phone", "email"):
             if name in msg.fields and msg.fields[name] != getattr(profile, name):
                 old = getattr(profile, name)
                 if old:
                     batch.delete(f"{name}:{old.lower()}")
-                    self.inbox.forget(f"{name}:{old.lower()}")
+                    self.ctx.app.directory.forget(f"{name}:{old.lower()}")
                 if msg.fields[name]:
                     batch.put(f"{name}:{msg.fields[name].lower()}", self.key.encode())
-                    self.inbox.forget(f"{name}:{msg.fields[name].lower()}")
+                    self.ctx.app.directory.forget(f"{name}:{msg.fields[name].lower()}")
         for name, value in msg.fields.items():
             setattr(profile, name, value)
         await self._commit(batch)
@@ -200,11 +192,11 @@ class ProfileActor(Actor):
 
     @handler
     async def is_blocked(self, msg: IsBlocked) -> bool:
-        return self.state.profile.blocked
+        return self.data.profile.blocked
 
     @handler
     async def add_activity(self, msg: AddActivity) -> None:
-        activity = self.state.profile.activity
+        activity = self.data.profile.activity
         activity.insert(0, msg.activity)
         activity.sort(key=lambda a: a.time, reverse=True)
         del activity[ACTIVITY_KEPT:]
@@ -212,62 +204,62 @@ class ProfileActor(Actor):
 
     @handler
     async def add_order(self, msg: AddOrder) -> None:
-        orders = [o for o in (self.state.profile.orders or []) if o.id != msg.order.id]
+        orders = [o for o in (self.data.profile.orders or []) if o.id != msg.order.id]
         orders.insert(0, msg.order)
         orders.sort(key=lambda o: o.time, reverse=True)
-        self.state.profile.orders = orders[:ORDERS_KEPT]
+        self.data.profile.orders = orders[:ORDERS_KEPT]
         await self._commit(Batch())
 
     @handler
     async def link_clicked(self, msg: LinkClicked) -> None:
-        now = self.inbox.now()
+        now = self.ctx.app.now()
         props = {"url": msg.url, "message": msg.message}
         await self.add_activity(AddActivity(Activity("Clicked SMS link", iso(now), props)))
 
     @handler
     async def set_blocked(self, msg: SetBlocked) -> tuple[Profile, list[str]]:
-        self.state.profile.blocked = msg.blocked
+        self.data.profile.blocked = msg.blocked
         await self._commit(Batch())
-        to_close = list(self.state.tickets) if msg.blocked else []
+        to_close = list(self.data.tickets) if msg.blocked else []
         return self._view(), to_close
 
     # -- SMS -------------------------------------------------------------------------------
 
     def _attribution(self, now: float) -> Attribution | None:
         """R25: the last campaign or flow received, if this is the first reply in time."""
-        source = self.state.source
+        source = self.data.source
         if source is None or source.used or source.received_at is None:
             return None
         source.used = True
-        if now - source.received_at > self.inbox.settings.attribution_window_s:
+        if now - source.received_at > self.ctx.app.settings.attribution_window_s:
             return None
         return source.attribution
 
     def _autoreply(self) -> str | None:
         """R20: the autoresponder's text for a non-keyword SMS, or None."""
-        auto = self.inbox.settings.sms.autoresponder
-        if auto.mode == "off" or (auto.mode == "non_consented" and self.state.profile.subscribed):
+        auto = self.ctx.app.settings.sms.autoresponder
+        if auto.mode == "off" or (auto.mode == "non_consented" and self.data.profile.subscribed):
             return None
-        return self.inbox.render(auto.text)
+        return self.ctx.app.render(auto.text)
 
     @handler
     async def inbound_sms(self, msg: InboundSms) -> Forward | Stored:
-        inbox = self.inbox
+        app = self.ctx.app
         idem = f"idem:sms:{msg.sid}"
         # A retried delivery (R30) finds its message id here while the first delivery may
         # still be on its way to the ticket, or in the store once it was written.
         known = self.recent.get(msg.sid)
         if known is None:
-            found = await self.engine.store.get(idem)
+            found = await self.ctx.store.get(idem)
             known = found.decode() if found is not None else None
         if known is not None:
-            stored = await thread.load(self.engine.store, known)
+            stored = await thread.load(self.ctx.store, known)
             if stored is not None:
                 return Stored(stored.message)
             # claimed but not stored yet: route it again with the same id; the ticket
             # stores a message id once
-        now = inbox.now()
-        profile = self.state.profile
+        now = app.now()
+        profile = self.data.profile
         batch = Batch()
         changed = False  # the profile's own state: saved only when it changes
         if not profile.phone:
@@ -285,9 +277,9 @@ class ProfileActor(Actor):
             now=now,
             message_id=known,
         )
-        source_used = self.state.source is not None and self.state.source.used
+        source_used = self.data.source is not None and self.data.source.used
         stored.message.attributed_to = self._attribution(now)
-        changed |= self.state.source is not None and self.state.source.used != source_used
+        changed |= self.data.source is not None and self.data.source.used != source_used
         if word is not None or profile.blocked:
             batch.put(idem, stored.message.id.encode())
             thread.record(batch, stored)
@@ -297,27 +289,27 @@ class ProfileActor(Actor):
                 elif word.kind == "opt_in":
                     profile.consent.marketing = True
                 thread.outbound(
-                    inbox, batch, profile=self.key, phone=msg.phone, channel="sms",
+                    app, batch, profile=self.key, phone=msg.phone, channel="sms",
                     ticket=None, kind="keyword",
-                    body=inbox.render(keywords.default_reply(word.kind)), media=[],
+                    body=app.render(keywords.default_reply(word.kind)), media=[],
                     author=None, now=now,
                 )  # fmt: skip
             # R15: a blocked profile's message is stored, and nothing else happens
             await self._commit(batch)
             return Stored(stored.message)
-        if self.state.sms_ticket is None:
-            self.state.sms_ticket = thread.new_id("t", now)
+        if self.data.sms_ticket is None:
+            self.data.sms_ticket = thread.new_id("t", now)
             changed = True
-        stored.message.ticket = self.state.sms_ticket
+        stored.message.ticket = self.data.sms_ticket
         if changed:
             await self._commit(batch)
         self._remember(msg.sid, stored.message.id)
         request = TicketInbound(stored, autoreply=self._autoreply(), phone=msg.phone, idem_key=idem)
-        return Forward(("ticket", self.state.sms_ticket), request)  # the ticket answers
+        return Forward(("ticket", self.data.sms_ticket), request)  # the ticket answers
 
     @handler
     async def send_source(self, msg: SendSource) -> Message:
-        profile = self.state.profile
+        profile = self.data.profile
         if not self.known:
             raise InboxError("not_found", f"no profile {self.key!r}")
         if not profile.subscribed:
@@ -326,19 +318,19 @@ class ProfileActor(Actor):
             raise InboxError("bad_request", "profile: the profile has no phone number")
         batch = Batch()
         message = thread.outbound(
-            self.inbox, batch, profile=self.key, phone=profile.phone, channel="sms",
+            self.ctx.app, batch, profile=self.key, phone=profile.phone, channel="sms",
             ticket=None, kind=msg.kind, body=msg.body, media=msg.media, author=None,
-            now=self.inbox.now(),
+            now=self.ctx.app.now(),
         )  # fmt: skip
         attribution = Attribution(msg.kind, msg.source_id, msg.source_name)
-        self.state.source = Source(attribution, message.id)
+        self.data.source = Source(attribution, message.id)
         await self._commit(batch)
         return message
 
     async def _set_status(
-        self, batch: Batch, message_id: str, status: str, provider_id: str | None
+        self, batch: Batch, message_id: str, status: Status, provider_id: str | None
     ) -> None:
-        stored = await thread.load(self.engine.store, message_id)
+        stored = await thread.load(self.ctx.store, message_id)
         if stored is None:
             return
         message = stored.message
@@ -346,11 +338,11 @@ class ProfileActor(Actor):
             message.provider_id = provider_id
             batch.put(f"provider:{provider_id}", message_id.encode())
         if status_moves_forward(message.status, status):
-            message.status = status  # type: ignore[assignment]
+            message.status = status
             thread.event(batch, "message.status", {"message": message_id, "status": status})
-            source = self.state.source
+            source = self.data.source
             if source and source.message == message_id and status in ("sent", "delivered"):
-                source.received_at = source.received_at or self.inbox.now()
+                source.received_at = source.received_at or self.ctx.app.now()
         thread.record(batch, stored, new=False)
 
     @handler
@@ -370,7 +362,7 @@ class ProfileActor(Actor):
 
     @handler
     async def ticket_flag(self, msg: TicketFlag) -> None:
-        state = self.state
+        state = self.data
         if msg.state == "closed":
             state.tickets.pop(msg.ticket, None)
         else:
@@ -382,12 +374,12 @@ class ProfileActor(Actor):
         state.unread = unread
         batch = Batch()
         if bool(unread) != had_unread:
-            inbox = self.inbox
+            app = self.ctx.app
             if unread:
-                batch.index(BADGE, self.key, inbox.now(), frozenset())
-                inbox.badge += 1
+                batch.index(BADGE, self.key, app.now(), frozenset())
+                app.badge += 1
             else:
                 batch.unindex(BADGE, self.key)
-                inbox.badge -= 1
-            thread.event(batch, "badge", {"unread_profiles": inbox.badge})
+                app.badge -= 1
+            thread.event(batch, "badge", {"unread_profiles": app.badge})
         await self._commit(batch)

@@ -9,15 +9,13 @@ R02); a web chat thread is one per ticket (every session is its own ticket, R07)
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from tidings.actors import links, segments
+from tidings.actors.context import InboxContext
 from tidings.actors.model import Channel, Event, Message, MessageKind, StoredMessage, encode, iso
 from tidings.engine import Batch, Store
-
-if TYPE_CHECKING:
-    from tidings.actors.inbox import Inbox
 
 THREAD_VIEW = 50  # R09: opening a ticket shows the last 50 messages
 
@@ -72,7 +70,7 @@ async def last_messages(store: Store, log: str, n: int = THREAD_VIEW) -> list[Me
 
 
 def outbound(
-    inbox: Inbox,
+    app: InboxContext,
     batch: Batch,
     *,
     profile: str,
@@ -102,9 +100,9 @@ def outbound(
         author=author,
     )
     if channel == "sms":
-        if inbox.settings.sms.shorten_links:
-            make_code = links.message_link_codes(inbox.link_secret, message_id)
-            message.body, made = links.shorten(body, make_code, inbox.account.public_url)
+        if app.settings.sms.shorten_links:
+            make_code = links.message_link_codes(app.link_secret, message_id)
+            message.body, made = links.shorten(body, make_code, app.account.public_url)
             for code, url in made:
                 batch.put(
                     f"link:{code}",
@@ -114,7 +112,7 @@ def outbound(
         message.encoding, message.segments = info.encoding, info.segments
         message.status = "queued"
         if send and phone:
-            inbox.courier.add_sms(batch, message, phone)
+            app.outbox.add_sms(batch, message, phone)
     record(batch, StoredMessage(message))
     return message
 

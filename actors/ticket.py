@@ -6,19 +6,16 @@ visitor's presence and the follow-up e-mail (R16)."""
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
 import msgspec
 from tidings.actors import followup_email, quiet_hours, snooze, thread
+from tidings.actors.context import InboxContext
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import TicketFlag, TicketInbound
-from tidings.actors.model import Followup, Message, Profile, Ticket, encode, iso
+from tidings.actors.model import Followup, Message, Profile, Ticket, TicketState, iso
 from tidings.actors.outbound import Email
-from tidings.engine import Actor, Batch, handler
+from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
-
-if TYPE_CHECKING:
-    from tidings.actors.inbox import Inbox
 
 TICKETS = "tickets"  # index: every ticket by last activity
 WAITING = "waiting"  # index: open tickets whose last support message is inbound (R28)
@@ -43,7 +40,7 @@ class TicketRecord(msgspec.Struct):
 # -- messages ------------------------------------------------------------------------------
 
 
-class Reply(msgspec.Struct):
+class Reply(Request[Message]):
     """An agent's reply; `profile` is a recent view of the ticket's profile."""
 
     body: str
@@ -54,32 +51,34 @@ class Reply(msgspec.Struct):
     schedule: bool = False
 
 
-class SetState(msgspec.Struct):
-    state: str
+class SetState(Request[Ticket]):
+    """Open, snooze (until a time or a named moment) or close the ticket."""
+
+    state: TicketState
     until: str | None = None
 
 
-class Mark(msgspec.Struct):
+class Mark(Request[Ticket]):
     read: bool
 
 
-class GetTicket(msgspec.Struct):
+class GetTicket(Request[Ticket]):
     pass
 
 
-class Wake(msgspec.Struct):
+class Wake(msgspec.Struct, tag="ticket.wake"):
     """A snooze ran out (durable timer)."""
 
     due: float
 
 
-class FollowupDue(msgspec.Struct):
+class FollowupDue(msgspec.Struct, tag="ticket.followup_due"):
     """The follow-up e-mail's debounce ran out (durable timer)."""
 
     due: float
 
 
-class ScheduledSend(msgspec.Struct):
+class ScheduledSend(msgspec.Struct, tag="ticket.scheduled_send"):
     """A reply held for quiet hours may go now (durable timer)."""
 
     message: str
@@ -95,39 +94,30 @@ class VisitorPresence(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
-class TicketActor(Actor):
-    """One ticket. Its key is the ticket id."""
+class TicketActor(StatefulActor[InboxContext, TicketRecord]):
+    """One ticket. Its key is the ticket id; its state is kept at `ticket:{key}`."""
 
     kind = "ticket"
-    __slots__ = ("record",)
-
-    @property
-    def inbox(self) -> Inbox:
-        return self.engine.app  # type: ignore[no-any-return]
-
-    async def on_activate(self) -> None:
-        raw = await self.engine.store.get(f"ticket:{self.key}")
-        self.record: TicketRecord | None = (
-            msgspec.json.decode(raw, type=TicketRecord) if raw else None
-        )
+    state_type = TicketRecord
+    __slots__ = ()
 
     def _existing(self) -> TicketRecord:
-        if self.record is None:
+        if self.state is None:
             raise InboxError("not_found", f"no ticket {self.key!r}")
-        return self.record
+        return self.state
 
-    def _flags(self) -> tuple[str, bool]:
+    def _flags(self) -> tuple[TicketState, bool]:
         ticket = self._existing().ticket
         return ticket.state, ticket.unread
 
     async def _commit(
-        self, batch: Batch, before: tuple[str, bool] | None, created: bool = False
+        self, batch: Batch, before: tuple[TicketState, bool] | None, created: bool = False
     ) -> None:
         """Save the ticket with its index entries and event; tell the profile what changed."""
         record = self._existing()
         ticket = record.ticket
         ticket.last_activity_at = iso(record.last_activity)
-        batch.put(f"ticket:{self.key}", encode(record))
+        self.put_state(batch)
         tags = {
             f"state={ticket.state}",
             f"unread={int(ticket.unread)}",
@@ -140,12 +130,12 @@ class TicketActor(Actor):
         else:
             batch.unindex(WAITING, self.key)
         thread.event(batch, "ticket.created" if created else "ticket.updated", {"ticket": ticket})
-        await self.inbox.commit(batch)
+        await self.ctx.commit(batch)
         after = (ticket.state, ticket.unread)
         if after != before:
-            self.engine.tell_nowait(("profile", ticket.profile), TicketFlag(self.key, *after))
+            self.ctx.tell_nowait(("profile", ticket.profile), TicketFlag(self.key, *after))
         if ticket.state == "closed" and before and before[0] != "closed" and record.session:
-            self.inbox.sessions.deliver(record.session, {"type": "closed", "ticket": self.key})
+            self.ctx.app.sessions.deliver(record.session, {"type": "closed", "ticket": self.key})
 
     # -- inbound ----------------------------------------------------------------------------
 
@@ -166,46 +156,46 @@ class TicketActor(Actor):
 
     def _notify_new_ticket(self, batch: Batch, msg: TicketInbound) -> None:
         """R21: e-mail every listed recipient about a new ticket."""
-        inbox = self.inbox
-        setting = inbox.settings.notifications.new_ticket_email
+        app = self.ctx.app
+        setting = app.settings.notifications.new_ticket_email
         if not setting.enabled or not setting.recipients:
             return
         message = msg.message.message
         who = msg.phone or msg.email or message.profile
         channel = "SMS" if message.channel == "sms" else "web chat"
         subject = f"New {channel} ticket from {who}"
-        link = f"{inbox.account.public_url}/?ticket={self.key}"
+        link = f"{app.account.public_url}/?ticket={self.key}"
         text = f"{subject}:\n\n{message.body}\n\nOpen it in the inbox: {link}\n"
         body = (
             f"<p>{html.escape(subject)}:</p><blockquote>{html.escape(message.body)}</blockquote>"
             f'<p><a href="{html.escape(link)}">Open it in the inbox</a></p>'
         )
-        email = Email(inbox.sender_address(), tuple(setting.recipients), subject, text, body)
-        inbox.courier.add_email(batch, f"new-ticket:{self.key}", email)
+        email = Email(app.sender_address(), tuple(setting.recipients), subject, text, body)
+        app.outbox.add_email(batch, f"new-ticket:{self.key}", email)
 
     @handler
     async def inbound(self, msg: TicketInbound) -> Message:
-        inbox = self.inbox
-        store = self.engine.store
+        app = self.ctx.app
+        store = self.ctx.store
         message = msg.message.message
         known = await thread.load(store, message.id)
         if known is not None:  # delivered twice: stored once (R30)
             return known.message
-        now = inbox.now()
+        now = app.now()
         batch = Batch()
-        created = self.record is None
-        if self.record is None:
-            self.record = self._create(msg, now)
+        created = self.state is None
+        if self.state is None:
+            self.state = self._create(msg, now)
             self._notify_new_ticket(batch, msg)
             before = None
         else:
             before = self._flags()
-        record = self.record
+        record = self.state
         ticket = record.ticket
         if ticket.state == "closed" and ticket.channel == "webchat":
             raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
         if ticket.state == "snoozed":
-            self.engine.timers.cancel_durable(batch, f"snooze:{self.key}")
+            self.ctx.timers.cancel_durable(batch, f"snooze:{self.key}")
             record.snooze_due = None
             ticket.snoozed_until = None
         ticket.state = "open"
@@ -229,7 +219,7 @@ class TicketActor(Actor):
             batch.put(msg.idem_key, message.id.encode())
         if msg.autoreply:
             thread.outbound(
-                inbox, batch, profile=ticket.profile, phone=record.phone, channel=ticket.channel,
+                app, batch, profile=ticket.profile, phone=record.phone, channel=ticket.channel,
                 ticket=self.key, kind="autoresponder", body=msg.autoreply, media=[], author=None,
                 now=now,
             )  # fmt: skip
@@ -246,7 +236,7 @@ class TicketActor(Actor):
     async def reply(self, msg: Reply) -> Message:
         record = self._existing()
         ticket = record.ticket
-        inbox = self.inbox
+        app = self.ctx.app
         if not msg.body.strip() and not msg.media:
             raise bad_request("body", "a reply needs text or media")
         profile = msg.profile
@@ -254,12 +244,12 @@ class TicketActor(Actor):
             raise InboxError("blocked", "the profile is blocked")
         if ticket.state == "closed":
             raise InboxError("ticket_closed", "the ticket is closed")
-        now = inbox.now()
+        now = app.now()
         hold_until: float | None = None
         if ticket.channel == "sms":
             if not profile.subscribed:
                 raise InboxError("not_subscribed", "the profile has no SMS consent (R04)")
-            window = msgspec.to_builtins(inbox.settings.quiet_hours)
+            window = msgspec.to_builtins(app.settings.quiet_hours)
             zone = profile.location.timezone
             held = quiet_hours.check(zone, window, to_datetime(now))
             if held is not None and not msg.send_anyway:
@@ -274,12 +264,12 @@ class TicketActor(Actor):
         before = self._flags()
         batch = Batch()
         message = thread.outbound(
-            inbox, batch, profile=ticket.profile, phone=profile.phone, channel=ticket.channel,
+            app, batch, profile=ticket.profile, phone=profile.phone, channel=ticket.channel,
             ticket=self.key, kind="support", body=msg.body, media=msg.media, author=msg.author,
             now=now, send=hold_until is None,
         )  # fmt: skip
         if hold_until is not None and profile.phone:
-            self.engine.timers.set_durable(
+            self.ctx.timers.set_durable(
                 batch, f"send:{message.id}", hold_until, self.address,
                 ScheduledSend(message.id, profile.phone),
             )  # fmt: skip
@@ -292,23 +282,23 @@ class TicketActor(Actor):
             self._followup_after_reply(batch, now)
         await self._commit(batch, before)
         if ticket.channel == "webchat" and record.session:
-            inbox.sessions.deliver(record.session, {"type": "message", "message": message})
+            app.sessions.deliver(record.session, {"type": "message", "message": message})
         return message
 
     def _followup_after_reply(self, batch: Batch, now: float) -> None:
         """R16: an agent writes while the visitor is offline: (re)arm the follow-up."""
         record = self._existing()
         ticket = record.ticket
-        inbox = self.inbox
-        if ticket.visitor_online is not False or not inbox.settings.webchat.followup_email:
+        app = self.ctx.app
+        if ticket.visitor_online is not False or not app.settings.webchat.followup_email:
             return
-        if not record.email or not inbox.account.support_email:
+        if not record.email or not app.account.support_email:
             ticket.followup = Followup("impossible", None)
             return
-        due = now + inbox.timing.followup_delay_s
+        due = now + app.timing.followup_delay_s
         record.followup_due = due
         ticket.followup = Followup("scheduled", iso(due))
-        self.engine.timers.set_durable(
+        self.ctx.timers.set_durable(
             batch, f"followup:{self.key}", due, self.address, FollowupDue(due)
         )
         thread.event(batch, "followup.scheduled", {"ticket": self.key, "at": iso(due)})
@@ -317,10 +307,10 @@ class TicketActor(Actor):
     async def set_state(self, msg: SetState) -> Ticket:
         record = self._existing()
         ticket = record.ticket
-        inbox = self.inbox
+        app = self.ctx.app
         before = self._flags()
         batch = Batch()
-        now = inbox.now()
+        now = app.now()
         if msg.state == "open":
             if ticket.state == "closed" and ticket.channel == "webchat":
                 raise InboxError(
@@ -334,22 +324,18 @@ class TicketActor(Actor):
             if ticket.state == "closed":
                 raise InboxError("ticket_closed", "a closed ticket cannot be snoozed")
             try:
-                wake = snooze.wake_time(msg.until, inbox.account.timezone, to_datetime(now))
+                wake = snooze.wake_time(msg.until, app.account.timezone, to_datetime(now))
             except ValueError as exc:
                 raise InboxError("bad_request", str(exc)) from None
             due = wake.timestamp()
             record.snooze_due = due
             ticket.snoozed_until = iso(due)
-            self.engine.timers.set_durable(
-                batch, f"snooze:{self.key}", due, self.address, Wake(due)
-            )
-        elif msg.state != "closed":
-            raise bad_request("state", "must be open, snoozed or closed")
+            self.ctx.timers.set_durable(batch, f"snooze:{self.key}", due, self.address, Wake(due))
         if msg.state != "snoozed" and record.snooze_due is not None:
-            self.engine.timers.cancel_durable(batch, f"snooze:{self.key}")
+            self.ctx.timers.cancel_durable(batch, f"snooze:{self.key}")
             record.snooze_due = None
             ticket.snoozed_until = None
-        ticket.state = msg.state  # type: ignore[assignment]
+        ticket.state = msg.state
         await self._commit(batch, before)
         return ticket
 
@@ -365,50 +351,50 @@ class TicketActor(Actor):
 
     @handler
     async def wake(self, msg: Wake) -> None:
-        record = self.record
+        record = self.state
         if record is None or record.ticket.state != "snoozed" or record.snooze_due != msg.due:
             return  # replaced, cancelled, or already woken: nothing to do
         before = self._flags()
         ticket = record.ticket
         ticket.state, ticket.unread, ticket.snoozed_until = "open", True, None
         record.snooze_due = None
-        record.last_activity = self.inbox.now()
+        record.last_activity = self.ctx.app.now()
         await self._commit(Batch(), before)
 
     @handler
     async def scheduled_send(self, msg: ScheduledSend) -> None:
-        stored = await thread.load(self.engine.store, msg.message)
+        stored = await thread.load(self.ctx.store, msg.message)
         if stored is None or stored.message.status != "queued":
             return
         batch = Batch()
-        self.inbox.courier.add_sms(batch, stored.message, msg.phone)
-        await self.inbox.commit(batch)
+        self.ctx.app.outbox.add_sms(batch, stored.message, msg.phone)
+        await self.ctx.commit(batch)
 
     @handler
     async def presence(self, msg: VisitorPresence) -> None:
-        record = self.record
+        record = self.state
         if record is None or record.ticket.visitor_online == msg.online:
             return
         ticket = record.ticket
         ticket.visitor_online = msg.online
         batch = Batch()
         if msg.online and ticket.followup is not None and ticket.followup.status == "scheduled":
-            self.engine.timers.cancel_durable(batch, f"followup:{self.key}")
+            self.ctx.timers.cancel_durable(batch, f"followup:{self.key}")
             record.followup_due = None
             ticket.followup = None  # R16: back before it went out, nothing is sent
         await self._commit(batch, self._flags())
 
     @handler
     async def followup_due(self, msg: FollowupDue) -> None:
-        record = self.record
+        record = self.state
         if record is None or record.followup_due != msg.due or record.ticket.visitor_online:
             return
-        inbox = self.inbox
+        app = self.ctx.app
         ticket = record.ticket
         messages = await thread.last_messages(
-            self.engine.store, thread.stream("webchat", ticket.profile, self.key), 5
+            self.ctx.store, thread.stream("webchat", ticket.profile, self.key), 5
         )
-        account = inbox.account
+        account = app.account
         link = followup_email.chat_link(account.public_url, record.session or "")
         composed = followup_email.compose(
             account.name,
@@ -420,14 +406,14 @@ class TicketActor(Actor):
         )
         batch = Batch()
         email = Email(
-            inbox.sender_address(),
+            app.sender_address(),
             (record.email or "",),
             composed.subject,
             composed.text,
             composed.html,
         )
-        inbox.courier.add_email(batch, f"followup:{self.key}:{msg.due}", email)
+        app.outbox.add_email(batch, f"followup:{self.key}:{msg.due}", email)
         record.followup_due = None
-        ticket.followup = Followup("sent", iso(inbox.now()))
+        ticket.followup = Followup("sent", iso(app.now()))
         thread.event(batch, "followup.sent", {"ticket": self.key, "at": ticket.followup.at})
         await self._commit(batch, self._flags())

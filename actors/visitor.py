@@ -4,20 +4,16 @@ period or when no frame came for a while), which drives the follow-up e-mail (R1
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 from tidings.actors import office_hours, thread
+from tidings.actors.context import InboxContext
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import TicketInbound
 from tidings.actors.model import Message, StoredMessage, encode, iso
 from tidings.actors.profile import IsBlocked
 from tidings.actors.ticket import VisitorPresence
-from tidings.engine import Actor, Batch, handler
+from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
-
-if TYPE_CHECKING:
-    from tidings.actors.inbox import Inbox
 
 
 class VisitorRecord(msgspec.Struct):
@@ -42,7 +38,7 @@ class Ready(msgspec.Struct):
     greeting: Message | None
 
 
-class Hello(msgspec.Struct):
+class Hello(Request[Ready]):
     """A connection said hello; `profile` is set when the session is new."""
 
     profile: str | None = None
@@ -51,14 +47,14 @@ class Hello(msgspec.Struct):
     phone: str | None = None
 
 
-class Say(msgspec.Struct):
+class Say(Request[Message]):
     """The visitor sent a message."""
 
     body: str
     client_id: str | None = None
 
 
-class Connected(msgspec.Struct):
+class Connected(Request[None]):
     pass
 
 
@@ -78,44 +74,38 @@ class GoOffline(msgspec.Struct):
     """No connection for the grace period, or no frame for the idle timeout."""
 
 
-class VisitorActor(Actor):
-    """A web chat session. Its key is the session token."""
+class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
+    """A web chat session. Its key is the session token; its state is kept at
+    `session:{key}`."""
 
     kind = "visitor"
-    __slots__ = ("record", "connections", "online")
+    state_type = VisitorRecord
+    __slots__ = ("connections", "online")
 
-    @property
-    def inbox(self) -> Inbox:
-        return self.engine.app  # type: ignore[no-any-return]
+    def state_key(self) -> str:
+        return f"session:{self.key}"
 
     async def on_activate(self) -> None:
-        raw = await self.engine.store.get(f"session:{self.key}")
-        self.record: VisitorRecord | None = (
-            msgspec.json.decode(raw, type=VisitorRecord) if raw else None
-        )
         self.connections = 0
         self.online = False
 
     def _existing(self) -> VisitorRecord:
-        if self.record is None:
+        if self.state is None:
             raise InboxError("not_found", "unknown session")
-        return self.record
-
-    def _save(self, batch: Batch) -> None:
-        batch.put(f"session:{self.key}", encode(self._existing()))
+        return self.state
 
     @handler
     async def hello(self, msg: Hello) -> Ready:
-        inbox = self.inbox
-        store = self.engine.store
+        app = self.ctx.app
+        store = self.ctx.store
         greeting: Message | None = None
-        if self.record is None:
+        if self.state is None:
             if msg.profile is None:
                 raise InboxError("not_found", "unknown session")
-            self.record = VisitorRecord(self.key, msg.profile, None, msg.email, msg.name, msg.phone)
-            now = inbox.now()
-            settings = msgspec.to_builtins(inbox.settings.webchat)
-            found = office_hours.welcome_for(settings, inbox.account.timezone, to_datetime(now))
+            self.state = VisitorRecord(self.key, msg.profile, None, msg.email, msg.name, msg.phone)
+            now = app.now()
+            settings = msgspec.to_builtins(app.settings.webchat)
+            found = office_hours.welcome_for(settings, app.account.timezone, to_datetime(now))
             if found is not None:  # R23: once, on the session's first hello
                 kind, text = found
                 stored = StoredMessage(
@@ -125,12 +115,10 @@ class VisitorActor(Actor):
                         media=[], created_at=iso(now),
                     )
                 )  # fmt: skip
-                self.record.greeting = stored
+                self.state.greeting = stored
                 greeting = stored.message
-            batch = Batch()
-            self._save(batch)
-            await inbox.commit(batch)
-        record = self.record
+            await self.save()
+        record = self.state
         messages: list[Message] = []
         if record.ticket is not None:
             messages = await thread.last_messages(
@@ -143,22 +131,22 @@ class VisitorActor(Actor):
     @handler
     async def say(self, msg: Say) -> Message:
         record = self._existing()
-        inbox = self.inbox
+        app = self.ctx.app
         await self._seen()  # a message frame is a sign of life too
         if not msg.body.strip():
             raise bad_request("body", "a message needs text")
         idem_key = f"idem:chat:{self.key}:{msg.client_id}" if msg.client_id else None
         if idem_key is not None:  # the widget resends after a reconnect (R30)
-            known = await self.engine.store.get(idem_key)
-            found = await thread.load(self.engine.store, known.decode()) if known else None
+            known = await self.ctx.store.get(idem_key)
+            found = await thread.load(self.ctx.store, known.decode()) if known else None
             if found is not None:
                 return found.message
-        now = inbox.now()
+        now = app.now()
         stored = thread.inbound(
             profile=record.profile, channel="webchat", ticket=None, kind="support",
             body=msg.body, media=[], now=now, client_id=msg.client_id,
         )  # fmt: skip
-        if await self.engine.ask(
+        if await self.ctx.ask(
             ("profile", record.profile), IsBlocked()
         ):  # R15: stored, nothing opens, nobody is told
             batch = Batch()
@@ -166,7 +154,7 @@ class VisitorActor(Actor):
             if idem_key is not None:
                 batch.put(idem_key, stored.message.id.encode())
             batch.append(f"thread:webchat-blocked:{record.profile}", stored.message.id.encode())
-            await inbox.commit(batch)
+            await self.ctx.commit(batch)
             return stored.message
         request = TicketInbound(
             stored, email=record.email, phone=record.phone, session=self.key,
@@ -174,7 +162,7 @@ class VisitorActor(Actor):
         )  # fmt: skip
         if record.ticket is not None:
             try:
-                return await self._to_ticket(record.ticket, request)  # type: ignore[no-any-return]
+                return await self._to_ticket(record.ticket, request)
             except InboxError as exc:
                 if exc.code != "ticket_closed":
                     raise
@@ -183,15 +171,13 @@ class VisitorActor(Actor):
         request.greeting = record.greeting
         message = await self._to_ticket(record.ticket, request)
         record.greeting = None
-        batch = Batch()
-        self._save(batch)
-        await inbox.commit(batch)
+        await self.save()
         if not self.online and self.connections:
             await self._presence(True)
-        return message  # type: ignore[no-any-return]
+        return message
 
     async def _to_ticket(self, ticket: str, request: TicketInbound) -> Message:
-        return await self.engine.ask(("ticket", ticket), request)  # type: ignore[no-any-return]
+        return await self.ctx.ask(("ticket", ticket), request)
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -201,21 +187,19 @@ class VisitorActor(Actor):
         batch = Batch()
         data = {"session": self.key, "profile": record.profile, "ticket": record.ticket}
         thread.event(batch, "visitor.online" if online else "visitor.offline", data)
-        await self.inbox.commit(batch)
+        await self.ctx.commit(batch)
         if record.ticket is not None:
-            await self.engine.tell(("ticket", record.ticket), VisitorPresence(online))
+            await self.ctx.tell(("ticket", record.ticket), VisitorPresence(online))
 
     def _idle_timer(self) -> None:
-        timing = self.inbox.timing
-        self.engine.timers.after(
-            f"idle:{self.key}", timing.idle_timeout_s, self.address, GoOffline()
-        )
+        timing = self.ctx.app.timing
+        self.ctx.timers.after(f"idle:{self.key}", timing.idle_timeout_s, self.address, GoOffline())
 
     @handler
     async def connected(self, msg: Connected) -> None:
         self._existing()
         self.connections += 1
-        self.engine.timers.cancel(f"offline:{self.key}")
+        self.ctx.timers.cancel(f"offline:{self.key}")
         self._idle_timer()
         if not self.online:
             await self._presence(True)
@@ -224,13 +208,13 @@ class VisitorActor(Actor):
     async def disconnected(self, msg: Disconnected) -> None:
         self.connections = max(self.connections - 1, 0)
         if self.connections == 0:
-            grace = self.inbox.timing.offline_grace_s
-            self.engine.timers.after(f"offline:{self.key}", grace, self.address, GoOffline())
+            grace = self.ctx.app.timing.offline_grace_s
+            self.ctx.timers.after(f"offline:{self.key}", grace, self.address, GoOffline())
 
     async def _seen(self) -> None:
         """A frame came: the visitor is (again) online until it is idle for a while."""
         self._idle_timer()
-        if not self.online and self.record is not None:
+        if not self.online and self.state is not None:
             await self._presence(True)
 
     @handler
@@ -244,11 +228,11 @@ class VisitorActor(Actor):
         batch = Batch()
         data = {"session": self.key, "profile": record.profile, "ticket": record.ticket}
         thread.event(batch, "visitor.typing", data)
-        await self.inbox.commit(batch)
+        await self.ctx.commit(batch)
 
     @handler
     async def go_offline(self, msg: GoOffline) -> None:
-        self.engine.timers.cancel(f"idle:{self.key}")
-        self.engine.timers.cancel(f"offline:{self.key}")
-        if self.online and self.record is not None:
+        self.ctx.timers.cancel(f"idle:{self.key}")
+        self.ctx.timers.cancel(f"offline:{self.key}")
+        if self.online and self.state is not None:
             await self._presence(False)

@@ -38,7 +38,7 @@ SPREAD = 3_600.0  # ... over this long
 LEAD = 1.0  # lag runs set every timer (or start every task) before the first is due
 
 
-class Wake(msgspec.Struct):
+class Wake(msgspec.Struct, tag="bench.wake"):
     """A timer's message: when it was due (trio time), so the actor can measure the lag."""
 
     due: float

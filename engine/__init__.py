@@ -1,7 +1,22 @@
-"""tidings' generic actor runtime: virtual actors, supervision, timers, stores, events."""
+"""tidings' generic actor runtime: virtual actors, contained failures, timers, stores,
+events.
 
-from tidings.engine.actor import Actor, Address, Forward, handler
+- `messages`: addresses and `Request[R]`, the messages that declare their answer's type;
+- `context`: `ActorContext[AppT]`, the engine as an actor sees it;
+- `actor`: `Actor` and `StatefulActor`, `@handler`, `Forward`;
+- `system`: `Engine` and `open_engine` (mailboxes, turns, restarts, quarantine, commit);
+- `asks`, `deadletters`, `timers`, `eventlog`, `supervisor`, `clock`: its services;
+- `store`: the storage backends behind the `Store` protocol.
+
+Modules are layered without cycles: messages, errors, clock and store below; timers,
+asks, dead letters above them; the context above timers; actors above the context; the
+engine on top.
+"""
+
+from tidings.engine.actor import Actor, Forward, StatefulActor, handler
 from tidings.engine.clock import SystemClock, TrioWallClock, WallClock
+from tidings.engine.context import ActorContext
+from tidings.engine.deadletters import DEAD_LETTERS, DeadLetter
 from tidings.engine.errors import (
     AskTimeout,
     DeadLettered,
@@ -12,13 +27,15 @@ from tidings.engine.errors import (
     RestartIntensityExceeded,
     UnknownActorKind,
 )
+from tidings.engine.messages import Address, Request
 from tidings.engine.store.base import Batch, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
-from tidings.engine.system import DEAD_LETTERS, DeadLetter, Engine, open_engine
+from tidings.engine.system import Engine, open_engine
 from tidings.engine.timers import TimerFire, Timers
 
 __all__ = [
     "Actor",
+    "ActorContext",
     "Address",
     "AskTimeout",
     "Batch",
@@ -32,7 +49,9 @@ __all__ = [
     "Forward",
     "MailboxFull",
     "Refused",
+    "Request",
     "RestartIntensityExceeded",
+    "StatefulActor",
     "Store",
     "StoreError",
     "Supervisor",

@@ -2,30 +2,39 @@
 
 An actor class names its `kind`; an actor is addressed by `(kind, key)`. Its handlers are
 methods marked with `@handler`, chosen by the type of the message (the annotation of
-their one argument). The engine activates an actor when mail arrives for it
-(`on_activate` loads its state), runs its handlers one at a time, and passivates it when
-it has been idle (`on_passivate`), after which it costs no memory.
+their one argument). The engine makes an actor with its `ActorContext` and key when mail
+arrives for it, activates it before its first message (`on_activate`), runs its handlers
+one at a time, and passivates it when it has been idle (`on_passivate`), after which it
+costs no memory.
+
+`StatefulActor` adds a durable state: a msgspec Struct loaded from the store in a
+lifecycle stage of its own, before `on_activate` and the first handler (as Orleans loads
+grain state), and written back with `put_state(batch)` / `save(batch)` through the
+context's one commit path.
 """
 
 from __future__ import annotations
 
 import typing
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-if TYPE_CHECKING:
-    from tidings.engine.system import Engine
+import msgspec
+from tidings.engine.context import ActorContext
+from tidings.engine.messages import Address
+from tidings.engine.store.base import Batch
 
-Address = tuple[str, str]
-"""`(kind, key)`: where an actor lives."""
-
+AppT = TypeVar("AppT")
+S = TypeVar("S", bound=msgspec.Struct)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 Handler = Callable[[Any, Any], Awaitable[Any]]
+
+_encode = msgspec.json.Encoder().encode
 
 
 def handler(fn: F) -> F:
     """Mark an `async def on_x(self, msg: SomeStruct)` method as the handler of its type."""
-    fn.__tidings_handler__ = True  # type: ignore[attr-defined]
+    setattr(fn, "__tidings_handler__", True)  # noqa: B010 (a function attribute mypy knows not)
     return fn
 
 
@@ -41,20 +50,20 @@ class Forward:
         self.msg = msg
 
 
-class Actor:
+class Actor(Generic[AppT]):
     """Base class of actors. Subclasses set `kind` and define `@handler` methods.
 
-    Instances are made by the engine with `(engine, key)`. The runtime fields below are
-    kept in slots so that an idle resident actor stays small (no task, no channel).
+    Instances are made by the engine with `(ctx, key)`. The runtime fields below are kept
+    in slots so that an idle resident actor stays small (no task, no channel).
     """
 
     kind: ClassVar[str] = ""
     _handlers: ClassVar[dict[type, Handler] | None] = None
 
-    __slots__ = ("engine", "key", "_mail", "_running", "_active", "_last", "_failures")
+    __slots__ = ("ctx", "key", "_mail", "_running", "_active", "_last", "_failures")
 
-    def __init__(self, engine: Engine, key: str) -> None:
-        self.engine = engine
+    def __init__(self, ctx: ActorContext[AppT], key: str) -> None:
+        self.ctx = ctx
         self.key = key
         self._mail: list[Any] | None = None
         self._running = False
@@ -67,8 +76,12 @@ class Actor:
         """This actor's `(kind, key)`."""
         return (self.kind, self.key)
 
+    async def _activate(self) -> None:
+        """The activation stages, run by the engine before the first message."""
+        await self.on_activate()
+
     async def on_activate(self) -> None:
-        """Load state before the first message after activation or restart."""
+        """Prepare before the first message after activation or restart."""
 
     async def on_passivate(self) -> None:
         """Called before the actor is dropped from memory after being idle."""
@@ -76,7 +89,7 @@ class Actor:
     @classmethod
     def handlers(cls) -> dict[type, Handler]:
         """The handler of each message type, resolved once per class."""
-        found = cls.__dict__.get("_handlers")
+        found: dict[type, Handler] | None = cls.__dict__.get("_handlers")
         if found is None:
             found = {}
             for klass in reversed(cls.__mro__):
@@ -92,3 +105,45 @@ class Actor:
                         found[msg_type] = fn
             cls._handlers = found
         return found
+
+
+class StatefulActor(Actor[AppT], Generic[AppT, S]):
+    """An actor with a durable state of type `state_type` (a msgspec Struct), kept at
+    `state_key()`. `state` is loaded before `on_activate`; it is None when nothing is
+    stored. Write it with `put_state(batch)` (into a batch the actor commits) or
+    `save(batch)` (which also commits)."""
+
+    state_type: type[S]
+    _state_decoder: ClassVar[msgspec.json.Decoder[Any] | None] = None
+
+    __slots__ = ("state",)
+
+    def __init__(self, ctx: ActorContext[AppT], key: str) -> None:
+        super().__init__(ctx, key)
+        self.state: S | None = None
+
+    def state_key(self) -> str:
+        """Where the state is stored: `"{kind}:{key}"` unless a subclass says otherwise."""
+        return f"{self.kind}:{self.key}"
+
+    async def _activate(self) -> None:
+        raw = await self.ctx.store.get(self.state_key())
+        if raw is not None:
+            cls = type(self)
+            decoder = cls.__dict__.get("_state_decoder")
+            if decoder is None:
+                decoder = msgspec.json.Decoder(cls.state_type)
+                cls._state_decoder = decoder
+            self.state = decoder.decode(raw)
+        await self.on_activate()
+
+    def put_state(self, batch: Batch) -> None:
+        """Add the current state to `batch` (nothing when there is none)."""
+        if self.state is not None:
+            batch.put(self.state_key(), _encode(self.state))
+
+    async def save(self, batch: Batch | None = None) -> list[int]:
+        """Commit `batch` (or an empty one) with the current state in it."""
+        batch = batch if batch is not None else Batch()
+        self.put_state(batch)
+        return await self.ctx.commit(batch)

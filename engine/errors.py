@@ -40,8 +40,8 @@ class UnknownActorKind(EngineError):
 
 
 class DeadLettered(EngineError):
-    """The message could not be handled (no handler, or it kept crashing its actor) and
-    was written to the dead-letter log; `reason` says why."""
+    """The message could not be handled (no handler, it kept crashing its actor, or its
+    actor is quarantined) and was written to the dead-letter log; `reason` says why."""
 
     def __init__(self, address: tuple[str, str], reason: str) -> None:
         super().__init__(f"{address[0]}:{address[1]}: {reason}")

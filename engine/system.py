@@ -1,4 +1,4 @@
-"""The engine: virtual actors on a small pool of workers, with OTP-style supervision.
+"""The engine: virtual actors on a small pool of workers, with contained failures.
 
 How mail flows: `tell` appends to the actor's mailbox (a plain list, created only while
 mail is waiting) and puts the actor on the run queue if it is not already there. A pool
@@ -6,72 +6,58 @@ of worker tasks takes actors off the run queue and runs a *turn*: every message 
 at that moment, one after another. trio's task switch is paid per turn and per
 `checkpoint_every` messages, not per message, and an idle actor is just an object. The
 pool grows while every worker waits inside a turn (a handler asking another actor), so
-asks never starve it. `ask` deadlines are kept on one heap swept by one task, and a
-handler may answer with `Forward` to hand an ask on to another actor.
+asks never starve it. `ask` deadlines are kept by `asks.AskDeadlines`, and a handler may
+answer with `Forward` to hand an ask on to another actor.
 
-Supervision: a handler that raises restarts its actor (a fresh instance that reloads its
-state in `on_activate`; the mailbox is kept) and the message is tried again, up to
-`max_retries` times, after which it goes to the dead-letter log with the reason. More
-than `intensity` restarts of one actor within `period` seconds escalates: the actor host
-fails with `RestartIntensityExceeded`, and its parent supervisor decides (the default
-engine tree restarts the host, which drops every resident actor; state is in the store).
+Actors see the engine through one shared `ActorContext` (store, clock, timers, tell, ask,
+commit and the embedding layer's `app`). Every write (actors', timers', dead letters')
+passes `Engine.commit`, the one commit path.
+
+Failures are contained (Erlang's "let it crash", Orleans' grain isolation): a handler
+that raises restarts its actor (a fresh instance that reloads its state; the mailbox is
+kept) and the message is tried again, up to `max_retries` times, after which it goes to
+the dead-letter log with the reason. An actor that fails more than `intensity` times
+within `period` seconds is *quarantined*: its waiting mail is dead-lettered, it is
+dropped from memory, and for `quarantine_s` seconds (doubling for each repeated
+quarantine, up to `quarantine_max_s`) messages to it are dead-lettered as "quarantined";
+the first message after that activates it afresh. Actor failures never reach the
+supervisor: only the engine's services (actor host, timers, dead-letter writer, ask
+deadlines, passivator) and those given to `open_engine` are restarted under the OTP
+semantics of `supervisor.Supervisor`.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
-import math
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-import msgspec
 import trio
-from tidings.engine.actor import Actor, Address, Forward
+from tidings.engine.actor import Actor, Forward, Handler
+from tidings.engine.asks import Ask, AskDeadlines
 from tidings.engine.clock import SystemClock, WallClock
+from tidings.engine.context import ActorContext
+from tidings.engine.deadletters import DeadLetters
 from tidings.engine.errors import (
-    AskTimeout,
     DeadLettered,
     EngineStopped,
     MailboxFull,
     Refused,
-    RestartIntensityExceeded,
     UnknownActorKind,
 )
 from tidings.engine.eventlog import EventLog
+from tidings.engine.messages import Address, Request
 from tidings.engine.store.base import Batch, Store
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.timers import TimerFire, Timers
 
 log = logging.getLogger("tidings.engine")
 
-DEAD_LETTERS = "deadletters"
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    """A message that could not be handled, as written to the dead-letter log."""
-
-    kind: str
-    key: str
-    message_type: str
-    message: str
-    reason: str
-    at: float
-
-
-class _Ask:
-    """A message that wants a reply; `done` is set once `value` or `error` is."""
-
-    __slots__ = ("msg", "done", "value", "error")
-
-    def __init__(self, msg: Any) -> None:
-        self.msg = msg
-        self.done = trio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
+R = TypeVar("R")
+AppT = TypeVar("AppT")
 
 
 class Engine:
@@ -84,6 +70,7 @@ class Engine:
         self,
         store: Store,
         *,
+        app: Any = None,
         clock: WallClock | None = None,
         workers: int = 64,
         max_workers: int = 10_000,
@@ -93,31 +80,45 @@ class Engine:
         max_retries: int = 3,
         intensity: int = 10,
         period: float = 5.0,
+        quarantine_s: float = 30.0,
+        quarantine_max_s: float = 3600.0,
         checkpoint_every: int = 64,
         timer_window: float = 60.0,
         deadline_compaction: int = 100_000,
+        on_commit: Callable[[Batch], None] | None = None,
     ) -> None:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
         self.workers = workers
         self.max_workers = max_workers
         self.worker_linger = worker_linger
-        self.deadline_compaction = deadline_compaction  # ask deadlines kept before answered ones go
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
         self.max_retries = max_retries
         self.intensity = intensity
         self.period = period
+        self.quarantine_s = quarantine_s
+        self.quarantine_max_s = quarantine_max_s
         self.checkpoint_every = checkpoint_every
-        self.kinds: dict[str, type[Actor]] = {}
-        self.app: Any = None  # what the actors serve (set by the layer that embeds them)
-        self.timers = Timers(self, window=timer_window)
+        self._on_commit = on_commit
+        self.kinds: dict[str, type[Actor[Any]]] = {}
         self.events = EventLog(store)
-        self.dead_letters = 0
+        self.letters = DeadLetters(self.commit, self.clock)
+        self.asks = AskDeadlines(deadline_compaction)
+        self.timers = Timers(
+            store,
+            self.clock,
+            commit=self.commit,
+            deliver=self.tell_nowait,
+            dead_letter=self.letters.add,
+            window=timer_window,
+        )
+        self.context: ActorContext[Any] = ActorContext(self, app)
         self.restarts = 0
+        self.quarantined = 0  # quarantines so far
         self.handled = 0
-        self._resident: OrderedDict[Address, Actor] = OrderedDict()
-        self._runq: deque[Actor] = deque()
+        self._resident: OrderedDict[Address, Actor[Any]] = OrderedDict()
+        self._runq: deque[Actor[Any]] = deque()
         self._idle_workers = trio.lowlevel.ParkingLot()
         self._pool: trio.Nursery | None = None
         self._worker_count = 0  # workers alive (the pool grows past `workers` under asks)
@@ -125,26 +126,30 @@ class Engine:
         self._room: dict[Address, trio.lowlevel.ParkingLot] = {}
         self._running = False
         self._attempts: dict[Address, int] = {}
-        self._dead_letter_queue: deque[tuple[Address, Any, str]] = deque()
-        # pending asks by deadline: (deadline, seq, request, address, timeout)
-        self._deadlines: list[tuple[float, int, _Ask, Address, float]] = []
-        self._next_deadline = math.inf
-        self._deadlines_compact_at = deadline_compaction
-        self._deadline_lot = trio.lowlevel.ParkingLot()
-        self._ask_seq = 0
-        self._dead_letter_lot = trio.lowlevel.ParkingLot()
+        # quarantined addresses: (until, in trio time; how many quarantines in a row)
+        self._quarantine: dict[Address, tuple[float, int]] = {}
+
+    @property
+    def app(self) -> Any:
+        """The domain context actors get as `ctx.app` (given to `open_engine`)."""
+        return self.context.app
+
+    @property
+    def dead_letters(self) -> int:
+        """How many dead letters were written."""
+        return self.letters.count
 
     # -- registration -------------------------------------------------------------------
 
-    def register(self, *classes: type[Actor]) -> None:
-        """Make actor kinds addressable; their handlers' message types become durable-timer
-        payloads the engine can decode."""
+    def register(self, *classes: type[Actor[Any]]) -> None:
+        """Make actor kinds addressable; their handlers' tagged message types become
+        durable-timer payloads the engine can decode."""
         for cls in classes:
             if not cls.kind:
                 raise ValueError(f"{cls.__name__} has no kind")
             self.kinds[cls.kind] = cls
             for msg_type in cls.handlers():
-                self.timers.know(cls.kind, msg_type)
+                self.timers.know(msg_type)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -157,7 +162,9 @@ class Engine:
         """Messages waiting in all mailboxes."""
         return sum(len(a._mail) for a in self._resident.values() if a._mail)
 
-    def _actor(self, address: Address) -> Actor:
+    def _actor(self, address: Address, envelope: Any) -> Actor[Any] | None:
+        """The actor at `address`, made when not resident; None (and `envelope`
+        dead-lettered) while the address is quarantined."""
         actor = self._resident.get(address)
         if actor is None:
             if not self._running:
@@ -165,11 +172,16 @@ class Engine:
             cls = self.kinds.get(address[0])
             if cls is None:
                 raise UnknownActorKind(f"no actor kind {address[0]!r} is registered")
-            actor = cls(self, address[1])
+            if address in self._quarantine:
+                until, _ = self._quarantine[address]
+                if trio.current_time() < until:
+                    self._dead_letter_envelope(address, envelope, "quarantined")
+                    return None
+            actor = cls(self.context, address[1])
             self._resident[address] = actor
         return actor
 
-    def _post(self, actor: Actor, envelope: Any) -> None:
+    def _post(self, actor: Actor[Any], envelope: Any) -> None:
         mail = actor._mail
         if mail is None:
             actor._mail = [envelope]
@@ -179,7 +191,7 @@ class Engine:
             actor._running = True
             self._schedule(actor)
 
-    def _schedule(self, actor: Actor) -> None:
+    def _schedule(self, actor: Actor[Any]) -> None:
         """Put `actor` on the run queue and make sure a worker will take it.
 
         A handler that asks another actor holds its worker while it waits. When every
@@ -196,72 +208,58 @@ class Engine:
 
     def tell_nowait(self, address: Address, msg: Any) -> None:
         """Send `msg` to the actor at `address` without waiting; `MailboxFull` if no room."""
-        actor = self._actor(address)
+        actor = self._resident.get(address) or self._actor(address, msg)
+        if actor is None:
+            return
         if actor._mail is not None and len(actor._mail) >= self.mailbox_size:
             raise MailboxFull(address, self.mailbox_size)
         self._post(actor, msg)
 
-    async def _reserve(self, address: Address) -> Actor:
+    async def _reserve(self, address: Address, envelope: Any) -> Actor[Any] | None:
         """The actor at `address`, once its mailbox has room (back-pressure)."""
-        actor = self._actor(address)
-        while actor._mail is not None and len(actor._mail) >= self.mailbox_size:
+        actor = self._resident.get(address) or self._actor(address, envelope)
+        while (
+            actor is not None and actor._mail is not None and len(actor._mail) >= self.mailbox_size
+        ):
             await self._room.setdefault(address, trio.lowlevel.ParkingLot()).park()
-            actor = self._actor(address)
+            actor = self._actor(address, envelope)
         return actor
 
     async def tell(self, address: Address, msg: Any) -> None:
         """Send `msg` to the actor at `address`, waiting while its mailbox is full."""
-        self._post(await self._reserve(address), msg)
+        actor = await self._reserve(address, msg)
+        if actor is not None:
+            self._post(actor, msg)
 
-    async def ask(self, address: Address, msg: Any, timeout: float = 10.0) -> Any:
-        """Send `msg` and wait for the handler's return value (or its exception).
+    async def ask(self, address: Address, msg: Request[R], timeout: float = 10.0) -> R:
+        """Send `msg` and wait for the handler's answer (or its exception).
 
         Raises `AskTimeout` after `timeout` seconds, `EngineStopped` if the engine is not
         running, `DeadLettered` if the message could not be handled.
         """
-        request = _Ask(msg)
-        self._post(await self._reserve(address), request)
+        request = Ask(msg)
+        actor = await self._reserve(address, request)
+        if actor is not None:
+            self._post(actor, request)
         if not request.done.is_set():
-            # One sweeper task enforces every ask's deadline: a cancel scope per ask
-            # cost a fifth of the server's CPU under chat load (py-spy).
-            deadline = trio.current_time() + timeout
-            self._ask_seq += 1
-            deadlines = self._deadlines
-            if len(deadlines) >= self._deadlines_compact_at:
-                # answered asks stay on the heap until their deadline: drop them now
-                deadlines[:] = [entry for entry in deadlines if not entry[2].done.is_set()]
-                heapq.heapify(deadlines)
-                self._deadlines_compact_at = max(self.deadline_compaction, 2 * len(deadlines))
-            heapq.heappush(deadlines, (deadline, self._ask_seq, request, address, timeout))
-            if deadline < self._next_deadline:
-                self._deadline_lot.unpark_all()
+            self.asks.add(request, address, timeout)
             await request.done.wait()
         if request.error is not None:
             raise request.error
-        return request.value
-
-    async def _deadline_sweeper(
-        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Fail asks whose deadline passed with `AskTimeout`."""
-        task_status.started()
-        heap = self._deadlines
-        while True:
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                _, _, request, address, timeout = heapq.heappop(heap)
-                if not request.done.is_set():
-                    request.error = AskTimeout(address, timeout)
-                    request.done.set()
-            self._next_deadline = heap[0][0] if heap else math.inf
-            with trio.move_on_at(self._next_deadline):
-                await self._deadline_lot.park()
+        value: R = request.value  # the handler's answer to a Request[R]
+        return value
 
     async def commit(self, batch: Batch) -> list[int]:
-        """Write `batch` durably and publish its events to live subscribers."""
+        """Write `batch` durably and publish its events to live subscribers.
+
+        The one commit path: every write of actors, timers and dead letters passes here.
+        The cluster storey checks the writer's fencing token here, before the store.
+        """
         seqs = await self.store.commit(batch)
         if seqs:
             self.events.published(seqs, batch.events)
+        if self._on_commit is not None:
+            self._on_commit(batch)
         return seqs
 
     # -- running ------------------------------------------------------------------------
@@ -292,21 +290,21 @@ class Engine:
                 await trio.lowlevel.checkpoint()
                 budget = self.checkpoint_every
 
-    async def _turn(self, actor: Actor, budget: int) -> int:
+    async def _turn(self, actor: Actor[Any], budget: int) -> int:
         """Handle the mail waiting for `actor`; return what is left of the budget."""
         address = (actor.kind, actor.key)
         if self._resident.get(address) is not actor:
             return budget  # replaced by a restart while queued
         mail, actor._mail = actor._mail, None
         i = 0
+        n = len(mail) if mail else 0
         try:
             if not actor._active:
-                await actor.on_activate()
+                await actor._activate()
                 actor._active = True
             handlers = actor.handlers()
-            n = len(mail) if mail else 0
             while i < n:
-                envelope = mail[i]  # type: ignore[index]
+                envelope = mail[i]  # type: ignore[index]  # n > 0 only when mail is a list
                 await self._handle(actor, handlers, envelope)
                 i += 1
                 budget -= 1
@@ -314,8 +312,7 @@ class Engine:
                     await trio.lowlevel.checkpoint()
                     budget = self.checkpoint_every
         except Exception as exc:
-            rest = mail[i:] if mail else []
-            self._crashed(actor, rest, exc)
+            self._crashed(actor, mail[i:] if mail else [], exc)
             return budget
         if self._resident.get(address) is actor:
             self._resident.move_to_end(address)
@@ -330,8 +327,10 @@ class Engine:
             actor._running = False
         return budget
 
-    async def _handle(self, actor: Actor, handlers: dict[type, Any], envelope: Any) -> None:
-        request = envelope if type(envelope) is _Ask else None
+    async def _handle(
+        self, actor: Actor[Any], handlers: dict[type, Handler], envelope: Any
+    ) -> None:
+        request = envelope if type(envelope) is Ask else None
         msg = request.msg if request is not None else envelope
         fire = msg if type(msg) is TimerFire else None
         if fire is not None:
@@ -339,10 +338,9 @@ class Engine:
         fn = handlers.get(type(msg))
         if fn is None:
             reason = f"no handler for {type(msg).__name__}"
-            await self._dead_letter(actor.address, msg, reason)
+            await self.letters.write(actor.address, msg, reason)
             if request is not None:
-                request.error = DeadLettered(actor.address, reason)
-                request.done.set()
+                request.fail(DeadLettered(actor.address, reason))
             return
         error: Refused | None = None
         try:
@@ -355,87 +353,81 @@ class Engine:
         if fire is not None:
             await self.timers.fired(fire)
         if type(value) is Forward:
-            target = self._actor(value.address)
+            forwarded = request if request is not None else value.msg
             if request is not None:
                 request.msg = value.msg
-                self._post(target, request)
-            else:
-                self._post(target, value.msg)
+            target = self._resident.get(value.address) or self._actor(value.address, forwarded)
+            if target is not None:
+                self._post(target, forwarded)
             return
         if request is not None:
             request.value, request.error = value, error
             request.done.set()
 
-    def _crashed(self, actor: Actor, rest: list[Any], exc: Exception) -> None:
-        """Restart `actor` after `exc`; retry or dead-letter the message at `rest[0]`."""
+    def _crashed(self, actor: Actor[Any], rest: list[Any], exc: Exception) -> None:
+        """Restart `actor` after `exc` and retry or dead-letter the message at `rest[0]`;
+        quarantine it when it failed more than `intensity` times within `period`."""
         address = actor.address
         now = trio.current_time()
         failures = [t for t in (actor._failures or ()) if now - t < self.period]
         failures.append(now)
         self.restarts += 1
         log.warning("actor %s:%s crashed: %r", address[0], address[1], exc)
-        fresh = type(actor)(self, actor.key)
-        fresh._failures = failures
         pending = rest + (actor._mail or [])
+        actor._running = False
+        actor._mail = None
+        reason = "".join(traceback.format_exception_only(exc)).strip()
         if rest:
             attempts = self._attempts.get(address, 0) + 1
             if attempts > self.max_retries:
                 self._attempts.pop(address, None)
                 failed = pending.pop(0)
-                reason = "".join(traceback.format_exception_only(exc)).strip()
-                self._spawn_dead_letter(address, failed, f"crashed {attempts} times: {reason}")
+                self._dead_letter_envelope(address, failed, f"crashed {attempts} times: {reason}")
             else:
                 self._attempts[address] = attempts
+        if len(failures) > self.intensity:
+            self._quarantine_actor(address, pending, reason, len(failures))
+            return
+        fresh = type(actor)(self.context, actor.key)
+        fresh._failures = failures
         fresh._mail = pending or None
         self._resident[address] = fresh
-        actor._running = False
-        if len(failures) > self.intensity:
-            for envelope in pending:
-                if type(envelope) is _Ask:
-                    envelope.error = DeadLettered(address, "restart intensity exceeded")
-                    envelope.done.set()
-            del self._resident[address]
-            raise RestartIntensityExceeded(
-                f"{address[0]}:{address[1]} restarted {len(failures)} times in {self.period:g} s"
-            ) from exc
         if fresh._mail:
             fresh._running = True
             self._schedule(fresh)
 
-    def _spawn_dead_letter(self, address: Address, envelope: Any, reason: str) -> None:
-        request = envelope if type(envelope) is _Ask else None
-        msg = request.msg if request is not None else envelope
-        if request is not None:
-            request.error = DeadLettered(address, reason)
-            request.done.set()
-        self._dead_letter_queue.append((address, msg, reason))
-        self._dead_letter_lot.unpark()
+    def _quarantine_actor(
+        self, address: Address, pending: list[Any], reason: str, failures: int
+    ) -> None:
+        """Drop the actor at `address`, dead-letter its mail, and refuse its mail for a
+        back-off that doubles with each quarantine in a row."""
+        now = trio.current_time()
+        _, streak = self._quarantine.get(address, (0.0, 0))
+        backoff = min(self.quarantine_s * 2**streak, self.quarantine_max_s)
+        self._quarantine[address] = (now + backoff, streak + 1)
+        self.quarantined += 1
+        self._attempts.pop(address, None)
+        self._resident.pop(address, None)
+        log.error(
+            "actor %s:%s quarantined for %g s after %d failures in %g s: %s",
+            address[0], address[1], backoff, failures, self.period, reason,
+        )  # fmt: skip
+        for envelope in pending:
+            self._dead_letter_envelope(address, envelope, f"quarantined: {reason}")
+        room = self._room.pop(address, None)
+        if room is not None:
+            room.unpark_all()  # senders waiting for room now find the quarantine
 
-    async def _dead_letter(self, address: Address, msg: Any, reason: str) -> None:
+    def _dead_letter_envelope(self, address: Address, envelope: Any, reason: str) -> None:
+        """Queue `envelope` (a message or an ask) as a dead letter; an asker gets
+        `DeadLettered`."""
+        msg = envelope
+        if type(envelope) is Ask:
+            msg = envelope.msg
+            envelope.fail(DeadLettered(address, reason))
         if type(msg) is TimerFire:
             msg = msg.msg
-        try:
-            body = msgspec.json.encode(msg).decode()
-        except (TypeError, msgspec.EncodeError):
-            body = repr(msg)
-        letter = DeadLetter(
-            address[0], address[1], type(msg).__name__, body, reason, self.clock.now()
-        )
-        batch = Batch()
-        batch.append(DEAD_LETTERS, msgspec.json.encode(letter))
-        await self.store.commit(batch)
-        self.dead_letters += 1
-        log.error("dead letter for %s:%s: %s", address[0], address[1], reason)
-
-    async def _dead_letter_writer(
-        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        task_status.started()
-        while True:
-            while self._dead_letter_queue:
-                address, msg, reason = self._dead_letter_queue.popleft()
-                await self._dead_letter(address, msg, reason)
-            await self._dead_letter_lot.park()
+        self.letters.add(address, msg, reason)
 
     async def _passivator(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -444,11 +436,19 @@ class Engine:
         while True:
             await trio.sleep(max(self.idle_timeout / 4, 0.01))
             await self.passivate_idle()
+            self._forget_quarantines()
+
+    def _forget_quarantines(self) -> None:
+        """Drop quarantines that ended longer ago than the longest back-off, so a key that
+        behaves again starts from the shortest back-off next time."""
+        limit = trio.current_time() - self.quarantine_max_s
+        for address in [a for a, (until, _) in self._quarantine.items() if until < limit]:
+            del self._quarantine[address]
 
     async def passivate_idle(self) -> int:
         """Drop actors idle for `idle_timeout` from memory; return how many."""
         limit = trio.current_time() - self.idle_timeout
-        idle: list[Actor] = []
+        idle: list[Actor[Any]] = []
         for actor in self._resident.values():
             if actor._last > limit:
                 break  # resident is kept in order of last use
@@ -480,17 +480,16 @@ class Engine:
     def _drop_resident(self) -> None:
         for actor in self._resident.values():
             for envelope in actor._mail or ():
-                if type(envelope) is _Ask:
-                    envelope.error = EngineStopped()
-                    envelope.done.set()
+                if type(envelope) is Ask:
+                    envelope.fail(EngineStopped())
         self._resident.clear()
         self._runq.clear()
 
     def children(self) -> list[Child]:
         """The engine's services, as supervised children (timers, dead letters, host, ...)."""
         return [
-            Child("dead-letters", self._dead_letter_writer),
-            Child("ask-deadlines", self._deadline_sweeper),
+            Child("dead-letters", self.letters.run),
+            Child("ask-deadlines", self.asks.run),
             Child("timers", self.timers.run),
             Child("actor-host", self._host),
             Child("passivator", self._passivator),
@@ -508,14 +507,16 @@ class Engine:
 @asynccontextmanager
 async def open_engine(
     store: Store,
-    actors: Iterable[type[Actor]] = (),
+    actors: Iterable[type[Actor[AppT]]] = (),
     *,
+    app: AppT | None = None,
     services: Iterable[Child] = (),
     **options: Any,
 ) -> AsyncIterator[Engine]:
     """Run an engine with its services (and `services`, started after them) under one
-    `one_for_one` supervisor; on exit, passivate resident actors and stop everything."""
-    engine = Engine(store, **options)
+    `one_for_one` supervisor; actors get `app` as `ctx.app`. On exit, passivate resident
+    actors and stop everything. `options` are `Engine`'s keyword arguments."""
+    engine = Engine(store, app=app, **options)
     engine.register(*actors)
     engine._running = True
     await engine.events.start()

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import trio
-from tidings.engine.actor import Address
+from tidings.engine.clock import WallClock
 from tidings.engine.errors import EngineError, MailboxFull
-from tidings.engine.store.base import Batch
-
-if TYPE_CHECKING:
-    from tidings.engine.system import Engine
+from tidings.engine.messages import Address, struct_tag
+from tidings.engine.store.base import Batch, Store
 
 
 class _Timer:
@@ -38,7 +37,9 @@ class _Timer:
 
     __slots__ = ("due", "key", "address", "wall", "msg")
 
-    def __init__(self, due: float, key: str, address: Address, wall: float | None, msg: Any) -> None:
+    def __init__(
+        self, due: float, key: str, address: Address, wall: float | None, msg: Any
+    ) -> None:
         self.due = due
         self.key = key
         self.address = address
@@ -65,22 +66,44 @@ class Timers:
     """The engine's timer service. Use `after`/`cancel` for volatile timers and
     `set_durable`/`cancel_durable` (inside a turn's batch) for durable ones."""
 
-    def __init__(self, engine: Engine, *, window: float = 60.0, page: int = 10_000) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        *,
+        commit: Callable[[Batch], Awaitable[Any]],
+        deliver: Callable[[Address, Any], None],
+        dead_letter: Callable[[Address, Any, str], None],
+        window: float = 60.0,
+        page: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._commit = commit
+        self._deliver = deliver  # the engine's tell_nowait
+        self._dead_letter = dead_letter
         self.window = window
         self.page = page
         self._heap: list[_Timer] = []
         self._by_key: dict[str, _Timer] = {}
-        self._types: dict[str, type] = {}
+        self._types: dict[str, type[Any]] = {}  # tag → message type
         self._in_flight: set[str] = set()
         self._horizon = -math.inf  # durable timers due up to here are in memory
         self._wake_at = math.inf
         self._lot = trio.lowlevel.ParkingLot()
         self.fired_count = 0
 
-    def know(self, kind: str, msg_type: type) -> None:
-        """Let durable timers carry `msg_type` to actors of `kind`."""
-        self._types[f"{kind}/{msg_type.__name__}"] = msg_type
+    def know(self, msg_type: type[Any]) -> None:
+        """Let durable timers carry `msg_type`, if it is a Struct with a tag (handlers'
+        message types are made known by `Engine.register`)."""
+        tag = struct_tag(msg_type)
+        if tag is not None:
+            known = self._types.setdefault(tag, msg_type)
+            if known is not msg_type:
+                raise EngineError(
+                    f"durable timer tag {tag!r} names both {known.__qualname__} "
+                    f"and {msg_type.__qualname__}"
+                )
 
     @property
     def pending(self) -> int:
@@ -101,10 +124,15 @@ class Timers:
 
     def set_durable(self, batch: Batch, key: str, due: float, address: Address, msg: Any) -> None:
         """Add durable timer `key` (due at wall time `due`) to `batch`, replacing the old."""
-        name = f"{address[0]}/{type(msg).__name__}"
-        if name not in self._types:
-            raise EngineError(f"durable timer message {name} is not a handled message type")
-        payload = msgspec.msgpack.encode((address[0], address[1], name, msg))
+        tag = struct_tag(type(msg))
+        if tag is None:
+            raise EngineError(
+                f"durable timer message {type(msg).__qualname__} needs a msgspec Struct tag "
+                '(e.g. `class Wake(msgspec.Struct, tag="ticket.wake")`)'
+            )
+        if self._types.get(tag) is not type(msg):
+            raise EngineError(f"durable timer message {tag!r} is not a handled message type")
+        payload = msgspec.msgpack.encode((address[0], address[1], tag, msg))
         batch.set_timer(key, due, payload)
         if due <= self._horizon:
             self._push(self._to_trio(due), key, address, due, msg)
@@ -123,7 +151,7 @@ class Timers:
             return  # the handler set the key again
         batch = Batch()
         batch.cancel_timer(fire.key)
-        await self._engine.store.commit(batch)
+        await self._commit(batch)
 
     # -- the service ----------------------------------------------------------------------
 
@@ -146,10 +174,10 @@ class Timers:
                     fired += 1
                     if fired % 1000 == 0:
                         await trio.lowlevel.checkpoint()
-            wall = self._engine.clock.now()
+            wall = self._clock.now()
             if wall >= self._horizon - self.window / 2:
                 await self._page_in()
-                wall = self._engine.clock.now()
+                wall = self._clock.now()
             now = trio.current_time()
             page_at = now + max(self._horizon - self.window / 2 - wall, 0.0)
             self._wake_at = min(heap[0].due if heap else math.inf, page_at)
@@ -157,7 +185,7 @@ class Timers:
                 await self._lot.park()
 
     def _to_trio(self, wall_due: float) -> float:
-        return trio.current_time() + (wall_due - self._engine.clock.now())
+        return trio.current_time() + (wall_due - self._clock.now())
 
     def _push(self, due: float, key: str, address: Address, wall: float | None, msg: Any) -> None:
         old = self._by_key.get(key)
@@ -178,7 +206,7 @@ class Timers:
         if wall is not None:
             self._in_flight.add(entry.key)
         try:
-            self._engine.tell_nowait(address, msg)
+            self._deliver(address, msg)
             self.fired_count += 1
         except MailboxFull:
             # try again shortly rather than block every other timer behind one actor
@@ -186,21 +214,32 @@ class Timers:
             self._push(trio.current_time() + 0.01, entry.key, address, wall, entry.msg)
 
     async def _page_in(self) -> None:
-        now = self._engine.clock.now()
+        now = self._clock.now()
         until = now + self.window
-        due = await self._engine.store.due_timers(until, self.page)
+        due = await self._store.due_timers(until, self.page)
+        undecodable = Batch()
         for timer in due:
             if timer.key in self._in_flight:
                 continue
             known = self._by_key.get(timer.key)
             if known is not None and known.wall == timer.due:
                 continue
-            kind, key, name, raw = msgspec.msgpack.decode(
-                timer.payload, type=tuple[str, str, str, msgspec.Raw]
-            )
-            msg_type = self._types.get(name)
-            if msg_type is None:
-                continue  # written by a newer version; it stays in the store
-            msg: Any = msgspec.msgpack.decode(raw, type=msg_type)
+            try:
+                kind, key, tag, raw = _decode_envelope(timer.payload)
+                msg_type = self._types.get(tag)
+                if msg_type is None:
+                    raise EngineError(f"no message type has the tag {tag!r}")
+                msg: Any = msgspec.msgpack.decode(raw, type=msg_type)
+            except (msgspec.DecodeError, EngineError) as exc:
+                # skipping it would page it in again on every round, forever
+                self._dead_letter(("timer", timer.key), timer.payload, f"undecodable timer: {exc}")
+                undecodable.cancel_timer(timer.key)
+                self._by_key.pop(timer.key, None)
+                continue
             self._push(self._to_trio(timer.due), timer.key, (kind, key), timer.due, msg)
+        if undecodable.timer_deletes:
+            await self._commit(undecodable)
         self._horizon = due[-1].due - 1e-6 if len(due) == self.page else until
+
+
+_decode_envelope = msgspec.msgpack.Decoder(tuple[str, str, str, msgspec.Raw]).decode

@@ -12,6 +12,7 @@ from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox, open_inbox
 from tidings.engine import (
     Actor,
+    ActorContext,
     Address,
     AskTimeout,
     Batch,
@@ -23,7 +24,9 @@ from tidings.engine import (
     Forward,
     MailboxFull,
     Refused,
+    Request,
     RestartIntensityExceeded,
+    StatefulActor,
     Store,
     StoreError,
     Supervisor,
@@ -44,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Account",
     "Actor",
+    "ActorContext",
     "Address",
     "AskTimeout",
     "Batch",
@@ -60,7 +64,9 @@ __all__ = [
     "OutboxMail",
     "OutboxSms",
     "Refused",
+    "Request",
     "RestartIntensityExceeded",
+    "StatefulActor",
     "Store",
     "StoreError",
     "Supervisor",

@@ -36,6 +36,7 @@ async def render(ctx: Context) -> str:
           engine.timers.pending)
     _line(lines, "tidings_dead_letters_total", "counter", "Messages given up on.",
           engine.dead_letters)
+    _line(lines, "tidings_actors_quarantined_total", "counter", "Actors quarantined for failing.", engine.quarantined)
     _line(lines, "tidings_event_seq", "gauge", "The last agent event sequence number.",
           inbox.last_seq)
     _line(lines, "tidings_store_read_latency_seconds", "gauge",

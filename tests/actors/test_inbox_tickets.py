@@ -359,3 +359,17 @@ async def test_r30_a_retry_arriving_while_the_first_delivery_is_in_flight_stores
     # and once the profile is passivated, the stored idempotency key still answers
     await trio.sleep(300)
     assert (await inbox.receive_sms("SMx", PHONE, "twice")).id == got[0]
+
+
+async def test_a_snooze_time_no_calendar_holds_is_a_bad_request_and_the_ticket_goes_on(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox = harness.inbox
+    ticket = (await inbox.receive_sms("SM-until", PHONE, "hello")).ticket
+    assert ticket is not None
+    for _ in range(30):  # more than the restart intensity, were it to reach the ticket
+        with pytest.raises(InboxError) as refused:
+            await inbox.ticket_set_state(ticket, "snoozed", "9999-12-31T23:59:59-14:00")
+        assert refused.value.code == "bad_request"
+    assert inbox.engine.restarts == 0 and inbox.engine.quarantined == 0
+    assert (await inbox.ticket_set_state(ticket, "snoozed", "tomorrow")).state == "snoozed"

@@ -15,6 +15,7 @@ from tidings.engine import (
     EngineStopped,
     Forward,
     MailboxFull,
+    Request,
     UnknownActorKind,
     handler,
     open_engine,
@@ -22,19 +23,19 @@ from tidings.engine import (
 from tidings.engine.store.memory import MemoryStore
 
 
-class Add(msgspec.Struct):
+class Add(Request[int]):
     n: int
 
 
-class Get(msgspec.Struct):
+class Get(Request["Counter"]):
     pass
 
 
-class Slow(msgspec.Struct):
+class Slow(Request[None]):
     seconds: float
 
 
-class Unhandled(msgspec.Struct):
+class Unhandled(Request[None]):
     pass
 
 
@@ -52,7 +53,7 @@ class CounterActor(Actor):
 
     async def on_activate(self) -> None:
         type(self).activations += 1
-        raw = await self.engine.store.get(f"counter:{self.key}")
+        raw = await self.ctx.store.get(f"counter:{self.key}")
         self.state = msgspec.msgpack.decode(raw, type=Counter) if raw else Counter()
         self.busy = False
 
@@ -65,7 +66,7 @@ class CounterActor(Actor):
         self.state.seen.append(msg.n)
         batch = Batch()
         batch.put(f"counter:{self.key}", msgspec.msgpack.encode(self.state))
-        await self.engine.commit(batch)
+        await self.ctx.commit(batch)
         self.busy = False
         return self.state.total
 
@@ -204,7 +205,7 @@ async def _failed_write(store: MemoryStore) -> None:
         assert await engine.ask(("counter", "f"), Get()) == Counter()
 
 
-class Relay(msgspec.Struct):
+class Relay(Request[int]):
     to: str
 
 
@@ -216,7 +217,7 @@ class RelayActor(Actor):
 
     @handler
     async def relay(self, msg: Relay) -> int:
-        return await self.engine.ask(("counter", msg.to), Add(1))  # type: ignore[no-any-return]
+        return await self.ctx.ask(("counter", msg.to), Add(1))
 
 
 async def test_handlers_that_ask_other_actors_never_starve_the_worker_pool(
@@ -236,7 +237,7 @@ async def test_handlers_that_ask_other_actors_never_starve_the_worker_pool(
         assert engine._worker_count == 2  # the extra workers left once the rush was over
 
 
-class Pass(msgspec.Struct):
+class Pass(Request[int]):
     to: str
     n: int
 
@@ -269,6 +270,6 @@ async def test_answered_asks_do_not_pile_up_until_their_deadlines(
     async with open_engine(MemoryStore(), [CounterActor], deadline_compaction=50) as engine:
         for _ in range(500):
             await engine.ask(("counter", "d"), Get(), timeout=3600)
-        assert len(engine._deadlines) <= 100
+        assert len(engine.asks._heap) <= 100
         with pytest.raises(AskTimeout):  # deadlines still work after compaction
             await engine.ask(("counter", "t"), Slow(60), timeout=1)

@@ -22,7 +22,7 @@ class Speaker(Actor):
     async def say(self, msg: Say) -> None:
         batch = Batch()
         batch.event(msg.text.encode())
-        await self.engine.commit(batch)
+        await self.ctx.commit(batch)
 
 
 @pytest.fixture

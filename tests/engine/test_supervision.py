@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from tidings.engine import (
     DEAD_LETTERS,
@@ -13,6 +14,7 @@ from tidings.engine import (
     Batch,
     Child,
     DeadLettered,
+    Request,
     RestartIntensityExceeded,
     Supervisor,
     handler,
@@ -21,15 +23,15 @@ from tidings.engine import (
 from tidings.engine.store.memory import MemoryStore
 
 
-class Crash(msgspec.Struct):
+class Crash(Request[str]):
     times: int  # crash while the stored count of attempts is below this
 
 
-class Note(msgspec.Struct):
+class Note(Request[None]):
     text: str
 
 
-class Read(msgspec.Struct):
+class Read(Request[list[str]]):
     pass
 
 
@@ -42,13 +44,13 @@ class FlakyActor(Actor):
 
     async def on_activate(self) -> None:
         type(self).instances += 1
-        raw = await self.engine.store.get(f"notes:{self.key}")
+        raw = await self.ctx.store.get(f"notes:{self.key}")
         self.notes = msgspec.json.decode(raw, type=list[str]) if raw else []
 
     async def _save(self) -> None:
         batch = Batch()
         batch.put(f"notes:{self.key}", msgspec.json.encode(self.notes))
-        await self.engine.commit(batch)
+        await self.ctx.commit(batch)
 
     @handler
     async def crash(self, msg: Crash) -> str:
@@ -108,18 +110,105 @@ async def test_message_that_keeps_crashing_goes_to_dead_letters_with_its_reason(
         assert "boom 3" in decoded["reason"]
 
 
-async def test_restarts_beyond_intensity_escalate_to_the_parent(
+async def test_an_actor_failing_beyond_intensity_is_quarantined_then_activated_afresh(
     clock: trio.testing.MockClock,
 ) -> None:
     store = MemoryStore()
-    async with open_engine(store, [FlakyActor], max_retries=100, intensity=3, period=5) as engine:
+    options = {"max_retries": 100, "intensity": 3, "period": 5, "quarantine_s": 30}
+    async with open_engine(store, [FlakyActor], **options) as engine:
         address = ("flaky", "3")
         await engine.ask(address, Note("kept"))
-        with pytest.raises(DeadLettered, match="restart intensity exceeded"):
+        FlakyActor.instances = 0
+        engine.tell_nowait(address, Crash(times=100))
+        engine.tell_nowait(address, Note("waiting"))  # behind the crashes: dead-lettered too
+        await trio.sleep(1)
+        assert engine.quarantined == 1
+        assert FlakyActor.instances == 3  # three restarts, then the quarantine
+        assert engine.resident == 0  # dropped from memory
+        # during the back-off its mail is dead-lettered, and it is not activated
+        with pytest.raises(DeadLettered, match="quarantined"):
+            await engine.ask(address, Read())
+        engine.tell_nowait(address, Note("refused"))
+        assert FlakyActor.instances == 3
+        await trio.sleep(30)
+        # the first message after the back-off activates it afresh from its stored state
+        assert await engine.ask(address, Read()) == ["kept", "try", "try", "try", "try"]
+        assert FlakyActor.instances == 4
+        letters = [msgspec.json.decode(raw) for raw in await store.log_tail(DEAD_LETTERS, 10)]
+        assert letters[0]["reason"] == "quarantined: RuntimeError: boom 4"
+        assert [(d["message_type"], d["reason"].split(":")[0]) for d in letters] == [
+            ("Crash", "quarantined"),  # with the reason: "quarantined: RuntimeError: boom 4"
+            ("Note", "quarantined"),
+            ("Read", "quarantined"),
+            ("Note", "quarantined"),
+        ]
+        # a second quarantine in a row lasts twice as long
+        with pytest.raises(DeadLettered, match="quarantined"):
             await engine.ask(address, Crash(times=100))
-        # the actor host was restarted by its supervisor: the actor is reloaded from store
-        await trio.sleep(0.1)
+        await trio.sleep(30)
+        with pytest.raises(DeadLettered, match="quarantined"):
+            await engine.ask(address, Read())
+        await trio.sleep(30)
         assert (await engine.ask(address, Read()))[0] == "kept"
+        assert engine.quarantined == 2
+
+
+class Poison(msgspec.Struct):
+    pass
+
+
+class PoisonedActor(Actor):
+    """Raises on every message."""
+
+    kind = "poisoned"
+    __slots__ = ()
+
+    @handler
+    async def poison(self, msg: Poison) -> None:
+        raise OverflowError("date value out of range")
+
+
+class Ping(Request[str]):
+    pass
+
+
+class HealthyActor(Actor):
+    kind = "healthy"
+    __slots__ = ()
+
+    @handler
+    async def ping(self, msg: Ping) -> str:
+        return self.key
+
+
+async def test_a_poisoned_actor_kind_never_takes_the_host_down(
+    clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [PoisonedActor, HealthyActor], quarantine_s=3600) as engine:
+        answered = 0
+
+        async def keep_asking() -> None:
+            nonlocal answered
+            for i in range(2000):
+                assert await engine.ask(("healthy", str(i % 50)), Ping()) == str(i % 50)
+                answered += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_asking)
+            for i in range(10_000):
+                await engine.tell(("poisoned", str(i % 1000)), Poison())
+                if i % 100 == 0:
+                    await trio.lowlevel.checkpoint()
+        assert answered == 2000  # every ask answered while the poisoned kind failed
+        await trio.sleep(1)  # the dead-letter writer catches up
+        assert engine.quarantined > 0
+        assert engine.dead_letters == 10_000  # every poisoned message, none lost
+        assert len(await store.log_tail(DEAD_LETTERS, 20_000)) == 10_000
+        assert engine.restarts >= 1000
+        # the host and the engine's supervisor are still running: new actors still answer
+        assert await engine.ask(("healthy", "new"), Ping(), timeout=1) == "new"
+        assert engine.resident <= 50 + 1000
 
 
 # -- supervisors ---------------------------------------------------------------------------

@@ -9,24 +9,33 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-from tidings.engine import Actor, Batch, TrioWallClock, handler, open_engine
+from tidings.engine import (
+    DEAD_LETTERS,
+    Actor,
+    Batch,
+    EngineError,
+    Request,
+    TrioWallClock,
+    handler,
+    open_engine,
+)
 from tidings.engine.store import open_store
 from tidings.engine.store.memory import MemoryStore
 
 START = 1_800_000_000.0  # a fixed wall-clock start for every test
 
 
-class Ring(msgspec.Struct):
+class Ring(msgspec.Struct, tag="test.ring"):
     label: str
 
 
-class Arm(msgspec.Struct):
+class Arm(Request[None]):
     key: str
     due: float
     label: str
 
 
-class Disarm(msgspec.Struct):
+class Disarm(Request[None]):
     key: str
 
 
@@ -39,20 +48,20 @@ class BellActor(Actor):
     @handler
     async def ring(self, msg: Ring) -> None:
         batch = Batch()
-        batch.append(f"rings:{self.key}", f"{msg.label}@{self.engine.clock.now():.3f}".encode())
-        await self.engine.commit(batch)
+        batch.append(f"rings:{self.key}", f"{msg.label}@{self.ctx.clock.now():.3f}".encode())
+        await self.ctx.commit(batch)
 
     @handler
     async def arm(self, msg: Arm) -> None:
         batch = Batch()
-        self.engine.timers.set_durable(batch, msg.key, msg.due, self.address, Ring(msg.label))
-        await self.engine.commit(batch)
+        self.ctx.timers.set_durable(batch, msg.key, msg.due, self.address, Ring(msg.label))
+        await self.ctx.commit(batch)
 
     @handler
     async def disarm(self, msg: Disarm) -> None:
         batch = Batch()
-        self.engine.timers.cancel_durable(batch, msg.key)
-        await self.engine.commit(batch)
+        self.ctx.timers.cancel_durable(batch, msg.key)
+        await self.ctx.commit(batch)
 
 
 async def rings(store: MemoryStore, key: str = "b") -> list[str]:
@@ -188,3 +197,73 @@ async def test_durable_timer_fires_once_after_a_restart_on_a_real_store(
         )  # on time (store I/O may let trio's mock clock jump)
         assert await store.next_timer_due() is None
         await store.aclose()
+
+
+class Untagged(msgspec.Struct):
+    label: str
+
+
+class LegacyBell(Actor):
+    """A bell whose durable timers carry a message without a tag."""
+
+    kind = "legacy"
+    __slots__ = ()
+
+    @handler
+    async def ring(self, msg: Untagged) -> None:
+        pass
+
+
+async def test_durable_timer_messages_need_a_stable_tag(clock: trio.testing.MockClock) -> None:
+    async with open_engine(MemoryStore(), [LegacyBell], clock=TrioWallClock(START)) as engine:
+        with pytest.raises(EngineError, match="needs a msgspec Struct tag"):
+            engine.timers.set_durable(Batch(), "k", START + 60, ("legacy", "l"), Untagged("x"))
+
+
+class RenamedRing(msgspec.Struct, tag="test.ring"):
+    """`Ring` after a rename: the same tag, so stored timers still reach it."""
+
+    label: str
+
+
+class RenamedBell(Actor):
+    kind = "bell"
+    __slots__ = ()
+
+    @handler
+    async def ring(self, msg: RenamedRing) -> None:
+        batch = Batch()
+        batch.append("renamed", msg.label.encode())
+        await self.ctx.commit(batch)
+
+
+async def test_a_durable_timer_still_fires_after_its_message_class_is_renamed(
+    clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        await engine.ask(("bell", "b"), Arm("k", START + 3600, "kept"))
+    async with open_engine(store, [RenamedBell], clock=TrioWallClock(START + 60)):
+        await trio.sleep(3600)
+    assert await store.log_tail("renamed", 10) == [b"kept"]
+    assert await store.due_timers(START + 10 * 3600, 10) == []
+
+
+async def test_an_undecodable_durable_timer_is_dead_lettered_once_and_removed(
+    clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    batch = Batch()
+    batch.set_timer("garbage", START + 10, b"\xc1 not msgpack")
+    batch.set_timer("unknown", START + 20, msgspec.msgpack.encode(("bell", "b", "gone", {})))
+    await store.commit(batch)
+    async with open_engine(store, [BellActor], clock=TrioWallClock(START)) as engine:
+        await trio.sleep(600)  # many paging rounds
+        letters = [msgspec.json.decode(raw) for raw in await store.log_tail(DEAD_LETTERS, 10)]
+        assert sorted((d["key"], d["reason"].split(":")[0]) for d in letters) == [
+            ("garbage", "undecodable timer"),
+            ("unknown", "undecodable timer"),
+        ]
+        assert "'gone'" in letters[1]["reason"] or "'gone'" in letters[0]["reason"]
+        assert engine.dead_letters == 2
+        assert await store.due_timers(START + 10 * 3600, 10) == []
