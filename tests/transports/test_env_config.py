@@ -60,7 +60,9 @@ def test_lists_and_tables_are_json() -> None:
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
-    path = _file(tmp_path, '[server]\nport = 7000\nhost = "127.0.0.2"\n[sms]\nauth_token = "file"\n')
+    path = _file(
+        tmp_path, '[server]\nport = 7000\nhost = "127.0.0.2"\n[sms]\nauth_token = "file"\n'
+    )
     env = {"TIDINGS_SERVER__PORT": "9000", "TIDINGS_SMS__AUTH_TOKEN": "env"}
     config = load_config(path, {"server.port": None}, env)
     assert (config.server.port, config.server.host, config.sms.auth_token) == (
@@ -68,7 +70,10 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
     )  # fmt: skip
     assert load_config(path, {"server.port": 9100}, env).server.port == 9100
     # a flag replaces an unusable value of the environment as it replaces the file's
-    assert load_config(path, {"server.port": 9100}, {"TIDINGS_SERVER__PORT": "70000"}).server.port == 9100
+    assert (
+        load_config(path, {"server.port": 9100}, {"TIDINGS_SERVER__PORT": "70000"}).server.port
+        == 9100
+    )
 
 
 def test_variables_without_a_double_underscore_are_not_config() -> None:
@@ -86,22 +91,46 @@ def test_the_default_environment_is_the_process_one(monkeypatch: pytest.MonkeyPa
     [
         ({"TIDINGS_SERVER__PORT": "abc"}, 'TIDINGS_SERVER__PORT: expected integer, got "abc"'),
         ({"TIDINGS_SERVER__PORT": "70000"}, "TIDINGS_SERVER__PORT: must be between 0 and 65535"),
-        ({"TIDINGS_SERVER__ACCESS_LOG": "maybe"}, 'TIDINGS_SERVER__ACCESS_LOG: expected true or false, got "maybe"'),
-        ({"TIDINGS_TIMING__IDLE_TIMEOUT_S": "soon"}, 'TIDINGS_TIMING__IDLE_TIMEOUT_S: expected number, got "soon"'),
-        ({"TIDINGS_TIMING__IDLE_TIMEOUT_S": "nan"}, "TIDINGS_TIMING__IDLE_TIMEOUT_S: must be a number of seconds greater than 0"),
-        ({"TIDINGS_SERVER__COLOUR": "red"}, "TIDINGS_SERVER__COLOUR: unknown config key server.colour"),
+        (
+            {"TIDINGS_SERVER__ACCESS_LOG": "maybe"},
+            'TIDINGS_SERVER__ACCESS_LOG: expected true or false, got "maybe"',
+        ),
+        (
+            {"TIDINGS_TIMING__IDLE_TIMEOUT_S": "soon"},
+            'TIDINGS_TIMING__IDLE_TIMEOUT_S: expected number, got "soon"',
+        ),
+        (
+            {"TIDINGS_TIMING__IDLE_TIMEOUT_S": "nan"},
+            "TIDINGS_TIMING__IDLE_TIMEOUT_S: must be a number of seconds greater than 0",
+        ),
+        (
+            {"TIDINGS_SERVER__COLOUR": "red"},
+            "TIDINGS_SERVER__COLOUR: unknown config key server.colour",
+        ),
         ({"TIDINGS_NOPE__X": "1"}, "TIDINGS_NOPE__X: unknown config section 'nope'"),
-        ({"TIDINGS_AGENTS__TOKEN": "t"}, "TIDINGS_AGENTS__TOKEN: set [[agents]] as a whole: TIDINGS_AGENTS, a JSON list"),
+        (
+            {"TIDINGS_AGENTS__TOKEN": "t"},
+            "TIDINGS_AGENTS__TOKEN: set [[agents]] as a whole: TIDINGS_AGENTS, a JSON list",
+        ),
         ({"TIDINGS_API__KEYS": "k1"}, 'TIDINGS_API__KEYS: expected JSON, got "k1"'),
         ({"TIDINGS_API__KEYS": "[1]"}, "TIDINGS_API__KEYS[0]: expected string, got integer"),
         ({"TIDINGS_API__KEYS": '[""]'}, "TIDINGS_API__KEYS[0]: must not be empty"),
-        ({"TIDINGS_AGENTS": '[{"id": "a", "token": "t", "x": 1}]'}, "TIDINGS_AGENTS[0].x: unknown key"),
+        (
+            {"TIDINGS_AGENTS": '[{"id": "a", "token": "t", "x": 1}]'},
+            "TIDINGS_AGENTS[0].x: unknown key",
+        ),
         (
             {"TIDINGS_AGENTS": '[{"id": "a", "token": "t"}, {"id": "b", "token": "t"}]'},
             "TIDINGS_AGENTS[1].token: the same token is given to another agent",
         ),
-        ({"TIDINGS_SMS__SENDER": "ACME"}, "TIDINGS_SMS__SENDER: alphanumeric sender IDs cannot receive messages"),
-        ({"TIDINGS_SERVER__STORE": "ftp://x"}, "TIDINGS_SERVER__STORE: must be memory://, sqlite:///PATH or redis://HOST:PORT/DB"),
+        (
+            {"TIDINGS_SMS__SENDER": "ACME"},
+            "TIDINGS_SMS__SENDER: alphanumeric sender IDs cannot receive messages",
+        ),
+        (
+            {"TIDINGS_SERVER__STORE": "ftp://x"},
+            "TIDINGS_SERVER__STORE: must be memory://, sqlite:///PATH or redis://HOST:PORT/DB",
+        ),
     ],
 )
 def test_a_bad_variable_is_a_config_error_naming_it(env: dict[str, str], message: str) -> None:
