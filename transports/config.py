@@ -195,10 +195,6 @@ def _named_by_variable(error: ConfigError, origins: Mapping[str, str]) -> Config
     return error
 
 
-def _field_types(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    return typing.get_type_hints(struct)
-
-
 _ENV_TYPE_NAMES = {int: "integer", float: "number", bool: "true or false", str: "string"}
 
 
@@ -206,7 +202,7 @@ def _from_environ(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
     """The config values that `environ` sets: `(variable, dotted key, value)`, sorted by
     variable. `TIDINGS_<SECTION>__<KEY>` sets one key (`TIDINGS_AGENTS`: the whole
     `[[agents]]` list, as JSON); other `TIDINGS_*` variables are not config."""
-    sections = _field_types(Config)
+    sections = typing.get_type_hints(Config)
     found: list[tuple[str, str, Any]] = []
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
@@ -233,7 +229,7 @@ def _from_environ(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
             raise ConfigError(name, "set [[agents]] as a whole: TIDINGS_AGENTS, a JSON list")
         if not (isinstance(section_type, type) and issubclass(section_type, msgspec.Struct)):
             raise ConfigError(name, f"unknown config section {section!r}")
-        key_type = _field_types(section_type).get(key)
+        key_type = typing.get_type_hints(section_type).get(key)
         if key_type is None:
             raise ConfigError(name, f"unknown config key {section}.{key}")
         found.append((name, f"{section}.{key}", _env_value(name, text, key_type)))
