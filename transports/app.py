@@ -6,11 +6,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from tidings.engine.store import Store
 from tidings.transports import http_api
+from tidings.transports.logs import AccessLog
 from tidings.transports.wire import Context
 from tidings.transports.ws_agent import agent_endpoint
 from tidings.transports.ws_chat import chat_endpoint
@@ -33,14 +36,21 @@ def _ws(ctx: Context, handler: Callable[[Context, WebSocket], Awaitable[None]]) 
     return endpoint
 
 
-def build_app(ctx: Context) -> Starlette:
-    """The ASGI app serving `ctx`'s inbox."""
+def build_app(ctx: Context, store: Store) -> Starlette:
+    """The ASGI app serving `ctx`'s inbox; `/readyz` asks `store`. With
+    `server.access_log`, every HTTP request is logged (see `logs.AccessLog`)."""
+
+    async def readyz(request: Request) -> Response:
+        return await http_api.readyz(ctx, request, store)
+
+    readyz.__doc__ = http_api.readyz.__doc__
     routes = [
         Route("/sms/inbound", _http(ctx, http_api.sms_inbound), methods=["POST"]),
         Route("/sms/status", _http(ctx, http_api.sms_status), methods=["POST"]),
         Route("/l/{code}", _http(ctx, http_api.short_link), methods=["GET"]),
         Route("/api/{name}", _http(ctx, http_api.api), methods=["POST"]),
         Route("/healthz", _http(ctx, http_api.healthz), methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _http(ctx, http_api.metrics_endpoint), methods=["GET"]),
         Route("/", _http(ctx, http_api.console_page), methods=["GET"]),
         Route("/chat", _http(ctx, http_api.chat_page), methods=["GET"]),
@@ -48,4 +58,5 @@ def build_app(ctx: Context) -> Starlette:
         WebSocketRoute("/ws/agent", _ws(ctx, agent_endpoint)),
         WebSocketRoute("/ws/chat", _ws(ctx, chat_endpoint)),
     ]
-    return Starlette(routes=routes)
+    middleware = [Middleware(AccessLog)] if ctx.config.server.access_log else []
+    return Starlette(routes=routes, middleware=middleware)

@@ -1,9 +1,11 @@
-"""The `tidings` command: `tidings serve …` runs the engine, `tidings bench …` the
-benchmark harness (PROTOCOL.md, "Command line")."""
+"""The `tidings` command: `tidings serve …` runs the engine, `tidings backup …` copies a
+live SQLite store, `tidings bench …` runs the benchmark harness (PROTOCOL.md, "Command
+line"); `tidings --version` names the release."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,16 +18,60 @@ from tidings.transports.server import Running, serve
 __all__ = ["main"]
 
 
+REDIS_BACKUP_HINT = (
+    "tidings backup copies SQLite stores only; back up Redis with its own persistence "
+    "(BGSAVE, then copy dump.rdb, or copy the appendonly files; see the README, Deployment)"
+)
+
+
+def version() -> str:
+    """The installed release: the distribution's metadata, else `tidings.__version__`."""
+    try:
+        return importlib.metadata.version("tidings")
+    except importlib.metadata.PackageNotFoundError:
+        from tidings import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidings", description="Real-time support inbox engine")
+    parser.add_argument("--version", action="version", version=f"tidings {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the engine with its HTTP and WebSocket server")
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (0: any free port)")
     run.add_argument("--store", help="memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    backup = commands.add_parser(
+        "backup", help="write a consistent copy of a SQLite store, also while it is served"
+    )
+    backup.add_argument("--config", help="TOML configuration file (for server.store)")
+    backup.add_argument("--store", help="sqlite:///PATH (default: server.store of the config)")
+    backup.add_argument("file", help="the copy to write (must not exist yet)")
     commands.add_parser("bench", help="the benchmark harness", add_help=False)
     return parser
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from tidings.engine.store.sqlite_backup import BackupError, backup_sqlite
+
+    try:
+        store = load_config(args.config, {"server.store": args.store}).server.store
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if not store.startswith("sqlite:///"):
+        hint = REDIS_BACKUP_HINT if store.startswith("redis") else "it copies sqlite:///PATH stores only"
+        print(f"backup error: {store}: {hint}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        pages = backup_sqlite(store.removeprefix("sqlite:///"), args.file)
+    except BackupError as exc:
+        print(f"backup error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"backup: {args.file} ({pages} pages)", flush=True)
+    return 0
 
 
 def _announce(running: Running) -> None:
@@ -57,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(bench_main(args_list[1:]) or 0)
     args = _parser().parse_args(args_list)
+    if args.command == "backup":
+        return _backup(args)
     overrides = {"server.host": args.host, "server.port": args.port, "server.store": args.store}
     try:
         config = load_config(args.config, overrides)

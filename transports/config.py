@@ -9,7 +9,9 @@ names the field (`sms.sender: alphanumeric sender IDs cannot receive messages`),
 from __future__ import annotations
 
 import math
+import os
 import re
+import typing
 import zoneinfo
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +24,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_STORE",
+    "ENV_PREFIX",
     "AccountConfig",
     "AgentConfig",
     "ApiConfig",
@@ -37,6 +40,7 @@ __all__ = [
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_STORE = "sqlite:///./tidings.db"
+ENV_PREFIX = "TIDINGS_"
 
 
 class ConfigError(Exception):
@@ -56,6 +60,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     port: int = DEFAULT_PORT
     store: str = DEFAULT_STORE
     public_url: str = ""
+    access_log: bool = False
 
 
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -139,11 +144,17 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
         return f"http://{host}:{port}"
 
 
-def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read the TOML file at `path` (None: no file, all defaults), apply `overrides`
-    (dotted keys such as `"server.port"`; None values are skipped, so command-line
-    flags can be passed through as they are), and return the checked `Config`.
-    Raises `ConfigError` naming the first field that cannot be used."""
+def load_config(
+    path: str | None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the TOML file at `path` (None: no file, all defaults), apply the
+    `TIDINGS_<SECTION>__<KEY>` variables of `environ` (default: `os.environ`), then
+    `overrides` (dotted keys such as `"server.port"`; None values are skipped, so
+    command-line flags can be passed through as they are), and return the checked
+    `Config`. Raises `ConfigError` naming the first field, or the variable, that cannot
+    be used."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -155,14 +166,113 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
             raw = msgspec.toml.decode(data)
         except msgspec.DecodeError as e:
             raise ConfigError(path, f"not valid TOML: {e}") from None
+    # dotted key -> the variable that set it, so later checks can name the variable
+    origins: dict[str, str] = {}
+    for name, dotted, value in _from_environ(os.environ if environ is None else environ):
+        _set_dotted(raw, dotted, value)
+        origins[dotted] = name
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
+            origins.pop(dotted, None)
     try:
-        config = msgspec.convert(raw, type=Config)
-    except msgspec.ValidationError as e:
-        raise _translate(e) from None
-    return _checked(config)
+        try:
+            config = msgspec.convert(raw, type=Config)
+        except msgspec.ValidationError as e:
+            raise _translate(e) from None
+        return _checked(config)
+    except ConfigError as e:
+        raise _named_by_variable(e, origins) from None
+
+
+def _named_by_variable(error: ConfigError, origins: Mapping[str, str]) -> ConfigError:
+    """`error` with its field path replaced by the variable that set the field
+    (`server.port` -> `TIDINGS_SERVER__PORT`, `api.keys[0]` -> `TIDINGS_API__KEYS[0]`)."""
+    for dotted, name in origins.items():
+        rest = error.field_path.removeprefix(dotted)
+        if rest != error.field_path and rest[:1] in ("", "[", "."):
+            return ConfigError(name + rest, error.reason)
+    return error
+
+
+_ENV_TYPE_NAMES = {int: "integer", float: "number", bool: "true or false", str: "string"}
+
+
+def _from_environ(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
+    """The config values that `environ` sets: `(variable, dotted key, value)`, sorted by
+    variable. `TIDINGS_<SECTION>__<KEY>` sets one key (`TIDINGS_AGENTS`: the whole
+    `[[agents]]` list, as JSON); other `TIDINGS_*` variables are not config."""
+    sections = typing.get_type_hints(Config)
+    found: list[tuple[str, str, Any]] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        text = environ[name]
+        rest = name[len(ENV_PREFIX) :]
+        if rest == "AGENTS":  # a list of tables has no keys of its own to name
+            found.append((name, "agents", _env_value(name, text, sections["agents"])))
+            continue
+        section, sep, key = rest.partition("__")
+        if not sep:
+            continue
+        section, key = section.lower(), key.lower()
+        section_type = sections.get(section)
+        if section == "settings":
+            # the inbox checks settings; a value that is not JSON is taken as text
+            try:
+                value: Any = msgspec.json.decode(text)
+            except msgspec.DecodeError:
+                value = text
+            found.append((name, f"settings.{key}", value))
+            continue
+        if section == "agents":
+            raise ConfigError(name, "set [[agents]] as a whole: TIDINGS_AGENTS, a JSON list")
+        if not (isinstance(section_type, type) and issubclass(section_type, msgspec.Struct)):
+            raise ConfigError(name, f"unknown config section {section!r}")
+        key_type = typing.get_type_hints(section_type).get(key)
+        if key_type is None:
+            raise ConfigError(name, f"unknown config key {section}.{key}")
+        found.append((name, f"{section}.{key}", _env_value(name, text, key_type)))
+    return found
+
+
+def _env_value(name: str, text: str, want: Any) -> Any:
+    """`text` parsed as the type `want`: scalars from their usual spelling, lists and
+    tables from JSON."""
+    if want is str:
+        return text
+    if want is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+    elif want is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            pass
+    elif want is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            pass
+    else:
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            raise ConfigError(name, f"expected JSON, got {_quoted(text)}") from None
+        try:
+            return msgspec.to_builtins(msgspec.convert(value, type=want))
+        except msgspec.ValidationError as e:
+            inner = _translate(e)
+            where = f"{name}{'.' if inner.field_path[:1] not in ('', '[') else ''}"
+            raise ConfigError(where + inner.field_path, inner.reason) from None
+    raise ConfigError(name, f"expected {_ENV_TYPE_NAMES[want]}, got {_quoted(text)}")
+
+
+def _quoted(text: str) -> str:
+    return msgspec.json.encode(text).decode()
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

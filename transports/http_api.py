@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
+import trio
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -21,6 +22,7 @@ from starlette.responses import (
 )
 from tidings.actors.errors import InboxError
 from tidings.actors.model import Order
+from tidings.engine.store import Store, StoreError
 from tidings.transports import metrics
 from tidings.transports.twilio_signature import is_valid
 from tidings.transports.wire import STATUS, Context, error_body, validation_error
@@ -31,6 +33,7 @@ TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_BODY = 1024 * 1024  # bytes of a webhook or API request body
 STATIC_DIR = resources.files("tidings.transports") / "static"
 Handler = Callable[[Request], Awaitable[Response]]
+READY_PROBE_KEY = "readyz"  # never written: reading it costs one index lookup
 
 
 class _Json(Response):
@@ -249,6 +252,26 @@ async def healthz(ctx: Context, request: Request) -> Response:
     if ctx.inbox is None:
         return JSONResponse({"status": "starting"}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+READY_DEADLINE_S = 2.0  # a store slower than this to answer one read is not ready
+
+
+async def readyz(ctx: Context, request: Request, store: Store) -> Response:
+    """`200 {"status":"ready"}` while the engine runs and `store` answers a read within
+    `READY_DEADLINE_S`; else `503 {"status":"unready","error"}`."""
+    if ctx.inbox is None:
+        return JSONResponse({"status": "unready", "error": "the engine is starting"}, 503)
+    error = f"the store did not answer within {READY_DEADLINE_S:g} s"
+    with trio.move_on_after(READY_DEADLINE_S):
+        try:
+            await store.get(READY_PROBE_KEY)
+        except StoreError as exc:
+            error = str(exc)
+        else:
+            return JSONResponse({"status": "ready"})
+    log.warning("not ready", extra={"error": error})
+    return JSONResponse({"status": "unready", "error": error}, status_code=503)
 
 
 async def metrics_endpoint(ctx: Context, request: Request) -> Response:

@@ -18,7 +18,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from tidings.actors.brand import Account, Timing
 from tidings.actors.inbox import Inbox, open_inbox
-from tidings.engine.store import open_store
+from tidings.engine.store import Batch, Store, open_store
 from tidings.transports.app import build_app
 from tidings.transports.config import AgentConfig, Config
 from tidings.transports.mail import OutboxMail, SmtpMail
@@ -44,17 +44,44 @@ class Running:
     stop: trio.Event = field(default_factory=trio.Event)
 
 
-def demo_credentials(config: Config) -> tuple[Config, str | None, str | None]:
-    """With no agents, a demo owner with a random token; with no API keys, a random key."""
+DEMO_CREDENTIALS_KEY = "demo_credentials"
+
+
+class _DemoCredentials(msgspec.Struct, kw_only=True):
+    """What the store keeps under `DEMO_CREDENTIALS_KEY`."""
+
+    token: str | None = None
+    api_key: str | None = None
+
+
+async def demo_credentials(config: Config, store: Store) -> tuple[Config, str | None, str | None]:
+    """With no agents, a demo owner; with no API keys, one key. Their values are made
+    once and kept in `store`, so a restart prints (and accepts) the same ones."""
+    if config.agents and config.api.keys:
+        return config, None, None
+    raw = await store.get(DEMO_CREDENTIALS_KEY)
+    try:
+        kept = msgspec.json.decode(raw, type=_DemoCredentials) if raw else _DemoCredentials()
+    except msgspec.DecodeError:
+        kept = _DemoCredentials()  # unreadable: made again, as on a new store
+    wanted = msgspec.structs.replace(
+        kept,
+        token=kept.token or (None if config.agents else secrets.token_urlsafe(24)),
+        api_key=kept.api_key or (None if config.api.keys else secrets.token_urlsafe(24)),
+    )
+    if wanted != kept:
+        batch = Batch()
+        batch.put(DEMO_CREDENTIALS_KEY, msgspec.json.encode(wanted))
+        await store.commit(batch)
     token = key = None
     if not config.agents:
-        token = secrets.token_urlsafe(24)
-        agent = AgentConfig(id="demo", name="Demo agent", role="owner", token=token)
+        token = wanted.token
+        agent = AgentConfig(id="demo", name="Demo agent", role="owner", token=token or "")
         config = msgspec.structs.replace(config, agents=[agent])
     if not config.api.keys:
-        key = secrets.token_urlsafe(24)
+        key = wanted.api_key
         config = msgspec.structs.replace(
-            config, api=msgspec.structs.replace(config.api, keys=[key])
+            config, api=msgspec.structs.replace(config.api, keys=[key or ""])
         )
     return config, token, key
 
@@ -96,23 +123,24 @@ async def running_server(
 ) -> AsyncIterator[Running]:
     """Run the server for the block; yields `Running`. `store` overrides
     `config.server.store` (an open `Store` the caller owns)."""
-    token = key = None
-    if demo:
-        config, token, key = demo_credentials(config)
-    ctx = Context(
-        config=config,
-        agents={a.token: a for a in config.agents},
-        api_keys=frozenset(config.api.keys),
-    )
-    app = build_app(ctx)
     owned = store is None
     if store is None:
         store = await open_store(config.server.store)
     sms: Any
-    mail: Any = (
-        OutboxMail() if config.email.smtp_url == "outbox" else SmtpMail(config.email.smtp_url)
-    )
+    mail: Any
     try:
+        token = key = None
+        if demo:
+            config, token, key = await demo_credentials(config, store)
+        ctx = Context(
+            config=config,
+            agents={a.token: a for a in config.agents},
+            api_keys=frozenset(config.api.keys),
+        )
+        app = build_app(ctx, store)
+        mail = (
+            OutboxMail() if config.email.smtp_url == "outbox" else SmtpMail(config.email.smtp_url)
+        )
         async with trio.open_nursery() as nursery:
             stop_http, http_done = trio.Event(), trio.Event()
             binds = await nursery.start(_http, app, _hypercorn_config(config), stop_http, http_done)
