@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from tidings.actors.quiet_hours import parse_clock, require_aware, require_zone
+from tidings.actors.model import require_aware
+from tidings.actors.quiet_hours import parse_clock, require_zone
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 """Day names of the office-hours table, Monday first (as `datetime.weekday()`)."""

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+
 from tidings.engine.store import Store
 from tidings.transports import http_api
 from tidings.transports.logs import AccessLog

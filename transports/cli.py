@@ -1,6 +1,6 @@
-"""The `tidings` command: `tidings serve …` runs the engine, `tidings backup …` copies a
-live SQLite store, `tidings bench …` runs the benchmark harness (PROTOCOL.md, "Command
-line"); `tidings --version` names the release."""
+"""The transports' command line: `tidings serve …` runs the engine, `tidings backup …`
+copies a live SQLite store (PROTOCOL.md, "Command line"); `tidings --version` names the
+release. `tidings bench …` is handed to the benchmarks by `tidings.cli`, above the layers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import trio
+
 from tidings.transports import logs
 from tidings.transports.config import ConfigError, load_config
 from tidings.transports.server import Running, serve
@@ -97,12 +98,10 @@ async def _serve(config: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a configuration error)."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "bench":
-        from tidings.bench import main as bench_main  # only the bench needs its imports
-
-        return int(bench_main(args_list[1:]) or 0)
-    args = _parser().parse_args(args_list)
+    parser = _parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "bench":  # listed for --help; `tidings bench` is tidings.cli's
+        parser.error("the benchmarks run from the tidings command: tidings bench …")
     if args.command == "backup":
         return _backup(args)
     overrides = {"server.host": args.host, "server.port": args.port, "server.store": args.store}

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+
 from tidings.transports.mail import parse_smtp_url
 
 __all__ = [

@@ -20,6 +20,7 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
+
 from tidings.actors.errors import InboxError
 from tidings.actors.model import Order
 from tidings.engine.store import Store, StoreError

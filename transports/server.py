@@ -16,6 +16,7 @@ import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+
 from tidings.actors.brand import Account, Timing
 from tidings.actors.inbox import Inbox, open_inbox
 from tidings.engine.store import Batch, Store, open_store

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from tidings.engine.store.sqlite import SqliteStore
-from tidings.engine.store.sqlite_backup import BackupError, backup_sqlite
-from tidings.transports.server import Running, running_server
 
 from tests.transports.conftest import make_config
 from tests.transports.serve_process import ROOT, SERVE, child_env, serving
+from tidings.engine.store.sqlite import SqliteStore
+from tidings.engine.store.sqlite_backup import BackupError, backup_sqlite
+from tidings.transports.server import Running, running_server
 
 BACKUP = [sys.executable, "-m", "tidings.transports.cli", "backup"]
 SENDERS = 4

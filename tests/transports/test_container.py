@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import httpx
-from tidings.transports.config import load_config
 
 from tests.redis_server import free_port
 from tests.transports.serve_process import ROOT, child_env, serving
+from tidings.transports.config import load_config
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

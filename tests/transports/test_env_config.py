@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tidings.transports.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]

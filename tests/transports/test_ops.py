@@ -12,15 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.redis_server import RedisServer
+from tests.transports.conftest import make_config
+from tests.transports.serve_process import ROOT, SERVE, child_env, serving
 from tidings.engine.store import open_store
 from tidings.engine.store.sqlite import SqliteStore
 from tidings.transports import cli
 from tidings.transports.config import load_config
 from tidings.transports.server import DEMO_CREDENTIALS_KEY, demo_credentials, running_server
-
-from tests.redis_server import RedisServer
-from tests.transports.conftest import make_config
-from tests.transports.serve_process import ROOT, SERVE, child_env, serving
 
 DEMO = ("demo agent token", "api key")
 
