@@ -15,11 +15,14 @@ another (the `Store` protocol's `open`/`aclose` shape) without tying the connect
 task group to the caller's cancel scopes.
 
 Writes: each batch is one call of a Lua script, so it is all-or-nothing and its events
-get gap-free sequence numbers from an INCRBY in the same atomic unit. A single flusher
-task takes all batches waiting at that moment and sends them as ONE pipeline, in call
-order (group commit). The script is a Redis 7 "shebang" script, so an out-of-memory
-server refuses it before it writes anything; inputs that Redis would reject mid-script
-(NaN scores, NaN due times) are refused in Python before sending.
+get gap-free sequence numbers from an INCRBY in the same atomic unit. The flusher of
+`GroupCommit` takes all batches waiting at that moment and sends them as ONE pipeline,
+in call order (group commit). The script is a Redis 7 "shebang" script, so an
+out-of-memory server refuses it before it writes anything; inputs that Redis would
+reject mid-script (NaN scores, NaN due times) are refused in Python before sending.
+
+Scripts: the Lua sources are the package's ``lua/*.lua`` files (commit, query, count,
+due), loaded once at import.
 
 Durability is the server's: acknowledged means durable only with ``appendonly yes`` and
 ``appendfsync always`` (the test server runs that way).
@@ -44,200 +47,31 @@ The index name is length-prefixed so that no (index, tag) pair can spell another
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from importlib import resources
+from typing import Any, Final, TypeAlias
 
 import coredis
 import coredis.exceptions
 import msgspec
 import trio
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
+from tidings.engine.store.group_commit import GroupCommit, Outcome
 
-_COMMIT_LUA: Final = r"""#!lua
--- KEYS[1] event counter, KEYS[2] event stream, KEYS[3] timers zset, KEYS[4] timer payloads;
--- ARGV[1..8] counts of: deletes, puts, appends, events, timer deletes, timer sets,
--- index deletes, index puts; then each section's keys and arguments, in that order.
-local ki, ai = 5, 9
-local function key() local k = KEYS[ki]; ki = ki + 1; return k end
-local function arg() local a = ARGV[ai]; ai = ai + 1; return a end
-local n = {}
-for i = 1, 8 do n[i] = tonumber(ARGV[i]) end
-for _ = 1, n[1] do redis.call('DEL', key()) end
-for _ = 1, n[2] do local k = key(); redis.call('SET', k, arg()) end
-for _ = 1, n[3] do local k = key(); redis.call('RPUSH', k, arg()) end
-local first = 0
-if n[4] > 0 then
-  first = redis.call('INCRBY', KEYS[1], n[4]) - n[4] + 1
-  for i = 0, n[4] - 1 do
-    redis.call('XADD', KEYS[2], string.format('0-%d', first + i), 'p', arg())
-  end
-end
-for _ = 1, n[5] do
-  local k = arg()
-  redis.call('ZREM', KEYS[3], k)
-  redis.call('HDEL', KEYS[4], k)
-end
-for _ = 1, n[6] do
-  local k = arg(); local due = arg(); local payload = arg()
-  redis.call('ZADD', KEYS[3], due, k)
-  redis.call('HSET', KEYS[4], k, payload)
-end
--- Members per pair of tags (sorted, the first length-prefixed): two-tag counts in O(1).
-local function count_pairs(pairs, tags, delta)
-  for i = 1, #tags do
-    for j = i + 1, #tags do
-      local field = #tags[i] .. ':' .. tags[i] .. tags[j]
-      if redis.call('HINCRBY', pairs, field, delta) == 0 then redis.call('HDEL', pairs, field) end
-    end
-  end
-end
-local function unindex(all, tagmap, pairs, member, tagprefix)
-  local old = redis.call('HGET', tagmap, member)
-  if old then
-    local tags = cjson.decode(old)
-    for _, t in ipairs(tags) do redis.call('ZREM', tagprefix .. t, member) end
-    count_pairs(pairs, tags, -1)
-    redis.call('HDEL', tagmap, member)
-    redis.call('ZREM', all, member)
-  end
-end
-for _ = 1, n[7] do
-  local all = key(); local tagmap = key(); local pairs = key()
-  local member = arg(); local tagprefix = arg()
-  unindex(all, tagmap, pairs, member, tagprefix)
-end
-for _ = 1, n[8] do
-  local all = key(); local tagmap = key(); local pairs = key()
-  local member = arg(); local score = arg(); local tagprefix = arg()
-  local ntags = tonumber(arg()); local tags = arg()
-  unindex(all, tagmap, pairs, member, tagprefix)
-  redis.call('ZADD', all, score, member)
-  for _ = 1, ntags do redis.call('ZADD', key(), score, member) end
-  redis.call('HSET', tagmap, member, tags)
-  if ntags > 1 then count_pairs(pairs, cjson.decode(tags), 1) end
-end
-return {first, n[4]}
-"""
-
-_QUERY_LUA: Final = r"""#!lua flags=no-writes
--- KEYS[1] the index's `all` set, KEYS[2..] its tag sets. ARGV: limit, descending (1/0),
--- has cursor (1/0), cursor score, cursor member. Returns member, score, member, ...
-local limit = tonumber(ARGV[1])
-local desc = ARGV[2] == '1'
-local driver, others = KEYS[1], {}
-if #KEYS > 1 then
-  -- Walk the rarest tag's set in score order and keep the members the others have.
-  local best, bestn = 2, -1
-  for i = 2, #KEYS do
-    local c = redis.call('ZCARD', KEYS[i])
-    if c == 0 then return {} end
-    if bestn < 0 or c < bestn then best, bestn = i, c end
-  end
-  driver = KEYS[best]
-  for i = 2, #KEYS do if i ~= best then others[#others + 1] = KEYS[i] end end
-end
-local size = redis.call('ZCARD', driver)
--- Bytewise order, as Redis orders ties; Lua's `<` follows the server's locale.
-local function less(a, b)
-  local m = math.min(#a, #b)
-  for i = 1, m do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
--- pos: ascending rank where the walk starts.
-local pos
-if ARGV[3] == '1' then
-  local s, m = ARGV[4], ARGV[5]
-  -- Ranks [lo, hi) hold the ties at score s, in member order: binary search the cursor.
-  local lo = redis.call('ZCOUNT', driver, '-inf', '(' .. s)
-  local hi = redis.call('ZCOUNT', driver, '-inf', s)
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    local x = redis.call('ZRANGE', driver, mid, mid)[1]
-    local beyond
-    if desc then beyond = not less(x, m) else beyond = less(m, x) end
-    if beyond then hi = mid else lo = mid + 1 end
-  end
-  if desc then pos = lo - 1 else pos = lo end
-else
-  if desc then pos = size - 1 else pos = 0 end
-end
-local out, found = {}, 0
-local chunk = limit
-if #others > 0 then chunk = math.max(limit * 2, 64) end
-while found < limit and pos >= 0 and pos < size do
-  local rows, from, to, step
-  if desc then
-    local lo = math.max(pos - chunk + 1, 0)
-    rows = redis.call('ZRANGE', driver, lo, pos, 'WITHSCORES')
-    from, to, step = #rows - 1, 1, -2
-    pos = lo - 1
-  else
-    rows = redis.call('ZRANGE', driver, pos, pos + chunk - 1, 'WITHSCORES')
-    from, to, step = 1, #rows - 1, 2
-    pos = pos + chunk
-  end
-  for i = from, to, step do
-    local member = rows[i]
-    local keep = true
-    for _, o in ipairs(others) do
-      if not redis.call('ZSCORE', o, member) then keep = false; break end
-    end
-    if keep then
-      out[#out + 1] = member
-      out[#out + 1] = rows[i + 1]
-      found = found + 1
-      if found >= limit then break end
-    end
-  end
-end
-return out
-"""
-
-_COUNT_LUA: Final = r"""#!lua flags=no-writes
--- KEYS[1] the index's `all` set, KEYS[2] its pair counts, KEYS[3..] its tag sets;
--- ARGV[1] the pair-count field when there are exactly two tags.
-if #KEYS == 2 then return redis.call('ZCARD', KEYS[1]) end
-if #KEYS == 3 then return redis.call('ZCARD', KEYS[3]) end
-if #KEYS == 4 then return tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') end
-return redis.call('ZINTERCARD', #KEYS - 2, unpack(KEYS, 3))
-"""
-
-_DUE_LUA: Final = r"""#!lua flags=no-writes
--- KEYS[1] timers zset, KEYS[2] payloads. ARGV: until, limit. Returns key, due, payload, ...
-local rows = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0,
-                        tonumber(ARGV[2]), 'WITHSCORES')
-local out = {}
-for i = 1, #rows, 2 do
-  out[#out + 1] = rows[i]
-  out[#out + 1] = rows[i + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[2], rows[i]) or ''
-end
-return out
-"""
+_LUA: Final = resources.files(__package__).joinpath("lua")
+_SCRIPTS: Final = {
+    name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    for name in ("commit", "query", "count", "due")
+}
 
 _tags_encoder = msgspec.json.Encoder()
+
+_Call: TypeAlias = tuple[list[str], list[bytes | str]]
+"""The commit script's KEYS and ARGV for one batch."""
 
 
 def _num(value: float) -> str:
     """`value` as Redis parses it back to the same double."""
     return repr(float(value))
-
-
-class _Commit:
-    """One `commit` call waiting for the flusher."""
-
-    __slots__ = ("args", "done", "error", "keys", "seqs", "taken", "withdrawn")
-
-    def __init__(self, keys: list[str], args: list[bytes | str]) -> None:
-        self.keys = keys
-        self.args = args
-        self.done = trio.Event()
-        self.taken = False
-        self.withdrawn = False
-        self.seqs: list[int] = []
-        self.error: StoreError | None = None
 
 
 class RedisStore(OpenedStore):
@@ -259,7 +93,7 @@ class RedisStore(OpenedStore):
         self._closed = True
         self._failure: BaseException | None = None
         self._stopped = trio.Event()
-        self._send, self._receive = trio.open_memory_channel[_Commit](math.inf)
+        self._commits = GroupCommit(self._send_group, name="redis")
         self._shas: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -292,7 +126,7 @@ class RedisStore(OpenedStore):
         try:
             async with self._client:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._flusher)
+                    nursery.start_soon(self._commits.run)
                     ready.set()
         except Exception as exc:  # a system task must not raise: it would crash the run
             self._failure = exc
@@ -300,21 +134,13 @@ class RedisStore(OpenedStore):
             self._closed = True
             ready.set()
             self._stopped.set()
-            # Callers still queued (the host died) get an answer rather than waiting forever.
-            while True:
-                try:
-                    request = self._receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                request.error = StoreError("store is closed")
-                request.done.set()
 
     async def aclose(self) -> None:
         """Send the queued commits, then close the connections."""
         if self._client is None:
             return
         self._closed = True
-        self._send.close()  # the flusher drains what is queued, then ends
+        await self._commits.aclose()  # the flusher sends what is queued, then ends
         await self._stopped.wait()
 
     def _live(self) -> coredis.Redis[bytes]:
@@ -324,12 +150,7 @@ class RedisStore(OpenedStore):
 
     async def _load_scripts(self) -> None:
         client = self._live()
-        for name, source in (
-            ("commit", _COMMIT_LUA),
-            ("query", _QUERY_LUA),
-            ("count", _COUNT_LUA),
-            ("due", _DUE_LUA),
-        ):
+        for name, source in _SCRIPTS.items():
             sha = await client.script_load(source)
             self._shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
@@ -357,24 +178,9 @@ class RedisStore(OpenedStore):
         was applied (idempotency keys cover retries).
         """
         self._live()
-        request = _Commit(*self._encode(batch))
-        try:
-            self._send.send_nowait(request)
-        except trio.ClosedResourceError:
-            raise StoreError("store is closed") from None
-        try:
-            await request.done.wait()
-        except trio.Cancelled:
-            if not request.taken:
-                request.withdrawn = True
-                raise
-            with trio.CancelScope(shield=True):
-                await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.seqs
+        return await self._commits.commit(self._encode(batch))
 
-    def _encode(self, batch: Batch) -> tuple[list[str], list[bytes | str]]:
+    def _encode(self, batch: Batch) -> _Call:
         """The commit script's KEYS and ARGV for `batch`."""
         if any(math.isnan(e.score) for e in batch.index_puts) or any(
             math.isnan(due) for due, _ in batch.timers.values()
@@ -419,58 +225,38 @@ class RedisStore(OpenedStore):
     def _index_root(self, index: str) -> str:
         return f"{self._base}ix:{len(index)}:{index}:"
 
-    async def _flusher(self) -> None:
-        """Send every waiting batch as one pipeline, in call order, and answer the callers."""
-        async for first in self._receive:
-            group = [first]
-            while True:
-                try:
-                    group.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            group = [r for r in group if not r.withdrawn]
-            for request in group:
-                request.taken = True
-            try:
-                await self._send_group(group)
-            except Exception as exc:  # the flusher must survive to answer later callers
-                for request in group:
-                    if request.error is None and not request.seqs:
-                        request.error = StoreError(f"redis commit failed: {exc!r}")
-            finally:
-                for request in group:
-                    request.done.set()
-
-    async def _send_group(self, group: list[_Commit]) -> None:
+    async def _send_group(self, group: list[_Call]) -> list[Outcome]:
+        """Run the commit script for every batch of `group` in one pipeline, in order."""
         assert self._client is not None
-        pending = group
+        outcomes: list[Outcome | None] = [None] * len(group)
+        pending = list(range(len(group)))
         for attempt in range(2):
             async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                replies = [pipe.evalsha(self._shas["commit"], r.keys, r.args) for r in pending]
-            retry: list[_Commit] = []
-            for request, reply in zip(pending, replies, strict=True):
+                replies = [pipe.evalsha(self._shas["commit"], *group[i]) for i in pending]
+            retry: list[int] = []
+            for i, reply in zip(pending, replies, strict=True):
                 try:
                     answer: Any = await reply
                 except coredis.exceptions.NoScriptError:
-                    retry.append(request)  # not run at all: safe to send again
+                    retry.append(i)  # not run at all: safe to send again
                     continue
                 except coredis.exceptions.RedisError as exc:
-                    request.error = StoreError(f"batch refused: {exc}")
+                    outcomes[i] = StoreError(f"batch refused: {exc}")
                     continue
                 first, count = int(answer[0]), int(answer[1])
-                request.seqs = list(range(first, first + count))
+                outcomes[i] = list(range(first, first + count))
             if not retry:
-                return
+                break
             if attempt == 0:
                 await self._load_scripts_unchecked()
             pending = retry
-        for request in pending:
-            request.error = StoreError("redis lost the commit script")
+        lost = StoreError("redis lost the commit script")
+        return [lost if o is None else o for o in outcomes]
 
     async def _load_scripts_unchecked(self) -> None:
         # The flusher still runs while aclose drains the queue, after `_closed` is set.
         assert self._client is not None
-        self._shas["commit"] = _text(await self._client.script_load(_COMMIT_LUA))
+        self._shas["commit"] = _text(await self._client.script_load(_SCRIPTS["commit"]))
 
     # -- reads -----------------------------------------------------------------------
 

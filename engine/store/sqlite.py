@@ -8,10 +8,12 @@ Usage::
 
 or ``async with SqliteStore(path) as store: ...``.
 
-Writes: one writer thread owns the only write connection. `commit` calls from any number
-of trio tasks are queued; the writer takes every batch waiting at that moment and applies
-them in ONE transaction (one fsync), each batch inside its own SAVEPOINT so that a batch
-that fails is rolled back alone and only its caller gets `StoreError` (group commit).
+Writes: `commit` calls from any number of trio tasks are queued (`GroupCommit`); its
+flusher hands every batch waiting at that moment to the one write connection, in a
+worker thread, which applies them in ONE transaction (one fsync), each batch inside its
+own SAVEPOINT so that a batch that fails is rolled back alone and only its caller gets
+`StoreError` (group commit). The sorted indexes' tables and statements are in
+`sqlite_index`.
 
 Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. With NORMAL, a WAL commit is
 only synced at checkpoint time and a power loss may roll back transactions that were
@@ -24,17 +26,15 @@ through `trio.to_thread.run_sync`; WAL lets them read while the writer writes.
 
 from __future__ import annotations
 
-import collections
-import itertools
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import msgspec
 import trio
+from tidings.engine.store import sqlite_index
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
+from tidings.engine.store.group_commit import GroupCommit, Outcome
 
 _T = TypeVar("_T")
 
@@ -46,7 +46,7 @@ _CHUNK: Final = 500
 _INLINE_KEYS: Final = 64  # reads of up to this many keys run on the trio thread
 _READERS: Final = 4
 
-_SCHEMA: Final = """
+_TABLES: Final = """
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -67,63 +67,13 @@ CREATE TABLE IF NOT EXISTS timers (
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due, key);
-CREATE TABLE IF NOT EXISTS index_members (
-    idx TEXT NOT NULL,
-    member TEXT NOT NULL,
-    score REAL NOT NULL,
-    tags BLOB NOT NULL,
-    PRIMARY KEY (idx, member)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS index_members_by_score ON index_members (idx, score, member);
-CREATE TABLE IF NOT EXISTS index_tags (
-    idx TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    score REAL NOT NULL,
-    member TEXT NOT NULL,
-    PRIMARY KEY (idx, tag, score, member)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS index_tag_counts (
-    idx TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (idx, tag)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS index_pair_counts (
-    idx TEXT NOT NULL,
-    tag_a TEXT NOT NULL,
-    tag_b TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (idx, tag_a, tag_b)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS index_sizes (
-    idx TEXT PRIMARY KEY,
-    n INTEGER NOT NULL
-) WITHOUT ROWID;
 """
 
-_QUEUED: Final = 0
-_TAKEN: Final = 1
-_WITHDRAWN: Final = 2
-
-_tags_encoder = msgspec.json.Encoder()
-_tags_decoder = msgspec.json.Decoder(list[str])
-
-
-class _Commit:
-    """One `commit` call waiting for the writer."""
-
-    __slots__ = ("batch", "done", "error", "seqs", "state")
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.state = _QUEUED
-        self.done = trio.Event()
-        self.seqs: list[int] = []
-        self.error: StoreError | None = None
+_SCHEMA: Final = _TABLES + sqlite_index.SCHEMA
 
 
 class SqliteStore(OpenedStore):
-    """A `Store` in one SQLite file: WAL, one writer thread, group commit.
+    """A `Store` in one SQLite file: WAL, one write connection, group commit.
 
     Open it with ``await SqliteStore(path).open()`` (returns the store) or use it as an
     async context manager. `transactions` and `batches` count committed write
@@ -134,35 +84,30 @@ class SqliteStore(OpenedStore):
         self.path = Path(path)
         self.transactions = 0
         self.batches = 0
-        self._lock = threading.Condition(threading.Lock())
-        self._queue: collections.deque[_Commit] = collections.deque()
-        self._closing = False
+        self._commits: GroupCommit[Batch] | None = None
+        # One thread at a time writes, and never waits behind the readers' threads.
+        self._write_limiter = trio.CapacityLimiter(1)
         self._closed = True
-        self._writer: threading.Thread | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
         self._inline: sqlite3.Connection | None = None  # point reads on the trio thread
         self._read_limiter = trio.CapacityLimiter(_READERS)
-        self._token: trio.lowlevel.TrioToken | None = None
         self._last_seq = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> SqliteStore:
-        """Create or open the database file and start the writer thread; returns self."""
-        if self._writer is not None:
+        """Create or open the database file and start the flusher; returns self."""
+        if self._commits is not None:
             raise StoreError("store is already open")
-        self._token = trio.lowlevel.current_trio_token()
         try:
             await trio.to_thread.run_sync(self._open_sync)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         self._closed = False
-        self._closing = False
-        self._writer = threading.Thread(
-            target=self._writer_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
-        )
-        self._writer.start()
+        self._commits = GroupCommit(self._apply_group, name="sqlite", max_group=_MAX_GROUP)
+        # A system task, so that the store may be opened and closed in different tasks.
+        trio.lowlevel.spawn_system_task(self._commits.run, name=f"sqlite-writer:{self.path.name}")
         return self
 
     def _open_sync(self) -> None:
@@ -194,16 +139,12 @@ class SqliteStore(OpenedStore):
         self._inline = inline
 
     async def aclose(self) -> None:
-        """Finish the queued commits, stop the writer thread and close the connections."""
+        """Finish the queued commits, stop the flusher and close the connections."""
         if self._closed:
             return
         self._closed = True
-        with self._lock:
-            self._closing = True
-            self._lock.notify()
-        writer = self._writer
-        if writer is not None:
-            await trio.to_thread.run_sync(writer.join)
+        if self._commits is not None:
+            await self._commits.aclose()
         # Take every reader token so that no read is running while the connections close;
         # reads queued behind us then see the store closed.
         holders = [object() for _ in range(_READERS)]
@@ -230,84 +171,37 @@ class SqliteStore(OpenedStore):
         """Apply `batch` atomically and durably (see `Store.commit`).
 
         If the caller is cancelled while its batch is still queued, the batch is withdrawn
-        and nothing is applied; once the writer has taken it, the call waits for the
+        and nothing is applied; once the flusher has taken it, the call waits for the
         outcome, so a `Cancelled` out of `commit` always means "not applied".
         """
         self._check()
-        request = _Commit(batch)
-        with self._lock:
-            if self._closing:
-                raise StoreError("store is closed")
-            self._queue.append(request)
-            self._lock.notify()
-        try:
-            await request.done.wait()
-        except trio.Cancelled:
-            with self._lock:
-                if request.state == _QUEUED:
-                    request.state = _WITHDRAWN
-                    raise
-            with trio.CancelScope(shield=True):
-                await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.seqs
+        assert self._commits is not None
+        return await self._commits.commit(batch)
 
-    def _writer_loop(self) -> None:
-        """The writer thread: take all waiting batches, commit them together, wake callers."""
-        while True:
-            with self._lock:
-                while not self._queue and not self._closing:
-                    self._lock.wait()
-                if not self._queue:
-                    return
-                group: list[_Commit] = []
-                while self._queue and len(group) < _MAX_GROUP:
-                    request = self._queue.popleft()
-                    if request.state == _QUEUED:
-                        request.state = _TAKEN
-                        group.append(request)
-            if not group:
-                continue
-            try:
-                self._commit_group(group)
-            except BaseException as exc:  # the loop must outlive any bug to wake the callers
-                for request in group:
-                    request.error = StoreError(f"write failed: {exc!r}")
-            self._wake(group)
+    async def _apply_group(self, group: list[Batch]) -> list[Outcome]:
+        return await trio.to_thread.run_sync(self._commit_group, group, limiter=self._write_limiter)
 
-    def _wake(self, group: list[_Commit]) -> None:
-        def wake() -> None:
-            for request in group:
-                request.done.set()
-
-        assert self._token is not None
-        try:
-            self._token.run_sync_soon(wake)
-        except trio.RunFinishedError:
-            pass  # nobody is left to wake
-
-    def _commit_group(self, group: list[_Commit]) -> None:
+    def _commit_group(self, group: list[Batch]) -> list[Outcome]:
+        """Apply `group` in one transaction (in a worker thread); one outcome per batch."""
         conn = self._write_conn
         assert conn is not None
         next_seq = self._last_seq
-        applied = 0
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for request in group:
+            for batch in group:
                 conn.execute("SAVEPOINT batch")
                 try:
-                    seqs = _apply(conn, request.batch, next_seq)
+                    seqs = _apply(conn, batch, next_seq)
                 except sqlite3.Error as exc:
                     # Roll back this batch alone; the others in the group go on.
                     conn.execute("ROLLBACK TO batch")
                     conn.execute("RELEASE batch")
-                    request.error = StoreError(f"batch refused: {exc}")
+                    outcomes.append(StoreError(f"batch refused: {exc}"))
                     continue
                 conn.execute("RELEASE batch")
-                request.seqs = seqs
+                outcomes.append(seqs)
                 next_seq += len(seqs)
-                applied += 1
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -315,16 +209,15 @@ class SqliteStore(OpenedStore):
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # the connection reports the original error below
-            for request in group:
-                request.seqs = []
-                if request.error is None:
-                    request.error = StoreError(f"commit failed: {exc}")
             if not isinstance(exc, sqlite3.Error):
                 raise
-            return
+            failed = StoreError(f"commit failed: {exc}")
+            outcomes += [failed] * (len(group) - len(outcomes))
+            return [o if isinstance(o, StoreError) else failed for o in outcomes]
         self._last_seq = next_seq
         self.transactions += 1
-        self.batches += applied
+        self.batches += sum(1 for o in outcomes if not isinstance(o, StoreError))
+        return outcomes
 
     # -- reads -----------------------------------------------------------------------
 
@@ -415,11 +308,11 @@ class SqliteStore(OpenedStore):
         if limit <= 0:
             self._check()
             return []
-        return await self._read(_index_query, index, tags, limit, descending, after)
+        return await self._read(sqlite_index.query, index, tags, limit, descending, after)
 
     async def index_count(self, index: str, tags: frozenset[str]) -> int:
         """How many members of `index` have all `tags`."""
-        return await self._read(_index_count, index, tags)
+        return await self._read(sqlite_index.count, index, tags)
 
 
 # -- the writer's statements (run in the writer thread) ------------------------------
@@ -462,88 +355,10 @@ def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:
             [(k, due, payload) for k, (due, payload) in batch.timers.items()],
         )
     for index, member in batch.index_deletes:
-        _unindex(conn, index, member)
+        sqlite_index.delete(conn, index, member)
     for entry in batch.index_puts:
-        tags = sorted(entry.tags)
-        if _rescore(conn, entry.index, entry.member, entry.score, tags):
-            continue
-        _unindex(conn, entry.index, entry.member)
-        conn.execute(
-            "INSERT INTO index_members (idx, member, score, tags) VALUES (?, ?, ?, ?)",
-            (entry.index, entry.member, entry.score, _tags_encoder.encode(tags)),
-        )
-        conn.executemany(
-            "INSERT INTO index_tags (idx, tag, score, member) VALUES (?, ?, ?, ?)",
-            [(entry.index, tag, entry.score, entry.member) for tag in tags],
-        )
-        _count(conn, entry.index, tags, +1)
+        sqlite_index.put(conn, entry)
     return seqs
-
-
-def _rescore(
-    conn: sqlite3.Connection, index: str, member: str, score: float, tags: list[str]
-) -> bool:
-    """Move a member that keeps its tags to a new score; False when its tags change.
-
-    The common case (a ticket's last activity moves, its state does not) then costs two
-    updates instead of a delete and re-insert of every tag row and count.
-    """
-    row = conn.execute(
-        "SELECT score, tags FROM index_members WHERE idx=? AND member=?", (index, member)
-    ).fetchone()
-    if row is None or sorted(_tags_decoder.decode(row[1])) != tags:
-        return False
-    old_score = row[0]
-    if old_score != score:
-        conn.execute(
-            "UPDATE index_members SET score=? WHERE idx=? AND member=?", (score, index, member)
-        )
-        conn.executemany(
-            "UPDATE index_tags SET score=? WHERE idx=? AND tag=? AND score=? AND member=?",
-            [(score, index, tag, old_score, member) for tag in tags],
-        )
-    return True
-
-
-def _unindex(conn: sqlite3.Connection, index: str, member: str) -> None:
-    row = conn.execute(
-        "SELECT score, tags FROM index_members WHERE idx=? AND member=?", (index, member)
-    ).fetchone()
-    if row is None:
-        return
-    score, encoded = row
-    tags = sorted(_tags_decoder.decode(encoded))
-    conn.execute("DELETE FROM index_members WHERE idx=? AND member=?", (index, member))
-    conn.executemany(
-        "DELETE FROM index_tags WHERE idx=? AND tag=? AND score=? AND member=?",
-        [(index, tag, score, member) for tag in tags],
-    )
-    _count(conn, index, tags, -1)
-
-
-def _count(conn: sqlite3.Connection, index: str, tags: list[str], delta: int) -> None:
-    """Keep the member counts per index, per tag and per pair of tags (`tags` sorted).
-
-    They pick the rarest tag to walk in a query and answer `index_count` for zero, one or
-    two tags without a scan (the inbox's tab counters are such counts); the price is
-    k(k-1)/2 small upserts for a member with k tags.
-    """
-    conn.execute(
-        "INSERT INTO index_sizes (idx, n) VALUES (?, ?)"
-        " ON CONFLICT (idx) DO UPDATE SET n = n + excluded.n",
-        (index, delta),
-    )
-    conn.executemany(
-        "INSERT INTO index_tag_counts (idx, tag, n) VALUES (?, ?, ?)"
-        " ON CONFLICT (idx, tag) DO UPDATE SET n = n + excluded.n",
-        [(index, tag, delta) for tag in tags],
-    )
-    if len(tags) > 1:
-        conn.executemany(
-            "INSERT INTO index_pair_counts (idx, tag_a, tag_b, n) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (idx, tag_a, tag_b) DO UPDATE SET n = n + excluded.n",
-            [(index, a, b, delta) for a, b in itertools.combinations(tags, 2)],
-        )
 
 
 # -- the readers' statements (run in worker threads) ---------------------------------
@@ -581,76 +396,3 @@ def _due_timers(conn: sqlite3.Connection, until: float, limit: int) -> list[DueT
         (until, limit),
     )
     return [DueTimer(key, due, payload) for key, due, payload in rows]
-
-
-def _tag_counts(
-    conn: sqlite3.Connection, index: str, tags: frozenset[str]
-) -> list[tuple[str, int]]:
-    """(tag, member count) for `tags`, smallest first; a tag nobody has counts 0."""
-    marks = ",".join("?" * len(tags))
-    have = dict(
-        conn.execute(
-            f"SELECT tag, n FROM index_tag_counts WHERE idx=? AND tag IN ({marks})",
-            (index, *tags),
-        )
-    )
-    return sorted(((t, have.get(t, 0)) for t in tags), key=lambda tn: (tn[1], tn[0]))
-
-
-def _index_query(
-    conn: sqlite3.Connection,
-    index: str,
-    tags: frozenset[str],
-    limit: int,
-    descending: bool,
-    after: tuple[float, str] | None,
-) -> list[tuple[str, float]]:
-    cmp, order = ("<", "DESC") if descending else (">", "ASC")
-    params: list[Any] = [index]
-    if not tags:
-        sql = "SELECT member, score FROM index_members t WHERE t.idx=?"
-    else:
-        counts = _tag_counts(conn, index, tags)
-        if counts[0][1] == 0:
-            return []
-        # Walk the rarest tag's rows in score order and keep those that have the others.
-        sql = "SELECT member, score FROM index_tags t WHERE t.idx=? AND t.tag=?"
-        params.append(counts[0][0])
-        for tag, _ in counts[1:]:
-            sql += (
-                " AND EXISTS (SELECT 1 FROM index_tags o WHERE o.idx=t.idx AND o.tag=?"
-                " AND o.score=t.score AND o.member=t.member)"
-            )
-            params.append(tag)
-    if after is not None:
-        # The redundant `score <=/>= ?` gives SQLite an index range to seek to.
-        score, member = after
-        sql += f" AND t.score {cmp}= ? AND (t.score {cmp} ? OR t.member {cmp} ?)"
-        params += [score, score, member]
-    sql += f" ORDER BY t.score {order}, t.member {order} LIMIT ?"
-    params.append(limit)
-    return conn.execute(sql, params).fetchall()
-
-
-def _index_count(conn: sqlite3.Connection, index: str, tags: frozenset[str]) -> int:
-    if not tags:
-        n = conn.execute("SELECT n FROM index_sizes WHERE idx=?", (index,)).fetchone()
-        return int(n[0]) if n else 0
-    counts = _tag_counts(conn, index, tags)
-    if len(counts) == 1 or counts[0][1] == 0:
-        return counts[0][1]
-    if len(counts) == 2:
-        a, b = sorted(tags)
-        n = conn.execute(
-            "SELECT n FROM index_pair_counts WHERE idx=? AND tag_a=? AND tag_b=?", (index, a, b)
-        ).fetchone()
-        return int(n[0]) if n else 0
-    sql = "SELECT COUNT(*) FROM index_tags t WHERE t.idx=? AND t.tag=?"
-    params: list[Any] = [index, counts[0][0]]
-    for tag, _ in counts[1:]:
-        sql += (
-            " AND EXISTS (SELECT 1 FROM index_tags o WHERE o.idx=t.idx AND o.tag=?"
-            " AND o.score=t.score AND o.member=t.member)"
-        )
-        params.append(tag)
-    return int(conn.execute(sql, params).fetchone()[0])

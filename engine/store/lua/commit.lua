@@ -1,0 +1,64 @@
+#!lua
+-- KEYS[1] event counter, KEYS[2] event stream, KEYS[3] timers zset, KEYS[4] timer payloads;
+-- ARGV[1..8] counts of: deletes, puts, appends, events, timer deletes, timer sets,
+-- index deletes, index puts; then each section's keys and arguments, in that order.
+local ki, ai = 5, 9
+local function key() local k = KEYS[ki]; ki = ki + 1; return k end
+local function arg() local a = ARGV[ai]; ai = ai + 1; return a end
+local n = {}
+for i = 1, 8 do n[i] = tonumber(ARGV[i]) end
+for _ = 1, n[1] do redis.call('DEL', key()) end
+for _ = 1, n[2] do local k = key(); redis.call('SET', k, arg()) end
+for _ = 1, n[3] do local k = key(); redis.call('RPUSH', k, arg()) end
+local first = 0
+if n[4] > 0 then
+  first = redis.call('INCRBY', KEYS[1], n[4]) - n[4] + 1
+  for i = 0, n[4] - 1 do
+    redis.call('XADD', KEYS[2], string.format('0-%d', first + i), 'p', arg())
+  end
+end
+for _ = 1, n[5] do
+  local k = arg()
+  redis.call('ZREM', KEYS[3], k)
+  redis.call('HDEL', KEYS[4], k)
+end
+for _ = 1, n[6] do
+  local k = arg(); local due = arg(); local payload = arg()
+  redis.call('ZADD', KEYS[3], due, k)
+  redis.call('HSET', KEYS[4], k, payload)
+end
+-- Members per pair of tags (sorted, the first length-prefixed): two-tag counts in O(1).
+local function count_pairs(pairs, tags, delta)
+  for i = 1, #tags do
+    for j = i + 1, #tags do
+      local field = #tags[i] .. ':' .. tags[i] .. tags[j]
+      if redis.call('HINCRBY', pairs, field, delta) == 0 then redis.call('HDEL', pairs, field) end
+    end
+  end
+end
+local function unindex(all, tagmap, pairs, member, tagprefix)
+  local old = redis.call('HGET', tagmap, member)
+  if old then
+    local tags = cjson.decode(old)
+    for _, t in ipairs(tags) do redis.call('ZREM', tagprefix .. t, member) end
+    count_pairs(pairs, tags, -1)
+    redis.call('HDEL', tagmap, member)
+    redis.call('ZREM', all, member)
+  end
+end
+for _ = 1, n[7] do
+  local all = key(); local tagmap = key(); local pairs = key()
+  local member = arg(); local tagprefix = arg()
+  unindex(all, tagmap, pairs, member, tagprefix)
+end
+for _ = 1, n[8] do
+  local all = key(); local tagmap = key(); local pairs = key()
+  local member = arg(); local score = arg(); local tagprefix = arg()
+  local ntags = tonumber(arg()); local tags = arg()
+  unindex(all, tagmap, pairs, member, tagprefix)
+  redis.call('ZADD', all, score, member)
+  for _ = 1, ntags do redis.call('ZADD', key(), score, member) end
+  redis.call('HSET', tagmap, member, tags)
+  if ntags > 1 then count_pairs(pairs, cjson.decode(tags), 1) end
+end
+return {first, n[4]}
