@@ -18,12 +18,13 @@ from typing import Any, Literal
 import msgspec
 import trio
 from tidings.actors import settings as settings_rules
-from tidings.actors import snooze, thread
+from tidings.actors import listing, snooze, thread
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve
 from tidings.actors.errors import InboxError, bad_request, not_found
+from tidings.actors.listing import TicketPage
 from tidings.actors.model import (
     Activity,
     Consent,
@@ -54,14 +55,11 @@ from tidings.actors.profile import (
 )
 from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
-    TICKETS,
-    WAITING,
     GetTicket,
     Mark,
     Reply,
     SetState,
     TicketActor,
-    TicketRecord,
 )
 from tidings.actors.visitor import (
     Connected,
@@ -88,7 +86,6 @@ from tidings.engine.clock import to_datetime
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
 QUICK_REPLIES = "quick_replies"
-LIST_LIMIT = 200
 TICKET_STATES: tuple[TicketState, ...] = ("open", "snoozed", "closed")
 STATUSES: tuple[Status, ...] = ("queued", "sending", "sent", "delivered", "undelivered", "failed")
 
@@ -104,13 +101,6 @@ class ProfileFields(msgspec.Struct, forbid_unknown_fields=True):
     consent: dict[str, bool] | msgspec.UnsetType = msgspec.UNSET
     subscribed: bool | msgspec.UnsetType = msgspec.UNSET  # derived from consent; ignored
     blocked: bool | msgspec.UnsetType = msgspec.UNSET  # changes only through block/unblock
-
-
-class TicketPage(msgspec.Struct):
-    """A page of `tickets.list`."""
-
-    tickets: list[Ticket]
-    cursor: str | None
 
 
 class TicketView(msgspec.Struct):
@@ -182,42 +172,10 @@ class Inbox:
     ) -> TicketPage:
         """Tickets newest activity first (R08), filtered (R24), or the open ones waiting
         longest for an answer (R28), a page at a time."""
-        tags: set[str] = set()
-        if state is not None:
-            if state not in ("open", "snoozed", "closed"):
-                raise bad_request("state", "must be open, snoozed or closed")
-            tags.add(f"state={state}")
-        if unread is not None:
-            tags.add(f"unread={int(unread)}")
-        if channel is not None:
-            if channel not in ("sms", "webchat"):
-                raise bad_request("channel", "must be sms or webchat")
-            tags.add(f"channel={channel}")
-        if attributed_to is not None:
-            kind, _, source = attributed_to.partition(":")
-            if kind not in ("campaign", "flow") or not source:
-                raise bad_request("attributed_to", 'must be "campaign:<id>" or "flow:<id>"')
-            tags.add(f"attr={attributed_to}")
-        if order not in ("activity", "waiting"):
-            raise bad_request("order", "must be activity or waiting")
-        if not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT:
-            raise bad_request("limit", f"must be 1 to {LIST_LIMIT}")
-        after = _decode_cursor(cursor) if cursor else None
-        index, descending = (TICKETS, True) if order == "activity" else (WAITING, False)
-        if order == "waiting":
-            tags.discard("state=open")
-            if state not in (None, "open"):
-                return TicketPage([], None)
-        rows = await self.engine.store.index_query(
-            index, frozenset(tags), limit + 1, descending=descending, after=after
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        # from the store, not the actors: every change is committed before it is answered
-        raws = await self.engine.store.get_many([f"ticket:{member}" for member, _ in rows])
-        tickets = [_decode_record(raw).ticket for raw in raws if raw]
-        next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more else None
-        return TicketPage(tickets, next_cursor)
+        return await listing.tickets(
+            self.engine.store, state=state, unread=unread, channel=channel,
+            attributed_to=attributed_to, order=order, limit=limit, cursor=cursor,
+        )  # fmt: skip
 
     async def _ticket(self, ticket: str) -> Ticket:
         return await self.engine.ask(("ticket", ticket), GetTicket())
@@ -225,9 +183,7 @@ class Inbox:
     async def ticket_get(self, ticket: str) -> TicketView:
         """The ticket, its last 50 messages oldest first, and its profile (R09)."""
         found = await self._ticket(ticket)
-        messages = await thread.last_messages(
-            self.engine.store, thread.stream(found.channel, found.profile, ticket)
-        )
+        messages = await listing.ticket_messages(self.engine.store, found)
         profile = await self.profile_get(found.profile)
         return TicketView(found, messages, profile)
 
@@ -556,9 +512,6 @@ class Inbox:
         return self.engine.events.subscribe(since)
 
 
-_decode_record = msgspec.json.Decoder(TicketRecord).decode
-
-
 def _check_quick_reply(name: object, body: object) -> None:
     if not isinstance(name, str) or not name.strip():
         raise bad_request("name", "is required")
@@ -569,21 +522,6 @@ def _check_quick_reply(name: object, body: object) -> None:
 def _is_phone(value: str) -> bool:
     digits = value[1:]
     return value.startswith("+") and digits.isdigit() and 8 <= len(digits) <= 15
-
-
-def _encode_cursor(score: float, member: str) -> str:
-    return f"{score!r}|{member}"
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    score, sep, member = cursor.partition("|")
-    try:
-        value = float(score)
-    except ValueError:
-        value = math.nan
-    if not sep or not math.isfinite(value):
-        raise bad_request("cursor", "not a cursor this inbox gave")
-    return value, member
 
 
 @asynccontextmanager
