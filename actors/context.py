@@ -32,9 +32,9 @@ class Outbox(Protocol):
 
 
 class DirectoryCache:
-    """phone/e-mail (`phone:…`/`email:…`) → profile id, as the directory answered.
-    Profiles that change their phone or e-mail `forget` the keys, so an inbound SMS can
-    skip the directory's turn."""
+    """phone/e-mail (`phone:…`/`email:…`) → profile id, as the directory answered, so
+    an inbound SMS can skip the directory's turn. Only the directory actors write it
+    (`put` what they answer or claim, `forget` what they release)."""
 
     def __init__(self, limit: int = DIRECTORY_CACHED) -> None:
         self._limit = limit
@@ -51,7 +51,7 @@ class DirectoryCache:
         self._known[key] = profile
 
     def forget(self, key: str) -> None:
-        """A profile gave up or took `key`: ask the directory again."""
+        """`key` maps to no profile now: ask the directory again."""
         self._known.pop(key, None)
 
 

@@ -22,7 +22,7 @@ from tidings.actors import listing, snooze, thread
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
-from tidings.actors.directory import DirectoryActor, Resolve
+from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
 from tidings.actors.listing import TicketPage
 from tidings.actors.model import (
@@ -247,12 +247,10 @@ class Inbox:
         return view
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
-        key = f"{kind}:{value.lower()}"
-        found = self.app.directory.get(key)
+        key = directory_key(kind, value)
+        found = self.app.directory.get(key)  # kept current by the directory actors
         if found is None:
             found = await self.engine.ask(("directory", key), Resolve(create))
-            if found is not None:
-                self.app.directory.put(key, found)
         return found
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:

@@ -10,6 +10,7 @@ import msgspec
 from tidings.actors import keywords, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Sent, remove_job
+from tidings.actors.directory import Claim, Release, directory_key
 from tidings.actors.errors import InboxError
 from tidings.actors.handoff import TicketFlag, TicketInbound
 from tidings.actors.model import (
@@ -169,19 +170,20 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     @handler
     async def upsert(self, msg: Upsert) -> Profile:
         profile = self.data.profile
-        batch = Batch()
+        released: list[str] = []
         for name in ("phone", "email"):
-            if name in msg.fields and msg.fields[name] != getattr(profile, name):
-                old = getattr(profile, name)
-                if old:
-                    batch.delete(f"{name}:{old.lower()}")
-                    self.ctx.app.directory.forget(f"{name}:{old.lower()}")
-                if msg.fields[name]:
-                    batch.put(f"{name}:{msg.fields[name].lower()}", self.key.encode())
-                    self.ctx.app.directory.forget(f"{name}:{msg.fields[name].lower()}")
+            new, old = msg.fields.get(name), getattr(profile, name)
+            if name not in msg.fields or new == old:
+                continue
+            if new:  # taken before the profile says so: a number never points nowhere
+                await self.ctx.ask(("directory", directory_key(name, new)), Claim(self.key))
+            if old and (not new or directory_key(name, old) != directory_key(name, new)):
+                released.append(directory_key(name, old))
         for name, value in msg.fields.items():
             setattr(profile, name, value)
-        await self._commit(batch)
+        await self._commit(Batch())
+        for key in released:
+            await self.ctx.ask(("directory", key), Release(self.key))
         return self._view()
 
     @handler
@@ -262,9 +264,9 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         profile = self.data.profile
         batch = Batch()
         changed = False  # the profile's own state: saved only when it changes
-        if not profile.phone:
+        if not profile.phone:  # its first number: the directory mostly maps it here already
             profile.phone = msg.phone
-            batch.put(f"phone:{msg.phone.lower()}", self.key.encode())
+            self.ctx.tell_nowait(("directory", directory_key("phone", msg.phone)), Claim(self.key))
             changed = True
         word = keywords.classify(msg.body)
         stored = thread.inbound(
