@@ -26,9 +26,10 @@ class Outbox(Protocol):
 
     def add_sms(self, batch: Batch, message: Message, phone: str) -> None: ...
 
-    def add_email(self, batch: Batch, job_id: str, email: Email) -> None: ...
+    def add_email(self, batch: Batch, job_id: str, email: Email, ticket: str) -> None: ...
 
-    def wake(self) -> None: ...
+    def queued(self) -> None:
+        """Called after committing a batch that queued jobs: the courier looks again."""
 
 
 class DirectoryCache:
@@ -84,8 +85,3 @@ class InboxContext:
     def sender_address(self) -> str:
         """The address e-mails come from."""
         return self.account.support_email or f"no-reply@{self.account.name.lower()}.invalid"
-
-    def committed(self, batch: Batch) -> None:
-        """After every commit: wake the outbox when the batch queued jobs."""
-        if any(key.startswith("outbox:") for key in batch.puts):
-            self.outbox.wake()

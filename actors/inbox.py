@@ -24,6 +24,7 @@ from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
+from tidings.actors.handoff import StatusUpdate, message_owner
 from tidings.actors.listing import TicketPage
 from tidings.actors.model import (
     Activity,
@@ -48,8 +49,8 @@ from tidings.actors.profile import (
     LinkClicked,
     ProfileActor,
     SendSource,
+    ReplyToTicket,
     SetBlocked,
-    StatusUpdate,
     Stored,
     Upsert,
 )
@@ -57,7 +58,6 @@ from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
     GetTicket,
     Mark,
-    Reply,
     SetState,
     TicketActor,
 )
@@ -206,9 +206,9 @@ class Inbox:
             isinstance(url, str) and url.startswith(("http://", "https://")) for url in media
         ):
             raise bad_request("media", "must be a list of http(s) URLs")
-        profile = await self.profile_get(found.profile)
-        request = Reply(body, media, author, profile, send_anyway, schedule)
-        return await self.engine.ask(("ticket", ticket), request)
+        request = ReplyToTicket(ticket, body, media, author, send_anyway, schedule)
+        # through the profile, the owner of consent and blocking, which hands it on (R04)
+        return await self.engine.ask(("profile", found.profile), request)
 
     async def ticket_set_state(self, ticket: str, state: str, until: str | None = None) -> Ticket:
         """Open, snooze (R13) or close a ticket."""
@@ -361,8 +361,9 @@ class Inbox:
             return
         stored = await thread.load(self.engine.store, known.decode())
         if stored is not None:
-            update = StatusUpdate(known.decode(), status)
-            await self.engine.ask(("profile", stored.message.profile), update)
+            message = stored.message
+            update = StatusUpdate(message.id, status)
+            await self.engine.ask(message_owner(message.ticket, message.profile), update)
 
     async def follow_link(self, code: str) -> str | None:
         """R17: the URL behind a short link (the click is recorded), or None."""
@@ -542,9 +543,7 @@ async def open_inbox(
     account = account or Account()
     courier = Courier(account, clock, sms, mail)
     app = InboxContext(clock, account, timing or Timing(), courier)
-    async with open_engine(
-        store, ACTORS, app=app, clock=clock, on_commit=app.committed, **engine_options
-    ) as engine:
+    async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
         inbox = Inbox(engine, app, courier)
         await inbox._start(settings)

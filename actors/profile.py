@@ -11,8 +11,8 @@ from tidings.actors import keywords, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Sent, remove_job
 from tidings.actors.directory import Claim, Release, directory_key
-from tidings.actors.errors import InboxError
-from tidings.actors.handoff import TicketFlag, TicketInbound
+from tidings.actors.errors import InboxError, bad_request
+from tidings.actors.handoff import Reply, StatusUpdate, TicketFlag, TicketInbound
 from tidings.actors.model import (
     Activity,
     Attribution,
@@ -21,18 +21,18 @@ from tidings.actors.model import (
     Profile,
     Status,
     iso,
-    status_moves_forward,
 )
 from tidings.engine import Batch, Forward, Request, StatefulActor, handler
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50
 RECENT_SIDS = 16
+AWAITING_KEPT = 16  # campaign and flow SMS whose receipt may still come
 BADGE = "badge"  # index of profiles with an open unread ticket
 
 
 class Source(msgspec.Struct):
-    """The last campaign or flow SMS sent to the profile, for attribution (R25)."""
+    """A campaign or flow SMS sent to the profile, for attribution (R25)."""
 
     attribution: Attribution
     message: str
@@ -47,7 +47,8 @@ class ProfileState(msgspec.Struct):
     sms_ticket: str | None = None
     tickets: dict[str, str] = {}  # ticket id → state, for tickets that are not closed
     unread: list[str] = []  # open tickets with unread messages
-    source: Source | None = None
+    source: Source | None = None  # the last campaign or flow SMS received (R25)
+    awaiting: list[Source] = []  # sent since, not yet received, oldest first
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -103,11 +104,17 @@ class SendSource(Request[Message]):
     media: list[str]
 
 
-class StatusUpdate(Request[None]):
-    """The provider's status callback for one of the profile's messages."""
+class ReplyToTicket(Request[Message]):
+    """An agent's reply to the profile's ticket `ticket`: the profile refuses it when
+    blocked (R15) and forwards it to the ticket with its consent (R04), phone and time
+    zone (R27); the ticket answers."""
 
-    message: str
-    status: Status
+    ticket: str
+    body: str
+    media: list[str]
+    author: str | None
+    send_anyway: bool = False
+    schedule: bool = False
 
 
 class LinkClicked(msgspec.Struct):
@@ -136,6 +143,11 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     async def on_activate(self) -> None:
         self.known = self.state is not None  # False: not_found until something is written
         self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
+        state = self.state
+        if state is not None and state.source is not None and state.source.received_at is None:
+            # saved when `source` was the last one sent, received or not
+            state.awaiting.append(state.source)
+            state.source = None
 
     @property
     def data(self) -> ProfileState:
@@ -151,11 +163,14 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         if len(recent) > RECENT_SIDS:
             del recent[next(iter(recent))]
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit(self, batch: Batch, queued: bool = False) -> None:
+        """Save the profile with `batch`; `queued`: the batch queued outbox jobs."""
         profile = self.data.profile
         profile.subscribed = profile.consent.marketing or profile.consent.transactional
         await self.save(batch)
         self.known = True
+        if queued:
+            self.ctx.app.outbox.queued()
 
     def _view(self, metric: str | None = None) -> Profile:
         profile = msgspec.structs.replace(self.data.profile)
@@ -217,6 +232,21 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         now = self.ctx.app.now()
         props = {"url": msg.url, "message": msg.message}
         await self.add_activity(AddActivity(Activity("Clicked SMS link", iso(now), props)))
+
+    @handler
+    async def reply_to_ticket(self, msg: ReplyToTicket) -> Forward:
+        if not self.known:
+            raise InboxError("not_found", f"no profile {self.key!r}")
+        if not msg.body.strip() and not msg.media:
+            raise bad_request("body", "a reply needs text or media")
+        profile = self.data.profile
+        if profile.blocked:
+            raise InboxError("blocked", "the profile is blocked")
+        request = Reply(
+            msg.body, msg.media, msg.author, profile.subscribed, profile.phone,
+            profile.location.timezone, msg.send_anyway, msg.schedule,
+        )  # fmt: skip
+        return Forward(("ticket", msg.ticket), request)  # the ticket answers
 
     @handler
     async def set_blocked(self, msg: SetBlocked) -> tuple[Profile, list[str]]:
@@ -283,6 +313,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         stored.message.attributed_to = self._attribution(now)
         changed |= self.data.source is not None and self.data.source.used != source_used
         if word is not None or profile.blocked:
+            queued = False
             batch.put(idem, stored.message.id.encode())
             thread.record(batch, stored)
             if word is not None:  # R19: the compliance layer, not the inbox
@@ -290,14 +321,14 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
                     profile.consent.marketing = profile.consent.transactional = False
                 elif word.kind == "opt_in":
                     profile.consent.marketing = True
-                thread.outbound(
-                    app, batch, profile=self.key, phone=msg.phone, channel="sms",
-                    ticket=None, kind="keyword",
+                reply = thread.outbound(
+                    app, batch, profile=self.key, channel="sms", ticket=None, kind="keyword",
                     body=app.render(keywords.default_reply(word.kind)), media=[],
                     author=None, now=now,
                 )  # fmt: skip
+                queued = thread.send_sms(app, batch, reply, msg.phone)
             # R15: a blocked profile's message is stored, and nothing else happens
-            await self._commit(batch)
+            await self._commit(batch, queued)
             return Stored(stored.message)
         if self.data.sms_ticket is None:
             self.data.sms_ticket = thread.new_id("t", now)
@@ -320,44 +351,45 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
             raise InboxError("bad_request", "profile: the profile has no phone number")
         batch = Batch()
         message = thread.outbound(
-            self.ctx.app, batch, profile=self.key, phone=profile.phone, channel="sms",
-            ticket=None, kind=msg.kind, body=msg.body, media=msg.media, author=None,
+            self.ctx.app, batch, profile=self.key, channel="sms", ticket=None, kind=msg.kind, body=msg.body, media=msg.media, author=None,
             now=self.ctx.app.now(),
         )  # fmt: skip
+        queued = thread.send_sms(self.ctx.app, batch, message, profile.phone)
         attribution = Attribution(msg.kind, msg.source_id, msg.source_name)
-        self.data.source = Source(attribution, message.id)
-        await self._commit(batch)
+        awaiting = self.data.awaiting
+        awaiting.append(Source(attribution, message.id))
+        del awaiting[:-AWAITING_KEPT]
+        await self._commit(batch, queued)
         return message
 
-    async def _set_status(
-        self, batch: Batch, message_id: str, status: Status, provider_id: str | None
-    ) -> None:
-        stored = await thread.load(self.ctx.store, message_id)
-        if stored is None:
+    def _received(self, message_id: str, status: Status) -> None:
+        """R25: a campaign or flow SMS counts as received once it is sent or delivered;
+        the latest sent of those received is the one a reply is attributed to."""
+        state = self.data
+        if status not in ("sent", "delivered"):
             return
-        message = stored.message
-        if provider_id and message.provider_id != provider_id:
-            message.provider_id = provider_id
-            batch.put(f"provider:{provider_id}", message_id.encode())
-        if status_moves_forward(message.status, status):
-            message.status = status
-            thread.event(batch, "message.status", {"message": message_id, "status": status})
-            source = self.data.source
-            if source and source.message == message_id and status in ("sent", "delivered"):
-                source.received_at = source.received_at or self.ctx.app.now()
-        thread.record(batch, stored, new=False)
+        for i, source in enumerate(state.awaiting):
+            if source.message == message_id:
+                del state.awaiting[i]
+                source.received_at = self.ctx.app.now()
+                # ids sort by creation: a late receipt of an older one does not win
+                if state.source is None or state.source.message < source.message:
+                    state.source = source
+                return
 
     @handler
     async def sent(self, msg: Sent) -> None:
         batch = Batch()
-        await self._set_status(batch, msg.message, msg.status, msg.provider_id)
+        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status, msg.provider_id):
+            self._received(msg.message, msg.status)
         remove_job(batch, msg.job)
         await self._commit(batch)
 
     @handler
     async def status_update(self, msg: StatusUpdate) -> None:
         batch = Batch()
-        await self._set_status(batch, msg.message, msg.status, None)
+        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status):
+            self._received(msg.message, msg.status)
         await self._commit(batch)
 
     # -- tickets and the badge --------------------------------------------------------------
