@@ -178,6 +178,8 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
             profile.activity = [a for a in profile.activity if a.metric == metric]
         if self.ctx.app.account.ecommerce != "shopify":
             profile.orders = None
+        elif profile.orders is None:
+            profile.orders = []  # R11: with the integration, no orders is an empty list
         return profile
 
     # -- host platform ------------------------------------------------------------------------
