@@ -3,6 +3,38 @@
 The actors get it as `ctx.app` (the engine's typed domain context); `Inbox`, the facade
 on top, builds it and keeps its values current (settings, link secret, badge). Nothing
 below `inbox.py` imports the facade.
+
+## Who owns which key
+
+Every stored key family has one owner, the only code that writes it; every write passes
+`Engine.commit` (`ctx.commit`), where the cluster storey checks the writer's fencing token.
+A message record (`msg:`) belongs to its ticket when `Message.ticket` is set, else to its
+profile (`handoff.message_owner`): that actor writes it, its `provider:`, `link:` and
+idempotency keys and its outbox job, and takes its delivery status (the courier's `Sent`,
+`Inbox.sms_status`). Others read, never write.
+
+| Key family | Owner (the only writer) | Who else may read |
+|---|---|---|
+| `profile:{id}` | ProfileActor `{id}` | — |
+| `ticket:{id}`, indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
+| `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
+| `msg:{id}` | the message's ticket, else its profile; a blocked profile's web chat message: its VisitorActor, once | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
+| `provider:{sid}` | the message's owner | `Inbox.sms_status` |
+| `link:{code}` | the owner of the message it is in | `Inbox.follow_link` |
+| `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked) | ProfileActor (retried deliveries) |
+| `idem:chat:{session}:{client_id}` | the message's ticket; the VisitorActor when blocked | VisitorActor (resends) |
+| `thread:sms:{profile}` (log) | appended by each message's owner: the profile and its SMS tickets | `listing`, `thread.last_messages` |
+| `thread:webchat:{ticket}` (log) | TicketActor `{ticket}` | `listing`, VisitorActor (resume), the ticket (R16 summary) |
+| `thread:webchat-blocked:{profile}` (log) | VisitorActor of the profile's sessions | — (kept, shown nowhere) |
+| `phone:{E.164}`, `email:{address}` and `InboxContext.directory` | DirectoryActor `{key}` | `Inbox` (resolving, through the cache) |
+| `outbox:{job}`, index `outbox` | the actor that queued the job: the message's owner (SMS), the ticket (e-mail) | the courier (sends, then tells the owner) |
+| index `badge` | ProfileActor (its own entry) | `Inbox` at start (the count) |
+| `settings` | `Inbox.settings_update` (under its lock), seeded at start | actors via `InboxContext.settings` |
+| `quick_reply:{id}`, index `quick_replies` | `Inbox` quick-reply commands | `Inbox.quick_replies_list` |
+| `link_secret` | `open_inbox`, once per store | — |
+| `demo_credentials` | `transports.server`, before the engine starts | `transports.server` |
+| durable timers (`snooze:`, `followup:`, `send:`) | the engine's timer service, set and cancelled in the TicketActor's batches | the timer service |
+| event log, dead letters | the engine (`Engine.commit`, `DeadLetters`) | `Inbox.events`, `/metrics` |
 """
 
 from __future__ import annotations

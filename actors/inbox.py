@@ -4,6 +4,10 @@ A host program runs one with `open_inbox(...)`; the HTTP and WebSocket transport
 the same methods, so they only translate. Refusals are `InboxError`s with the wire's
 error codes. Agent operations take plain arguments and answer the wire's shapes
 (msgspec Structs), so a transport encodes the result as it is.
+
+Keys it owns (see `actors/context.py`, "Who owns which key"): `settings`, `quick_reply:`
+with its `quick_replies` index, and `link_secret`, all written through the engine's
+commit. Reads of ticket pages live in `listing`; every other write is an actor's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,13 @@
 """ProfileActor: one customer — details, consent and keywords (R19), blocking (R15),
 activity (R11) and orders, attribution of SMS replies (R25), delivery status of the
-messages sent to it (R30), and which of its tickets are open and unread (the badge, R18)."""
+messages it owns (R30), and which of its tickets are open and unread (the badge, R18).
+
+Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ticket
+(keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
+`provider:`, `link:` and `idem:sms:` keys and outbox jobs, appended to `thread:sms:{id}`.
+It is the owner of consent and blocking, so agent replies pass through it (R04, R15).
+Its phone and e-mail mappings belong to the directory: it claims and releases them there.
+"""
 
 from __future__ import annotations
 

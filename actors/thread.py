@@ -4,6 +4,9 @@ A thread is a log of message ids; each message is a record of its own (`msg:{id}
 delivery status can change without rewriting the log. The SMS thread is one per profile
 (it holds flows, campaigns, keywords and support messages across closes and reopens,
 R02); a web chat thread is one per ticket (every session is its own ticket, R07).
+
+These functions write into the batch of the calling actor, which must be the message's
+owner (`handoff.message_owner`: its ticket, else its profile).
 """
 
 from __future__ import annotations

@@ -1,7 +1,14 @@
 """TicketActor: one support conversation — its state and read flag (R12–R14), inbound
 messages that open, reopen or wake it (R01, R02), agent replies (R03, R04, R26, R27),
 snoozes on durable timers (R13), first-response time (R28), and, on web chat, the
-visitor's presence and the follow-up e-mail (R16)."""
+visitor's presence and the follow-up e-mail (R16).
+
+Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messages of the
+ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
+idempotency keys, appended to `thread:webchat:{id}` or the profile's `thread:sms:`; the
+outbox jobs it queued (their SMS and its e-mails), which it removes when the courier
+reports them done; its durable timers (`snooze:`, `followup:`, `send:`).
+"""
 
 from __future__ import annotations
 
