@@ -3,6 +3,38 @@
 The actors get it as `ctx.app` (the engine's typed domain context); `Inbox`, the facade
 on top, builds it and keeps its values current (settings, link secret, badge). Nothing
 below `inbox.py` imports the facade.
+
+## Who owns which key
+
+Every stored key family has one owner, the only code that writes it; every write passes
+`Engine.commit` (`ctx.commit`), where the cluster storey checks the writer's fencing token.
+A message record (`msg:`) belongs to its ticket when `Message.ticket` is set, else to its
+profile (`handoff.message_owner`): that actor writes it, its `provider:`, `link:` and
+idempotency keys and its outbox job, and takes its delivery status (the courier's `Sent`,
+`Inbox.sms_status`). Others read, never write.
+
+| Key family | Owner (the only writer) | Who else may read |
+|---|---|---|
+| `profile:{id}` | ProfileActor `{id}` | — |
+| `ticket:{id}`, indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
+| `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
+| `msg:{id}` | the message's ticket, else its profile; a blocked profile's web chat message: its VisitorActor, once | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
+| `provider:{sid}` | the message's owner | `Inbox.sms_status` |
+| `link:{code}` | the owner of the message it is in | `Inbox.follow_link` |
+| `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked) | ProfileActor (retried deliveries) |
+| `idem:chat:{session}:{client_id}` | the message's ticket; the VisitorActor when blocked | VisitorActor (resends) |
+| `thread:sms:{profile}` (log) | appended by each message's owner: the profile and its SMS tickets | `listing`, `thread.last_messages` |
+| `thread:webchat:{ticket}` (log) | TicketActor `{ticket}` | `listing`, VisitorActor (resume), the ticket (R16 summary) |
+| `thread:webchat-blocked:{profile}` (log) | VisitorActor of the profile's sessions | — (kept, shown nowhere) |
+| `phone:{E.164}`, `email:{address}` and `InboxContext.directory` | DirectoryActor `{key}` | `Inbox` (resolving, through the cache) |
+| `outbox:{job}`, index `outbox` | the actor that queued the job: the message's owner (SMS), the ticket (e-mail) | the courier (sends, then tells the owner) |
+| index `badge` | ProfileActor (its own entry) | `Inbox` at start (the count) |
+| `settings` | `Inbox.settings_update` (under its lock), seeded at start | actors via `InboxContext.settings` |
+| `quick_reply:{id}`, index `quick_replies` | `Inbox` quick-reply commands | `Inbox.quick_replies_list` |
+| `link_secret` | `open_inbox`, once per store | — |
+| `demo_credentials` | `transports.server`, before the engine starts | `transports.server` |
+| durable timers (`snooze:`, `followup:`, `send:`) | the engine's timer service, set and cancelled in the TicketActor's batches | the timer service |
+| event log, dead letters | the engine (`Engine.commit`, `DeadLetters`) | `Inbox.events`, `/metrics` |
 """
 
 from __future__ import annotations
@@ -26,15 +58,16 @@ class Outbox(Protocol):
 
     def add_sms(self, batch: Batch, message: Message, phone: str) -> None: ...
 
-    def add_email(self, batch: Batch, job_id: str, email: Email) -> None: ...
+    def add_email(self, batch: Batch, job_id: str, email: Email, ticket: str) -> None: ...
 
-    def wake(self) -> None: ...
+    def queued(self) -> None:
+        """Called after committing a batch that queued jobs: the courier looks again."""
 
 
 class DirectoryCache:
-    """phone/e-mail (`phone:…`/`email:…`) → profile id, as the directory answered.
-    Profiles that change their phone or e-mail `forget` the keys, so an inbound SMS can
-    skip the directory's turn."""
+    """phone/e-mail (`phone:…`/`email:…`) → profile id, as the directory answered, so
+    an inbound SMS can skip the directory's turn. Only the directory actors write it
+    (`put` what they answer or claim, `forget` what they release)."""
 
     def __init__(self, limit: int = DIRECTORY_CACHED) -> None:
         self._limit = limit
@@ -51,7 +84,7 @@ class DirectoryCache:
         self._known[key] = profile
 
     def forget(self, key: str) -> None:
-        """A profile gave up or took `key`: ask the directory again."""
+        """`key` maps to no profile now: ask the directory again."""
         self._known.pop(key, None)
 
 
@@ -84,8 +117,3 @@ class InboxContext:
     def sender_address(self) -> str:
         """The address e-mails come from."""
         return self.account.support_email or f"no-reply@{self.account.name.lower()}.invalid"
-
-    def committed(self, batch: Batch) -> None:
-        """After every commit: wake the outbox when the batch queued jobs."""
-        if any(key.startswith("outbox:") for key in batch.puts):
-            self.outbox.wake()

@@ -1,11 +1,16 @@
 """The courier: takes outbound SMS and e-mail from the durable outbox to the providers.
 
 Actors put a job into the outbox inside the batch that records the message, so a message
-is never recorded without its job nor sent without being recorded. The courier works the
-outbox oldest first: SMS go to the `SmsProvider` and the provider's answer goes to the
-profile (which records the provider id and status and removes the job in one batch);
-e-mails go to the `Mailer`. A job whose provider fails for now is tried again later; the
-outbox survives restarts, so every message goes out at least once (R30).
+is never recorded without its job nor sent without being recorded, and tell the courier
+(`queued()`) after that commit. The courier works the outbox oldest first: SMS go to the
+`SmsProvider` and the provider's answer (`Sent`) goes to the message's owner, its ticket or
+else its profile, which records the provider id and status and removes the job in one
+batch; e-mails go to the `Mailer` and their completion (`Mailed`) to the ticket that
+queued them, which removes the job. A job whose provider fails for now is tried again
+later; the outbox survives restarts, so every message goes out at least once (R30).
+
+Keys: an `outbox:{job}` record and its `outbox` index entry belong to the actor that
+queued the job (it writes and removes both); the courier only reads them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import msgspec
 import trio
 from tidings.actors.brand import Account
+from tidings.actors.handoff import message_owner
 from tidings.actors.model import Message, Status
 from tidings.actors.outbound import DeliveryError, Email, Mailer, OutboundSms, SmsProvider
 from tidings.engine import ActorContext, Batch, Request, WallClock
@@ -27,7 +33,7 @@ OUTBOX = "outbox"
 
 
 class SmsJob(msgspec.Struct, tag="sms"):
-    """An SMS to send for `profile`'s message `message`."""
+    """An SMS to send for `profile`'s message `message` (of `ticket`, if any: its owner)."""
 
     message: str
     profile: str
@@ -35,16 +41,18 @@ class SmsJob(msgspec.Struct, tag="sms"):
     sender: str
     body: str
     media: list[str]
+    ticket: str | None = None
 
 
 class EmailJob(msgspec.Struct, tag="email"):
-    """An e-mail to send."""
+    """An e-mail to send, queued by `ticket` (None: by a version that did not say)."""
 
     sender: str
     to: list[str]
     subject: str
     text: str
     html: str
+    ticket: str | None = None
 
 
 Job = SmsJob | EmailJob
@@ -54,12 +62,18 @@ _decode_job = msgspec.json.Decoder(Job).decode
 
 
 class Sent(Request[None]):
-    """What the SMS provider answered for a message (to its profile)."""
+    """What the SMS provider answered for a message (to the message's owner)."""
 
     message: str
     job: str
     provider_id: str | None
     status: Status
+
+
+class Mailed(Request[None]):
+    """The e-mail job `job` is done, sent or failed for good (to the ticket that queued it)."""
+
+    job: str
 
 
 def _job_key(job_id: str) -> str:
@@ -112,16 +126,18 @@ class Courier:
             self._account.sms_sender,
             message.body,
             list(message.media),
+            message.ticket,
         )
         self._add(batch, message.id, job)
 
-    def add_email(self, batch: Batch, job_id: str, email: Email) -> None:
-        """Queue `email` under `job_id` (stable, so the same e-mail is queued once)."""
-        job = EmailJob(email.sender, list(email.to), email.subject, email.text, email.html)
+    def add_email(self, batch: Batch, job_id: str, email: Email, ticket: str) -> None:
+        """Queue `email` for `ticket` under `job_id` (stable, so the same e-mail is queued
+        once)."""
+        job = EmailJob(email.sender, list(email.to), email.subject, email.text, email.html, ticket)
         self._add(batch, job_id, job)
 
-    def wake(self) -> None:
-        """New jobs were committed: look at the outbox again."""
+    def queued(self) -> None:
+        """Jobs were committed: look at the outbox again."""
         self._wake.set()
 
     # -- the service ------------------------------------------------------------------------
@@ -179,6 +195,7 @@ class Courier:
             return True
         job = _decode_job(raw)
         if isinstance(job, SmsJob):
+            owner = message_owner(job.ticket, job.profile)
             outbound = OutboundSms(job.message, job.to, job.sender, job.body, tuple(job.media))
             try:
                 receipt = await self.sms.send(outbound)
@@ -188,13 +205,11 @@ class Courier:
                     return False
                 log.error("SMS %s failed: %s", job.message, exc)
                 self.failed += 1
-                await ctx.ask(("profile", job.profile), Sent(job.message, job_id, None, "failed"))
+                await ctx.ask(owner, Sent(job.message, job_id, None, "failed"))
                 return True
             self.sent += 1
             status = _PROVIDER_STATUS.get(receipt.status, "queued")
-            await ctx.ask(
-                ("profile", job.profile), Sent(job.message, job_id, receipt.provider_id, status)
-            )
+            await ctx.ask(owner, Sent(job.message, job_id, receipt.provider_id, status))
             return True
         try:
             await self.mail.send(Email(job.sender, tuple(job.to), job.subject, job.text, job.html))
@@ -206,7 +221,10 @@ class Courier:
             self.failed += 1
         else:
             self.sent += 1
-        batch = Batch()
-        remove_job(batch, job_id)
-        await ctx.commit(batch)
+        if job.ticket is not None:
+            await ctx.ask(("ticket", job.ticket), Mailed(job_id))
+        else:  # queued before jobs named their owner: nobody else will remove it
+            batch = Batch()
+            remove_job(batch, job_id)
+            await ctx.commit(batch)
         return True

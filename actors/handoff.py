@@ -1,10 +1,24 @@
-"""What profiles, visitors and tickets hand one another (so neither imports the other)."""
+"""What profiles, visitors, tickets and the courier hand one another (so neither imports
+the other), and who owns a message."""
 
 from __future__ import annotations
 
 import msgspec
-from tidings.actors.model import Message, StoredMessage, TicketState
-from tidings.engine import Request
+from tidings.actors.model import Message, Status, StoredMessage, TicketState
+from tidings.engine import Address, Request
+
+
+def message_owner(ticket: str | None, profile: str) -> Address:
+    """The actor that owns a message record, its `provider:` key and its delivery status:
+    its ticket when it has one, else its profile (keywords, campaigns and flows)."""
+    return ("ticket", ticket) if ticket else ("profile", profile)
+
+
+class StatusUpdate(Request[None]):
+    """The provider's status callback for a message (Inbox → the message's owner)."""
+
+    message: str
+    status: Status
 
 
 class TicketFlag(msgspec.Struct):
@@ -26,3 +40,19 @@ class TicketInbound(Request[Message]):
     session: str | None = None
     greeting: StoredMessage | None = None
     idem_key: str | None = None  # written with the message, so a resend stores nothing new
+
+
+class Reply(Request[Message]):
+    """An agent's reply, forwarded by the ticket's profile (the owner of consent and
+    blocking), which refused it if the profile is blocked (R15) and hands on, from the
+    same turn, its SMS consent (R04: refused here, after `ticket_closed`, to keep the
+    wire's error order), its phone number and its time zone (R27)."""
+
+    body: str
+    media: list[str]
+    author: str | None
+    consent: bool
+    phone: str | None
+    timezone: str | None
+    send_anyway: bool = False
+    schedule: bool = False

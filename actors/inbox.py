@@ -4,6 +4,10 @@ A host program runs one with `open_inbox(...)`; the HTTP and WebSocket transport
 the same methods, so they only translate. Refusals are `InboxError`s with the wire's
 error codes. Agent operations take plain arguments and answer the wire's shapes
 (msgspec Structs), so a transport encodes the result as it is.
+
+Keys it owns (see `actors/context.py`, "Who owns which key"): `settings`, `quick_reply:`
+with its `quick_replies` index, and `link_secret`, all written through the engine's
+commit. Reads of ticket pages live in `listing`; every other write is an actor's.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from typing import Any, Literal
 import msgspec
 import trio
 from tidings.actors import settings as settings_rules
-from tidings.actors import snooze, thread
+from tidings.actors import listing, snooze, thread
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
-from tidings.actors.directory import DirectoryActor, Resolve
+from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
+from tidings.actors.handoff import StatusUpdate, message_owner
+from tidings.actors.listing import TicketPage
 from tidings.actors.model import (
     Activity,
     Consent,
@@ -47,21 +53,17 @@ from tidings.actors.profile import (
     LinkClicked,
     ProfileActor,
     SendSource,
+    ReplyToTicket,
     SetBlocked,
-    StatusUpdate,
     Stored,
     Upsert,
 )
 from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
-    TICKETS,
-    WAITING,
     GetTicket,
     Mark,
-    Reply,
     SetState,
     TicketActor,
-    TicketRecord,
 )
 from tidings.actors.visitor import (
     Connected,
@@ -88,7 +90,6 @@ from tidings.engine.clock import to_datetime
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
 QUICK_REPLIES = "quick_replies"
-LIST_LIMIT = 200
 TICKET_STATES: tuple[TicketState, ...] = ("open", "snoozed", "closed")
 STATUSES: tuple[Status, ...] = ("queued", "sending", "sent", "delivered", "undelivered", "failed")
 
@@ -104,13 +105,6 @@ class ProfileFields(msgspec.Struct, forbid_unknown_fields=True):
     consent: dict[str, bool] | msgspec.UnsetType = msgspec.UNSET
     subscribed: bool | msgspec.UnsetType = msgspec.UNSET  # derived from consent; ignored
     blocked: bool | msgspec.UnsetType = msgspec.UNSET  # changes only through block/unblock
-
-
-class TicketPage(msgspec.Struct):
-    """A page of `tickets.list`."""
-
-    tickets: list[Ticket]
-    cursor: str | None
 
 
 class TicketView(msgspec.Struct):
@@ -182,42 +176,10 @@ class Inbox:
     ) -> TicketPage:
         """Tickets newest activity first (R08), filtered (R24), or the open ones waiting
         longest for an answer (R28), a page at a time."""
-        tags: set[str] = set()
-        if state is not None:
-            if state not in ("open", "snoozed", "closed"):
-                raise bad_request("state", "must be open, snoozed or closed")
-            tags.add(f"state={state}")
-        if unread is not None:
-            tags.add(f"unread={int(unread)}")
-        if channel is not None:
-            if channel not in ("sms", "webchat"):
-                raise bad_request("channel", "must be sms or webchat")
-            tags.add(f"channel={channel}")
-        if attributed_to is not None:
-            kind, _, source = attributed_to.partition(":")
-            if kind not in ("campaign", "flow") or not source:
-                raise bad_request("attributed_to", 'must be "campaign:<id>" or "flow:<id>"')
-            tags.add(f"attr={attributed_to}")
-        if order not in ("activity", "waiting"):
-            raise bad_request("order", "must be activity or waiting")
-        if not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT:
-            raise bad_request("limit", f"must be 1 to {LIST_LIMIT}")
-        after = _decode_cursor(cursor) if cursor else None
-        index, descending = (TICKETS, True) if order == "activity" else (WAITING, False)
-        if order == "waiting":
-            tags.discard("state=open")
-            if state not in (None, "open"):
-                return TicketPage([], None)
-        rows = await self.engine.store.index_query(
-            index, frozenset(tags), limit + 1, descending=descending, after=after
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        # from the store, not the actors: every change is committed before it is answered
-        raws = await self.engine.store.get_many([f"ticket:{member}" for member, _ in rows])
-        tickets = [_decode_record(raw).ticket for raw in raws if raw]
-        next_cursor = _encode_cursor(rows[-1][1], rows[-1][0]) if more else None
-        return TicketPage(tickets, next_cursor)
+        return await listing.tickets(
+            self.engine.store, state=state, unread=unread, channel=channel,
+            attributed_to=attributed_to, order=order, limit=limit, cursor=cursor,
+        )  # fmt: skip
 
     async def _ticket(self, ticket: str) -> Ticket:
         return await self.engine.ask(("ticket", ticket), GetTicket())
@@ -225,9 +187,7 @@ class Inbox:
     async def ticket_get(self, ticket: str) -> TicketView:
         """The ticket, its last 50 messages oldest first, and its profile (R09)."""
         found = await self._ticket(ticket)
-        messages = await thread.last_messages(
-            self.engine.store, thread.stream(found.channel, found.profile, ticket)
-        )
+        messages = await listing.ticket_messages(self.engine.store, found)
         profile = await self.profile_get(found.profile)
         return TicketView(found, messages, profile)
 
@@ -250,9 +210,9 @@ class Inbox:
             isinstance(url, str) and url.startswith(("http://", "https://")) for url in media
         ):
             raise bad_request("media", "must be a list of http(s) URLs")
-        profile = await self.profile_get(found.profile)
-        request = Reply(body, media, author, profile, send_anyway, schedule)
-        return await self.engine.ask(("ticket", ticket), request)
+        request = ReplyToTicket(ticket, body, media, author, send_anyway, schedule)
+        # through the profile, the owner of consent and blocking, which hands it on (R04)
+        return await self.engine.ask(("profile", found.profile), request)
 
     async def ticket_set_state(self, ticket: str, state: str, until: str | None = None) -> Ticket:
         """Open, snooze (R13) or close a ticket."""
@@ -291,12 +251,10 @@ class Inbox:
         return view
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
-        key = f"{kind}:{value.lower()}"
-        found = self.app.directory.get(key)
+        key = directory_key(kind, value)
+        found = self.app.directory.get(key)  # kept current by the directory actors
         if found is None:
             found = await self.engine.ask(("directory", key), Resolve(create))
-            if found is not None:
-                self.app.directory.put(key, found)
         return found
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
@@ -407,8 +365,9 @@ class Inbox:
             return
         stored = await thread.load(self.engine.store, known.decode())
         if stored is not None:
-            update = StatusUpdate(known.decode(), status)
-            await self.engine.ask(("profile", stored.message.profile), update)
+            message = stored.message
+            update = StatusUpdate(message.id, status)
+            await self.engine.ask(message_owner(message.ticket, message.profile), update)
 
     async def follow_link(self, code: str) -> str | None:
         """R17: the URL behind a short link (the click is recorded), or None."""
@@ -556,9 +515,6 @@ class Inbox:
         return self.engine.events.subscribe(since)
 
 
-_decode_record = msgspec.json.Decoder(TicketRecord).decode
-
-
 def _check_quick_reply(name: object, body: object) -> None:
     if not isinstance(name, str) or not name.strip():
         raise bad_request("name", "is required")
@@ -569,21 +525,6 @@ def _check_quick_reply(name: object, body: object) -> None:
 def _is_phone(value: str) -> bool:
     digits = value[1:]
     return value.startswith("+") and digits.isdigit() and 8 <= len(digits) <= 15
-
-
-def _encode_cursor(score: float, member: str) -> str:
-    return f"{score!r}|{member}"
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    score, sep, member = cursor.partition("|")
-    try:
-        value = float(score)
-    except ValueError:
-        value = math.nan
-    if not sep or not math.isfinite(value):
-        raise bad_request("cursor", "not a cursor this inbox gave")
-    return value, member
 
 
 @asynccontextmanager
@@ -606,9 +547,7 @@ async def open_inbox(
     account = account or Account()
     courier = Courier(account, clock, sms, mail)
     app = InboxContext(clock, account, timing or Timing(), courier)
-    async with open_engine(
-        store, ACTORS, app=app, clock=clock, on_commit=app.committed, **engine_options
-    ) as engine:
+    async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
         inbox = Inbox(engine, app, courier)
         await inbox._start(settings)

@@ -1,6 +1,13 @@
 """ProfileActor: one customer — details, consent and keywords (R19), blocking (R15),
 activity (R11) and orders, attribution of SMS replies (R25), delivery status of the
-messages sent to it (R30), and which of its tickets are open and unread (the badge, R18)."""
+messages it owns (R30), and which of its tickets are open and unread (the badge, R18).
+
+Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ticket
+(keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
+`provider:`, `link:` and `idem:sms:` keys and outbox jobs, appended to `thread:sms:{id}`.
+It is the owner of consent and blocking, so agent replies pass through it (R04, R15).
+Its phone and e-mail mappings belong to the directory: it claims and releases them there.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ import msgspec
 from tidings.actors import keywords, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Sent, remove_job
-from tidings.actors.errors import InboxError
-from tidings.actors.handoff import TicketFlag, TicketInbound
+from tidings.actors.directory import Claim, Release, directory_key
+from tidings.actors.errors import InboxError, bad_request
+from tidings.actors.handoff import Reply, StatusUpdate, TicketFlag, TicketInbound
 from tidings.actors.model import (
     Activity,
     Attribution,
@@ -20,18 +28,18 @@ from tidings.actors.model import (
     Profile,
     Status,
     iso,
-    status_moves_forward,
 )
 from tidings.engine import Batch, Forward, Request, StatefulActor, handler
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50
 RECENT_SIDS = 16
+AWAITING_KEPT = 16  # campaign and flow SMS whose receipt may still come
 BADGE = "badge"  # index of profiles with an open unread ticket
 
 
 class Source(msgspec.Struct):
-    """The last campaign or flow SMS sent to the profile, for attribution (R25)."""
+    """A campaign or flow SMS sent to the profile, for attribution (R25)."""
 
     attribution: Attribution
     message: str
@@ -46,7 +54,8 @@ class ProfileState(msgspec.Struct):
     sms_ticket: str | None = None
     tickets: dict[str, str] = {}  # ticket id → state, for tickets that are not closed
     unread: list[str] = []  # open tickets with unread messages
-    source: Source | None = None
+    source: Source | None = None  # the last campaign or flow SMS received (R25)
+    awaiting: list[Source] = []  # sent since, not yet received, oldest first
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -102,11 +111,17 @@ class SendSource(Request[Message]):
     media: list[str]
 
 
-class StatusUpdate(Request[None]):
-    """The provider's status callback for one of the profile's messages."""
+class ReplyToTicket(Request[Message]):
+    """An agent's reply to the profile's ticket `ticket`: the profile refuses it when
+    blocked (R15) and forwards it to the ticket with its consent (R04), phone and time
+    zone (R27); the ticket answers."""
 
-    message: str
-    status: Status
+    ticket: str
+    body: str
+    media: list[str]
+    author: str | None
+    send_anyway: bool = False
+    schedule: bool = False
 
 
 class LinkClicked(msgspec.Struct):
@@ -135,6 +150,11 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     async def on_activate(self) -> None:
         self.known = self.state is not None  # False: not_found until something is written
         self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
+        state = self.state
+        if state is not None and state.source is not None and state.source.received_at is None:
+            # saved when `source` was the last one sent, received or not
+            state.awaiting.append(state.source)
+            state.source = None
 
     @property
     def data(self) -> ProfileState:
@@ -150,11 +170,14 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         if len(recent) > RECENT_SIDS:
             del recent[next(iter(recent))]
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit(self, batch: Batch, queued: bool = False) -> None:
+        """Save the profile with `batch`; `queued`: the batch queued outbox jobs."""
         profile = self.data.profile
         profile.subscribed = profile.consent.marketing or profile.consent.transactional
         await self.save(batch)
         self.known = True
+        if queued:
+            self.ctx.app.outbox.queued()
 
     def _view(self, metric: str | None = None) -> Profile:
         profile = msgspec.structs.replace(self.data.profile)
@@ -162,6 +185,8 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
             profile.activity = [a for a in profile.activity if a.metric == metric]
         if self.ctx.app.account.ecommerce != "shopify":
             profile.orders = None
+        elif profile.orders is None:
+            profile.orders = []  # R11: with the integration, no orders is an empty list
         return profile
 
     # -- host platform ------------------------------------------------------------------------
@@ -169,19 +194,20 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     @handler
     async def upsert(self, msg: Upsert) -> Profile:
         profile = self.data.profile
-        batch = Batch()
+        released: list[str] = []
         for name in ("phone", "email"):
-            if name in msg.fields and msg.fields[name] != getattr(profile, name):
-                old = getattr(profile, name)
-                if old:
-                    batch.delete(f"{name}:{old.lower()}")
-                    self.ctx.app.directory.forget(f"{name}:{old.lower()}")
-                if msg.fields[name]:
-                    batch.put(f"{name}:{msg.fields[name].lower()}", self.key.encode())
-                    self.ctx.app.directory.forget(f"{name}:{msg.fields[name].lower()}")
+            new, old = msg.fields.get(name), getattr(profile, name)
+            if name not in msg.fields or new == old:
+                continue
+            if new:  # taken before the profile says so: a number never points nowhere
+                await self.ctx.ask(("directory", directory_key(name, new)), Claim(self.key))
+            if old and (not new or directory_key(name, old) != directory_key(name, new)):
+                released.append(directory_key(name, old))
         for name, value in msg.fields.items():
             setattr(profile, name, value)
-        await self._commit(batch)
+        await self._commit(Batch())
+        for key in released:
+            await self.ctx.ask(("directory", key), Release(self.key))
         return self._view()
 
     @handler
@@ -215,6 +241,21 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         now = self.ctx.app.now()
         props = {"url": msg.url, "message": msg.message}
         await self.add_activity(AddActivity(Activity("Clicked SMS link", iso(now), props)))
+
+    @handler
+    async def reply_to_ticket(self, msg: ReplyToTicket) -> Forward:
+        if not self.known:
+            raise InboxError("not_found", f"no profile {self.key!r}")
+        if not msg.body.strip() and not msg.media:
+            raise bad_request("body", "a reply needs text or media")
+        profile = self.data.profile
+        if profile.blocked:
+            raise InboxError("blocked", "the profile is blocked")
+        request = Reply(
+            msg.body, msg.media, msg.author, profile.subscribed, profile.phone,
+            profile.location.timezone, msg.send_anyway, msg.schedule,
+        )  # fmt: skip
+        return Forward(("ticket", msg.ticket), request)  # the ticket answers
 
     @handler
     async def set_blocked(self, msg: SetBlocked) -> tuple[Profile, list[str]]:
@@ -262,9 +303,9 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         profile = self.data.profile
         batch = Batch()
         changed = False  # the profile's own state: saved only when it changes
-        if not profile.phone:
+        if not profile.phone:  # its first number: the directory mostly maps it here already
             profile.phone = msg.phone
-            batch.put(f"phone:{msg.phone.lower()}", self.key.encode())
+            self.ctx.tell_nowait(("directory", directory_key("phone", msg.phone)), Claim(self.key))
             changed = True
         word = keywords.classify(msg.body)
         stored = thread.inbound(
@@ -281,6 +322,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         stored.message.attributed_to = self._attribution(now)
         changed |= self.data.source is not None and self.data.source.used != source_used
         if word is not None or profile.blocked:
+            queued = False
             batch.put(idem, stored.message.id.encode())
             thread.record(batch, stored)
             if word is not None:  # R19: the compliance layer, not the inbox
@@ -288,14 +330,14 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
                     profile.consent.marketing = profile.consent.transactional = False
                 elif word.kind == "opt_in":
                     profile.consent.marketing = True
-                thread.outbound(
-                    app, batch, profile=self.key, phone=msg.phone, channel="sms",
-                    ticket=None, kind="keyword",
+                reply = thread.outbound(
+                    app, batch, profile=self.key, channel="sms", ticket=None, kind="keyword",
                     body=app.render(keywords.default_reply(word.kind)), media=[],
                     author=None, now=now,
                 )  # fmt: skip
+                queued = thread.send_sms(app, batch, reply, msg.phone)
             # R15: a blocked profile's message is stored, and nothing else happens
-            await self._commit(batch)
+            await self._commit(batch, queued)
             return Stored(stored.message)
         if self.data.sms_ticket is None:
             self.data.sms_ticket = thread.new_id("t", now)
@@ -318,44 +360,45 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
             raise InboxError("bad_request", "profile: the profile has no phone number")
         batch = Batch()
         message = thread.outbound(
-            self.ctx.app, batch, profile=self.key, phone=profile.phone, channel="sms",
-            ticket=None, kind=msg.kind, body=msg.body, media=msg.media, author=None,
+            self.ctx.app, batch, profile=self.key, channel="sms", ticket=None, kind=msg.kind, body=msg.body, media=msg.media, author=None,
             now=self.ctx.app.now(),
         )  # fmt: skip
+        queued = thread.send_sms(self.ctx.app, batch, message, profile.phone)
         attribution = Attribution(msg.kind, msg.source_id, msg.source_name)
-        self.data.source = Source(attribution, message.id)
-        await self._commit(batch)
+        awaiting = self.data.awaiting
+        awaiting.append(Source(attribution, message.id))
+        del awaiting[:-AWAITING_KEPT]
+        await self._commit(batch, queued)
         return message
 
-    async def _set_status(
-        self, batch: Batch, message_id: str, status: Status, provider_id: str | None
-    ) -> None:
-        stored = await thread.load(self.ctx.store, message_id)
-        if stored is None:
+    def _received(self, message_id: str, status: Status) -> None:
+        """R25: a campaign or flow SMS counts as received once it is sent or delivered;
+        the latest sent of those received is the one a reply is attributed to."""
+        state = self.data
+        if status not in ("sent", "delivered"):
             return
-        message = stored.message
-        if provider_id and message.provider_id != provider_id:
-            message.provider_id = provider_id
-            batch.put(f"provider:{provider_id}", message_id.encode())
-        if status_moves_forward(message.status, status):
-            message.status = status
-            thread.event(batch, "message.status", {"message": message_id, "status": status})
-            source = self.data.source
-            if source and source.message == message_id and status in ("sent", "delivered"):
-                source.received_at = source.received_at or self.ctx.app.now()
-        thread.record(batch, stored, new=False)
+        for i, source in enumerate(state.awaiting):
+            if source.message == message_id:
+                del state.awaiting[i]
+                source.received_at = self.ctx.app.now()
+                # ids sort by creation: a late receipt of an older one does not win
+                if state.source is None or state.source.message < source.message:
+                    state.source = source
+                return
 
     @handler
     async def sent(self, msg: Sent) -> None:
         batch = Batch()
-        await self._set_status(batch, msg.message, msg.status, msg.provider_id)
+        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status, msg.provider_id):
+            self._received(msg.message, msg.status)
         remove_job(batch, msg.job)
         await self._commit(batch)
 
     @handler
     async def status_update(self, msg: StatusUpdate) -> None:
         batch = Batch()
-        await self._set_status(batch, msg.message, msg.status, None)
+        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status):
+            self._received(msg.message, msg.status)
         await self._commit(batch)
 
     # -- tickets and the badge --------------------------------------------------------------

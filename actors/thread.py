@@ -4,6 +4,9 @@ A thread is a log of message ids; each message is a record of its own (`msg:{id}
 delivery status can change without rewriting the log. The SMS thread is one per profile
 (it holds flows, campaigns, keywords and support messages across closes and reopens,
 R02); a web chat thread is one per ticket (every session is its own ticket, R07).
+
+These functions write into the batch of the calling actor, which must be the message's
+owner (`handoff.message_owner`: its ticket, else its profile).
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from typing import Any
 import msgspec
 from tidings.actors import links, segments
 from tidings.actors.context import InboxContext
-from tidings.actors.model import Channel, Event, Message, MessageKind, StoredMessage, encode, iso
+from tidings.actors.model import (
+    Channel,
+    Event,
+    Message,
+    MessageKind,
+    Status,
+    StoredMessage,
+    encode,
+    iso,
+    status_moves_forward,
+)
 from tidings.engine import Batch, Store
 
 THREAD_VIEW = 50  # R09: opening a ticket shows the last 50 messages
@@ -62,6 +75,27 @@ async def load(store: Store, message_id: str) -> StoredMessage | None:
     return _decode_stored(raw) if raw else None
 
 
+async def set_status(
+    store: Store, batch: Batch, message_id: str, status: Status, provider_id: str | None = None
+) -> bool:
+    """What the provider said of message `message_id`, written into `batch` by the
+    message's owner (`handoff.message_owner`): its provider id with the `provider:` key,
+    and its status if it moves forward (R30). True when the status moved."""
+    stored = await load(store, message_id)
+    if stored is None:
+        return False
+    message = stored.message
+    if provider_id and message.provider_id != provider_id:
+        message.provider_id = provider_id
+        batch.put(f"provider:{provider_id}", message_id.encode())
+    moved = status_moves_forward(message.status, status)
+    if moved:
+        message.status = status
+        event(batch, "message.status", {"message": message_id, "status": status})
+    record(batch, stored, new=False)
+    return moved
+
+
 async def last_messages(store: Store, log: str, n: int = THREAD_VIEW) -> list[Message]:
     """The last `n` messages of thread `log`, oldest first, inbound media left out (R10)."""
     ids = await store.log_tail(log, n)
@@ -74,7 +108,6 @@ def outbound(
     batch: Batch,
     *,
     profile: str,
-    phone: str | None,
     channel: Channel,
     ticket: str | None,
     kind: MessageKind,
@@ -82,10 +115,9 @@ def outbound(
     media: list[str],
     author: str | None,
     now: float,
-    send: bool = True,
 ) -> Message:
     """Write an outbound message into `batch`: SMS gets short links (R17), its encoding
-    and segments (R26) and status `queued`, and, when `send`, a job for the courier."""
+    and segments (R26) and status `queued`. `send_sms` queues it for the courier."""
     message_id = new_id("m", now)
     message = Message(
         id=message_id,
@@ -111,10 +143,17 @@ def outbound(
         info = segments.encode_info(message.body)
         message.encoding, message.segments = info.encoding, info.segments
         message.status = "queued"
-        if send and phone:
-            app.outbox.add_sms(batch, message, phone)
     record(batch, StoredMessage(message))
     return message
+
+
+def send_sms(app: InboxContext, batch: Batch, message: Message, phone: str | None) -> bool:
+    """Queue `message` for the courier in `batch` when it is an SMS with a number to go
+    to. True when queued: the caller then tells `app.outbox.queued()` after its commit."""
+    if message.channel != "sms" or not phone:
+        return False
+    app.outbox.add_sms(batch, message, phone)
+    return True
 
 
 def inbound(

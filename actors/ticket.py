@@ -1,7 +1,14 @@
 """TicketActor: one support conversation — its state and read flag (R12–R14), inbound
 messages that open, reopen or wake it (R01, R02), agent replies (R03, R04, R26, R27),
 snoozes on durable timers (R13), first-response time (R28), and, on web chat, the
-visitor's presence and the follow-up e-mail (R16)."""
+visitor's presence and the follow-up e-mail (R16).
+
+Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messages of the
+ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
+idempotency keys, appended to `thread:webchat:{id}` or the profile's `thread:sms:`; the
+outbox jobs it queued (their SMS and its e-mails), which it removes when the courier
+reports them done; its durable timers (`snooze:`, `followup:`, `send:`).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,10 @@ import html
 import msgspec
 from tidings.actors import followup_email, quiet_hours, snooze, thread
 from tidings.actors.context import InboxContext
+from tidings.actors.courier import Mailed, Sent, remove_job
 from tidings.actors.errors import InboxError, bad_request
-from tidings.actors.handoff import TicketFlag, TicketInbound
-from tidings.actors.model import Followup, Message, Profile, Ticket, TicketState, iso
+from tidings.actors.handoff import Reply, StatusUpdate, TicketFlag, TicketInbound
+from tidings.actors.model import Followup, Message, Ticket, TicketState, iso
 from tidings.actors.outbound import Email
 from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
@@ -38,17 +46,6 @@ class TicketRecord(msgspec.Struct):
 
 
 # -- messages ------------------------------------------------------------------------------
-
-
-class Reply(Request[Message]):
-    """An agent's reply; `profile` is a recent view of the ticket's profile."""
-
-    body: str
-    media: list[str]
-    author: str | None
-    profile: Profile
-    send_anyway: bool = False
-    schedule: bool = False
 
 
 class SetState(Request[Ticket]):
@@ -111,9 +108,14 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         return ticket.state, ticket.unread
 
     async def _commit(
-        self, batch: Batch, before: tuple[TicketState, bool] | None, created: bool = False
+        self,
+        batch: Batch,
+        before: tuple[TicketState, bool] | None,
+        created: bool = False,
+        queued: bool = False,
     ) -> None:
-        """Save the ticket with its index entries and event; tell the profile what changed."""
+        """Save the ticket with its index entries and event; tell the profile what changed
+        and, when the batch `queued` outbox jobs, the courier."""
         record = self._existing()
         ticket = record.ticket
         ticket.last_activity_at = iso(record.last_activity)
@@ -131,6 +133,8 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             batch.unindex(WAITING, self.key)
         thread.event(batch, "ticket.created" if created else "ticket.updated", {"ticket": ticket})
         await self.ctx.commit(batch)
+        if queued:
+            self.ctx.app.outbox.queued()
         after = (ticket.state, ticket.unread)
         if after != before:
             self.ctx.tell_nowait(("profile", ticket.profile), TicketFlag(self.key, *after))
@@ -154,12 +158,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         )
         return TicketRecord(ticket, now, now, session=msg.session)
 
-    def _notify_new_ticket(self, batch: Batch, msg: TicketInbound) -> None:
-        """R21: e-mail every listed recipient about a new ticket."""
+    def _notify_new_ticket(self, batch: Batch, msg: TicketInbound) -> bool:
+        """R21: e-mail every listed recipient about a new ticket; True when queued."""
         app = self.ctx.app
         setting = app.settings.notifications.new_ticket_email
         if not setting.enabled or not setting.recipients:
-            return
+            return False
         message = msg.message.message
         who = msg.phone or msg.email or message.profile
         channel = "SMS" if message.channel == "sms" else "web chat"
@@ -171,7 +175,8 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             f'<p><a href="{html.escape(link)}">Open it in the inbox</a></p>'
         )
         email = Email(app.sender_address(), tuple(setting.recipients), subject, text, body)
-        app.outbox.add_email(batch, f"new-ticket:{self.key}", email)
+        app.outbox.add_email(batch, f"new-ticket:{self.key}", email, self.key)
+        return True
 
     @handler
     async def inbound(self, msg: TicketInbound) -> Message:
@@ -184,9 +189,10 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         now = app.now()
         batch = Batch()
         created = self.state is None
+        queued = False
         if self.state is None:
             self.state = self._create(msg, now)
-            self._notify_new_ticket(batch, msg)
+            queued = self._notify_new_ticket(batch, msg)
             before = None
         else:
             before = self._flags()
@@ -218,12 +224,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         if msg.idem_key:
             batch.put(msg.idem_key, message.id.encode())
         if msg.autoreply:
-            thread.outbound(
-                app, batch, profile=ticket.profile, phone=record.phone, channel=ticket.channel,
-                ticket=self.key, kind="autoresponder", body=msg.autoreply, media=[], author=None,
-                now=now,
+            autoreply = thread.outbound(
+                app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,
+                kind="autoresponder", body=msg.autoreply, media=[], author=None, now=now,
             )  # fmt: skip
-        await self._commit(batch, before, created)
+            queued |= thread.send_sms(app, batch, autoreply, record.phone)
+        await self._commit(batch, before, created, queued)
         return message
 
     # -- agent operations --------------------------------------------------------------------
@@ -237,20 +243,15 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         record = self._existing()
         ticket = record.ticket
         app = self.ctx.app
-        if not msg.body.strip() and not msg.media:
-            raise bad_request("body", "a reply needs text or media")
-        profile = msg.profile
-        if profile.blocked:
-            raise InboxError("blocked", "the profile is blocked")
         if ticket.state == "closed":
             raise InboxError("ticket_closed", "the ticket is closed")
         now = app.now()
         hold_until: float | None = None
         if ticket.channel == "sms":
-            if not profile.subscribed:
+            if not msg.consent:
                 raise InboxError("not_subscribed", "the profile has no SMS consent (R04)")
             window = msgspec.to_builtins(app.settings.quiet_hours)
-            zone = profile.location.timezone
+            zone = msg.timezone
             held = quiet_hours.check(zone, window, to_datetime(now))
             if held is not None and not msg.send_anyway:
                 if not msg.schedule:
@@ -264,14 +265,16 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         before = self._flags()
         batch = Batch()
         message = thread.outbound(
-            app, batch, profile=ticket.profile, phone=profile.phone, channel=ticket.channel,
-            ticket=self.key, kind="support", body=msg.body, media=msg.media, author=msg.author,
-            now=now, send=hold_until is None,
+            app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,
+            kind="support", body=msg.body, media=msg.media, author=msg.author, now=now,
         )  # fmt: skip
-        if hold_until is not None and profile.phone:
+        queued = False
+        if hold_until is None:
+            queued = thread.send_sms(app, batch, message, msg.phone)
+        elif msg.phone:
             self.ctx.timers.set_durable(
                 batch, f"send:{message.id}", hold_until, self.address,
-                ScheduledSend(message.id, profile.phone),
+                ScheduledSend(message.id, msg.phone),
             )  # fmt: skip
         if msg.author is not None:
             if ticket.first_response_s is None and record.first_inbound_at is not None:
@@ -280,7 +283,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         record.last_activity = now
         if ticket.channel == "webchat":
             self._followup_after_reply(batch, now)
-        await self._commit(batch, before)
+        await self._commit(batch, before, queued=queued)
         if ticket.channel == "webchat" and record.session:
             app.sessions.deliver(record.session, {"type": "message", "message": message})
         return message
@@ -369,6 +372,28 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         batch = Batch()
         self.ctx.app.outbox.add_sms(batch, stored.message, msg.phone)
         await self.ctx.commit(batch)
+        self.ctx.app.outbox.queued()
+
+    # -- its messages' delivery (the ticket owns the messages it wrote) --------------------
+
+    @handler
+    async def sent(self, msg: Sent) -> None:
+        batch = Batch()
+        await thread.set_status(self.ctx.store, batch, msg.message, msg.status, msg.provider_id)
+        remove_job(batch, msg.job)
+        await self.ctx.commit(batch)
+
+    @handler
+    async def status_update(self, msg: StatusUpdate) -> None:
+        batch = Batch()
+        await thread.set_status(self.ctx.store, batch, msg.message, msg.status)
+        await self.ctx.commit(batch)
+
+    @handler
+    async def mailed(self, msg: Mailed) -> None:
+        batch = Batch()
+        remove_job(batch, msg.job)
+        await self.ctx.commit(batch)
 
     @handler
     async def presence(self, msg: VisitorPresence) -> None:
@@ -412,8 +437,8 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             composed.text,
             composed.html,
         )
-        app.outbox.add_email(batch, f"followup:{self.key}:{msg.due}", email)
+        app.outbox.add_email(batch, f"followup:{self.key}:{msg.due}", email, self.key)
         record.followup_due = None
         ticket.followup = Followup("sent", iso(app.now()))
         thread.event(batch, "followup.sent", {"ticket": self.key, "at": ticket.followup.at})
-        await self._commit(batch, self._flags())
+        await self._commit(batch, self._flags(), queued=True)

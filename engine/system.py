@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -85,7 +85,6 @@ class Engine:
         checkpoint_every: int = 64,
         timer_window: float = 60.0,
         deadline_compaction: int = 100_000,
-        on_commit: Callable[[Batch], None] | None = None,
     ) -> None:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
@@ -100,7 +99,6 @@ class Engine:
         self.quarantine_s = quarantine_s
         self.quarantine_max_s = quarantine_max_s
         self.checkpoint_every = checkpoint_every
-        self._on_commit = on_commit
         self.kinds: dict[str, type[Actor[Any]]] = {}
         self.events = EventLog(store)
         self.letters = DeadLetters(self.commit, self.clock)
@@ -258,8 +256,6 @@ class Engine:
         seqs = await self.store.commit(batch)
         if seqs:
             self.events.published(seqs, batch.events)
-        if self._on_commit is not None:
-            self._on_commit(batch)
         return seqs
 
     # -- running ------------------------------------------------------------------------

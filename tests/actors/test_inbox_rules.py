@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import trio
 import trio.testing
 from tidings.actors.brand import Timing
+from tidings.actors import thread
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import open_inbox
-from tidings.actors.model import Order, OrderItem
+from tidings.actors.model import Attribution, Order, OrderItem
+from tidings.actors.outbound import DeliveryError
 from tidings.engine import TrioWallClock
 from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import OutboxMail
@@ -340,3 +344,36 @@ async def test_r16_presence_idle_visitor_goes_offline_and_any_frame_brings_it_ba
     assert (await inbox.ticket_get(ticket)).ticket.visitor_online is True
     events = [e["event"] for e in await harness.events(0)]
     assert events.count("visitor.offline") == 1 and events.count("visitor.online") == 2
+
+
+async def test_r25_a_failed_campaign_leaves_the_last_received_one_to_attribute_to(
+    harness: Harness, autojump_clock: Clock
+) -> None:
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
+    await inbox.send_message(profile, "campaign", "c1", "Winter sale", "20% off")
+    await trio.sleep(60)  # the provider took it: received
+    harness.sms.fail_next(DeliveryError("unreachable", permanent=True))
+    failed = await inbox.send_message(profile, "campaign", "c2", "Spring sale", "30% off")
+    await trio.sleep(60)
+    stored = await thread.load(harness.store, failed.id)
+    assert stored is not None and stored.message.status == "failed"
+    reply = await inbox.receive_sms("SM1", PHONE, "is the sale still on?")
+    assert reply.attributed_to == Attribution("campaign", "c1", "Winter sale")
+    again = await inbox.receive_sms("SM2", PHONE, "hello?")
+    assert again.attributed_to is None  # c1 was answered once already
+
+
+async def test_r11_with_shopify_a_profile_without_orders_has_an_empty_list(
+    autojump_clock: Clock,
+) -> None:
+    account = dataclasses.replace(ACCOUNT, ecommerce="shopify")
+    async with open_inbox(
+        MemoryStore(), account=account, timing=Timing(), sms=OutboxSms(), mail=OutboxMail(),
+        clock=TrioWallClock(START),
+    ) as inbox:  # fmt: skip
+        profile = (await inbox.upsert_profile({"phone": PHONE})).id
+        assert (await inbox.profile_get(profile)).orders == []
+        order = Order("o1", [OrderItem("Mug", 2, 9.5)], 19.0, "USD", "2027-01-02T10:00:00+00:00")
+        await inbox.add_order(profile, order)
+        assert [o.id for o in (await inbox.profile_get(profile)).orders or []] == ["o1"]
