@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 import trio
+
 from tidings.actors.brand import Account
 from tidings.actors.handoff import message_owner
 from tidings.actors.model import Message, Status

@@ -4,6 +4,7 @@ the other), and who owns a message."""
 from __future__ import annotations
 
 import msgspec
+
 from tidings.actors.model import Message, Status, StoredMessage, TicketState
 from tidings.engine import Address, Request
 

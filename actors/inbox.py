@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import msgspec
 import trio
-from tidings.actors import settings as settings_rules
+
 from tidings.actors import listing, snooze, thread
+from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
@@ -52,8 +53,8 @@ from tidings.actors.profile import (
     InboundSms,
     LinkClicked,
     ProfileActor,
-    SendSource,
     ReplyToTicket,
+    SendSource,
     SetBlocked,
     Stored,
     Upsert,

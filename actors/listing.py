@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import msgspec
+
 from tidings.actors import thread
 from tidings.actors.errors import bad_request
 from tidings.actors.model import Message, Ticket

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
 from tidings.actors import keywords, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Sent, remove_job

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
 from tidings.actors import office_hours, quiet_hours
 from tidings.actors.templates import Template, TemplateError
 

@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 import msgspec
+
 from tidings.actors import links, segments
 from tidings.actors.context import InboxContext
 from tidings.actors.model import (

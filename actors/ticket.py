@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 
 import msgspec
+
 from tidings.actors import followup_email, quiet_hours, snooze, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Mailed, Sent, remove_job

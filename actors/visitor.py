@@ -5,6 +5,7 @@ period or when no frame came for a while), which drives the follow-up e-mail (R1
 from __future__ import annotations
 
 import msgspec
+
 from tidings.actors import office_hours, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.errors import InboxError, bad_request

@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 import trio
+
 from tidings.actors.inbox import Inbox, open_inbox
 from tidings.bench.harness import Progress, Row, row, scenario
 from tidings.engine.store import Store, open_store

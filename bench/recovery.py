@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import trio
+
 from tidings.actors.inbox import open_inbox
 from tidings.actors.model import Ticket, encode, iso
 from tidings.actors.ticket import TICKETS, WAITING, TicketRecord

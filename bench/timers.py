@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 import trio
+
 from tidings.bench.harness import Progress, Row, row, scenario
 from tidings.engine import Actor, Batch, handler, open_engine
 from tidings.engine.store.memory import MemoryStore

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import trio
+
 from tidings.bench.harness import Progress, Row, row, scenario
 from tidings.bench.websocket import _percentile, server_process, tidings_serve
 

@@ -41,8 +41,9 @@ from typing import Any
 
 import msgspec
 import trio
-from tidings.bench.harness import Progress, Row, row, scenario
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from tidings.bench.harness import Progress, Row, row, scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 # Connections being opened (and warmed up) at the same time: below the engine's 64

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
+
 from tidings.engine.context import ActorContext
 from tidings.engine.messages import Address
 from tidings.engine.store.base import Batch

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import trio
+
 from tidings.engine.errors import AskTimeout
 from tidings.engine.messages import Address
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import trio
+
 from tidings.engine.clock import WallClock
 from tidings.engine.messages import Address
 from tidings.engine.store.base import Batch

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import trio
+
 from tidings.engine.store.base import Store
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import trio
+
 from tidings.engine.errors import RestartIntensityExceeded
 
 log = logging.getLogger("tidings.supervisor")

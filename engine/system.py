@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
+
 from tidings.engine.actor import Actor, Forward, Handler
 from tidings.engine.asks import Ask, AskDeadlines
 from tidings.engine.clock import SystemClock, WallClock

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import trio
+
 from tidings.engine.clock import WallClock
 from tidings.engine.errors import EngineError, MailboxFull
 from tidings.engine.messages import Address, struct_tag

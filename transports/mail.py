@@ -23,6 +23,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
+
 from tidings.actors.outbound import DeliveryError, Email
 
 __all__ = ["OutboxMail", "SmtpMail", "SmtpSettings", "build_message", "parse_smtp_url"]

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import msgspec
 import trio
+
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsReceipt
 
 __all__ = ["OutboxSms", "TwilioError", "TwilioSms"]

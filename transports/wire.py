@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
 from tidings.actors.errors import InboxError
 
 if TYPE_CHECKING:

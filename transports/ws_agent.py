@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import trio
 from starlette.websockets import WebSocket
+
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
 from tidings.transports.config import AgentConfig

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import trio
 from starlette.websockets import WebSocket
+
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
 from tidings.transports.wire import Context, validation_error

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
 from tidings.transports.wire import MAX_FRAME
 
 __all__ = ["Conn", "TokenBucket", "Closed", "TooBig"]

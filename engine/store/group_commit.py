@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeAlias, TypeVar
 
 import trio
+
 from tidings.engine.store.base import StoreError
 
 _P = TypeVar("_P")

@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 
 import trio
+
 from tidings.engine.store.base import Batch, DueTimer, StoreError
 
 

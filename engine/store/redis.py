@@ -54,6 +54,7 @@ import coredis
 import coredis.exceptions
 import msgspec
 import trio
+
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import trio
+
 from tidings.engine.store import sqlite_index
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome

@@ -16,6 +16,7 @@ import sqlite3
 from typing import Any, Final
 
 import msgspec
+
 from tidings.engine.store.base import IndexEntry
 
 SCHEMA: Final = """

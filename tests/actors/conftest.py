@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio.testing
+
+from tests.actors.helpers import ACCOUNT, START, Harness
 from tidings.actors.brand import Timing
 from tidings.actors.inbox import open_inbox
 from tidings.engine import TrioWallClock
 from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import OutboxMail
 from tidings.transports.sms_providers import OutboxSms
-
-from tests.actors.helpers import ACCOUNT, START, Harness
 
 
 @pytest.fixture

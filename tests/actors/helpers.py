@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from tidings.actors.brand import Account
 from tidings.actors.inbox import Inbox
 from tidings.engine.store.memory import MemoryStore

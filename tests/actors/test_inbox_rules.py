@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 import trio
 import trio.testing
-from tidings.actors.brand import Timing
+
+from tests.actors.helpers import ACCOUNT, PHONE, START, Harness
 from tidings.actors import thread
+from tidings.actors.brand import Timing
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import open_inbox
 from tidings.actors.model import Attribution, Order, OrderItem
@@ -17,8 +19,6 @@ from tidings.engine import TrioWallClock
 from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import OutboxMail
 from tidings.transports.sms_providers import OutboxSms
-
-from tests.actors.helpers import ACCOUNT, PHONE, START, Harness
 
 Clock = trio.testing.MockClock
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from tidings.actors import thread
-from tidings.actors.errors import InboxError
 
 from tests.actors.helpers import PHONE, Harness
+from tidings.actors import thread
+from tidings.actors.errors import InboxError
 
 
 async def test_r02_inbound_sms_opens_one_ticket_and_one_thread_across_reopens(

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from tidings.actors.errors import InboxError
 
 from tests.actors.helpers import PHONE, Harness
+from tidings.actors.errors import InboxError
 
 Clock = trio.testing.MockClock
 OTHER_PHONE = "+15559990000"

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tidings.actors.followup_email import FollowupEmail, chat_link, compose
 
 LINK = "https://support.acme.example/chat?session=tok123"

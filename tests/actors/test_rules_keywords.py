@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tidings.actors.keywords import (
     HELP_REPLY,
     HELP_WORDS,

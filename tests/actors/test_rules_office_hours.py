@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tidings.actors.office_hours import WEEKDAYS, is_inside, validate, validate_days, welcome_for
 
 NY = "America/New_York"

@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tidings.actors.segments import GSM7_BASIC, GSM7_EXTENSION, SmsEncoding, encode_info, is_gsm7
 
 EURO = "€"

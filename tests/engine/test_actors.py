@@ -6,6 +6,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+
 from tidings.engine import (
     DEAD_LETTERS,
     Actor,

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+
 from tidings.engine import Actor, Batch, handler, open_engine
 from tidings.engine.store.memory import MemoryStore
 

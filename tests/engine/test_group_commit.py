@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
+
 from tidings.engine.store.base import StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
 

@@ -12,6 +12,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore

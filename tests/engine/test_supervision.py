@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+
 from tidings.engine import (
     DEAD_LETTERS,
     Actor,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from tidings.transports.server import Running, running_server
 
 from tests.transports.helpers import make_config
+from tidings.transports.server import Running, running_server
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import trio
 from aiosmtpd.controller import Controller
+
 from tidings.transports.config import load_config
 
 AUTH_TOKEN = "twilio-secret"

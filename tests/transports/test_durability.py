@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from tidings.actors import thread
-from tidings.transports.server import running_server
 from twilio.request_validator import RequestValidator
 
 from tests.transports.helpers import make_config
+from tidings.actors import thread
+from tidings.transports.server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "crash-token"

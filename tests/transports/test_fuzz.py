@@ -22,13 +22,13 @@ import httpx
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tidings.engine.store.memory import MemoryStore
-from tidings.transports.server import Running, running_server
-from tidings.transports.wire import MAX_FRAME
 from trio_websocket import ConnectionClosed, open_websocket_url
 from twilio.request_validator import RequestValidator
 
 from tests.transports.helpers import AGENT_TOKEN, AUTH_TOKEN, make_config
+from tidings.engine.store.memory import MemoryStore
+from tidings.transports.server import Running, running_server
+from tidings.transports.wire import MAX_FRAME
 
 EXAMPLES = 100
 MIN_THROWN = 1_000

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from tidings.transports.server import Running
 from twilio.request_validator import RequestValidator
 
 from tests.transports.helpers import AUTH_TOKEN
+from tidings.transports.server import Running
 
 
 def _signed(url: str, params: dict[str, str]) -> dict[str, str]:

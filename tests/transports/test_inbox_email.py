@@ -4,13 +4,13 @@ new-ticket notification of R21 arrive with the right subject, recipients and lin
 from __future__ import annotations
 
 import trio
+
+from tests.transports.helpers import Recorder, parsed, smtp_server
 from tidings.actors.brand import Account, Timing
 from tidings.actors.inbox import open_inbox
 from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import SmtpMail
 from tidings.transports.sms_providers import OutboxSms
-
-from tests.transports.helpers import Recorder, parsed, smtp_server
 
 ACCOUNT = Account(
     name="Acme",

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.transports.helpers import Recorder, free_port, parsed, smtp_server
 from tidings.actors.outbound import DeliveryError, Email, Mailer
 from tidings.transports.mail import (
     OutboxMail,
@@ -21,8 +23,6 @@ from tidings.transports.mail import (
     build_message,
     parse_smtp_url,
 )
-
-from tests.transports.helpers import Recorder, free_port, parsed, smtp_server
 
 NOW = datetime(2025, 3, 4, 15, 30, 0, tzinfo=UTC)
 EMAIL = Email(

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
 from tidings.transports.sms_providers import OutboxSms, TwilioError, TwilioSms
 

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import MultiDict
 from starlette.datastructures import FormData
-from tidings.transports.twilio_signature import compute_signature, is_valid
 from twilio.request_validator import RequestValidator
+
+from tidings.transports.twilio_signature import compute_signature, is_valid
 
 TOKEN = "12345"
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from tidings.transports.server import Running, running_server
-from tidings.transports.ws_common import BURST, RATE
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.transports.helpers import AGENT_TOKEN, make_config
+from tidings.transports.server import Running, running_server
+from tidings.transports.ws_common import BURST, RATE
 
 
 def ws_url(server: Running, path: str) -> str:
