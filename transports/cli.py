@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
+from tidings.engine.store.schema import SchemaTooNew
 from tidings.transports import logs
 from tidings.transports.config import ConfigError, load_config
 from tidings.transports.server import Running, serve
@@ -111,11 +112,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
     logs.configure()
+    newer: SchemaTooNew | None = None
     try:
-        trio.run(_serve, config)
+        try:
+            trio.run(_serve, config)
+        except* SchemaTooNew as group:
+            newer = _first(group)
     except KeyboardInterrupt:
         pass
+    if newer is not None:
+        # an older release must not touch what a newer one wrote: a config error, exit 2
+        print(f"config error: server.store: {newer}", file=sys.stderr, flush=True)
+        return 2
     return 0
+
+
+def _first(group: BaseExceptionGroup[SchemaTooNew]) -> SchemaTooNew:
+    """The first `SchemaTooNew` of `group`, however deeply the nurseries nested it."""
+    found = group.exceptions[0]
+    return found if isinstance(found, SchemaTooNew) else _first(found)
 
 
 if __name__ == "__main__":
