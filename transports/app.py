@@ -13,7 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tidings.engine.store import Store
-from tidings.transports import http_api
+from tidings.transports import http_api, openapi
 from tidings.transports.logs import AccessLog
 from tidings.transports.wire import Context
 from tidings.transports.ws_agent import agent_endpoint
@@ -49,6 +49,7 @@ def build_app(ctx: Context, store: Store) -> Starlette:
         Route("/sms/inbound", _http(ctx, http_api.sms_inbound), methods=["POST"]),
         Route("/sms/status", _http(ctx, http_api.sms_status), methods=["POST"]),
         Route("/l/{code}", _http(ctx, http_api.short_link), methods=["GET"]),
+        Route("/api/openapi.json", _http(ctx, openapi.openapi_json), methods=["GET"]),
         Route("/api/{name}", _http(ctx, http_api.api), methods=["POST"]),
         Route("/healthz", _http(ctx, http_api.healthz), methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -5,7 +5,6 @@ release. `tidings bench …` is handed to the benchmarks by `tidings.cli`, above
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import trio
 from tidings.engine.store.schema import SchemaTooNew
 from tidings.transports import logs
 from tidings.transports.config import ConfigError, load_config
+from tidings.transports.release import version
 from tidings.transports.server import Running, serve
 
 __all__ = ["main"]
@@ -24,16 +24,6 @@ REDIS_BACKUP_HINT = (
     "tidings backup copies SQLite stores only; back up Redis with its own persistence "
     "(BGSAVE, then copy dump.rdb, or copy the appendonly files; see the README, Deployment)"
 )
-
-
-def version() -> str:
-    """The installed release: the distribution's metadata, else `tidings.__version__`."""
-    try:
-        return importlib.metadata.version("tidings")
-    except importlib.metadata.PackageNotFoundError:
-        from tidings import __version__
-
-        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
