@@ -39,6 +39,7 @@ idempotency keys and its outbox job, and takes its delivery status (the courier'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -101,6 +102,8 @@ class InboxContext:
     link_secret: bytes = b""
     directory: DirectoryCache = field(default_factory=DirectoryCache)
     badge: int = 0  # R18: profiles with an open ticket with unread messages
+    # told each ticket's first-response time (R28) once it is committed (metrics)
+    on_first_response: Callable[[float], None] | None = None
     _templates: dict[str, Template] = field(default_factory=dict)
 
     def now(self) -> float:

@@ -277,14 +277,17 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
                 batch, f"send:{message.id}", hold_until, self.address,
                 ScheduledSend(message.id, msg.phone),
             )  # fmt: skip
+        first_response: float | None = None
         if msg.author is not None:
             if ticket.first_response_s is None and record.first_inbound_at is not None:
-                ticket.first_response_s = round(now - record.first_inbound_at, 6)
+                ticket.first_response_s = first_response = round(now - record.first_inbound_at, 6)
             record.waiting_since = None
         record.last_activity = now
         if ticket.channel == "webchat":
             self._followup_after_reply(batch, now)
         await self._commit(batch, before, queued=queued)
+        if first_response is not None and app.on_first_response is not None:
+            app.on_first_response(first_response)
         if ticket.channel == "webchat" and record.session:
             app.sessions.deliver(record.session, {"type": "message", "message": message})
         return message

@@ -13,8 +13,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tidings.engine.store import Store
-from tidings.transports import http_api
+from tidings.transports import http_api, openapi
 from tidings.transports.logs import AccessLog
+from tidings.transports.metrics import Metrics
 from tidings.transports.wire import Context
 from tidings.transports.ws_agent import agent_endpoint
 from tidings.transports.ws_chat import chat_endpoint
@@ -39,20 +40,23 @@ def _ws(ctx: Context, handler: Callable[[Context, WebSocket], Awaitable[None]]) 
 
 def build_app(ctx: Context, store: Store) -> Starlette:
     """The ASGI app serving `ctx`'s inbox; `/readyz` asks `store`. With
-    `server.access_log`, every HTTP request is logged (see `logs.AccessLog`)."""
+    `server.access_log`, every HTTP request is logged (see `logs.AccessLog`). Its
+    `state.metrics` is the app's `Metrics`, to `watch` the inbox once it runs."""
+    metrics = Metrics(ctx)
 
     async def readyz(request: Request) -> Response:
         return await http_api.readyz(ctx, request, store)
 
     readyz.__doc__ = http_api.readyz.__doc__
     routes = [
-        Route("/sms/inbound", _http(ctx, http_api.sms_inbound), methods=["POST"]),
+        Route("/sms/inbound", metrics.timed(_http(ctx, http_api.sms_inbound)), methods=["POST"]),
         Route("/sms/status", _http(ctx, http_api.sms_status), methods=["POST"]),
         Route("/l/{code}", _http(ctx, http_api.short_link), methods=["GET"]),
+        Route("/api/openapi.json", _http(ctx, openapi.openapi_json), methods=["GET"]),
         Route("/api/{name}", _http(ctx, http_api.api), methods=["POST"]),
         Route("/healthz", _http(ctx, http_api.healthz), methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", _http(ctx, http_api.metrics_endpoint), methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/", _http(ctx, http_api.console_page), methods=["GET"]),
         Route("/chat", _http(ctx, http_api.chat_page), methods=["GET"]),
         Route("/static/{name}", _http(ctx, http_api.static), methods=["GET"]),
@@ -60,4 +64,6 @@ def build_app(ctx: Context, store: Store) -> Starlette:
         WebSocketRoute("/ws/chat", _ws(ctx, chat_endpoint)),
     ]
     middleware = [Middleware(AccessLog)] if ctx.config.server.access_log else []
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.metrics = metrics
+    return app

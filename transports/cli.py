@@ -5,15 +5,16 @@ release. `tidings bench …` is handed to the benchmarks by `tidings.cli`, above
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import signal
 import sys
 from collections.abc import Sequence
 
 import trio
 
+from tidings.engine.store.schema import SchemaTooNew
 from tidings.transports import logs
 from tidings.transports.config import ConfigError, load_config
+from tidings.transports.release import version
 from tidings.transports.server import Running, serve
 
 __all__ = ["main"]
@@ -23,16 +24,6 @@ REDIS_BACKUP_HINT = (
     "tidings backup copies SQLite stores only; back up Redis with its own persistence "
     "(BGSAVE, then copy dump.rdb, or copy the appendonly files; see the README, Deployment)"
 )
-
-
-def version() -> str:
-    """The installed release: the distribution's metadata, else `tidings.__version__`."""
-    try:
-        return importlib.metadata.version("tidings")
-    except importlib.metadata.PackageNotFoundError:
-        from tidings import __version__
-
-        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,11 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
     logs.configure()
+    newer: SchemaTooNew | None = None
     try:
-        trio.run(_serve, config)
+        try:
+            trio.run(_serve, config)
+        except* SchemaTooNew as group:
+            newer = _first(group)
     except KeyboardInterrupt:
         pass
+    if newer is not None:
+        # an older release must not touch what a newer one wrote: a config error, exit 2
+        print(f"config error: server.store: {newer}", file=sys.stderr, flush=True)
+        return 2
     return 0
+
+
+def _first(group: BaseExceptionGroup[SchemaTooNew]) -> SchemaTooNew:
+    """The first `SchemaTooNew` of `group`, however deeply the nurseries nested it."""
+    found = group.exceptions[0]
+    return found if isinstance(found, SchemaTooNew) else _first(found)
 
 
 if __name__ == "__main__":

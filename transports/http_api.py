@@ -1,5 +1,5 @@
-"""The HTTP endpoints of PROTOCOL.md: SMS webhooks, short links, `/api/*`, health,
-metrics and the static pages. Each handler only translates to an `Inbox` call."""
+"""The HTTP endpoints of PROTOCOL.md: SMS webhooks, short links, `/api/*`, health
+and the static pages. Each handler only translates to an `Inbox` call."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from starlette.responses import (
 from tidings.actors.errors import InboxError
 from tidings.actors.model import Order
 from tidings.engine.store import Store, StoreError
-from tidings.transports import metrics
 from tidings.transports.twilio_signature import is_valid
 from tidings.transports.wire import STATUS, Context, error_body, validation_error
 
@@ -273,12 +272,6 @@ async def readyz(ctx: Context, request: Request, store: Store) -> Response:
             return JSONResponse({"status": "ready"})
     log.warning("not ready", extra={"error": error})
     return JSONResponse({"status": "unready", "error": error}, status_code=503)
-
-
-async def metrics_endpoint(ctx: Context, request: Request) -> Response:
-    """Prometheus text format."""
-    text = await metrics.render(ctx)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _static_file(name: str) -> Response:

@@ -175,6 +175,7 @@ async def running_server(
                     settings=config.settings,
                 ) as inbox:
                     ctx.inbox = inbox
+                    app.state.metrics.watch(inbox)
                     try:
                         yield Running(local, inbox, sms, mail, ctx, token, key)
                     finally:

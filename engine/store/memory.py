@@ -10,10 +10,13 @@ from collections import defaultdict
 import trio
 
 from tidings.engine.store.base import Batch, DueTimer, StoreError
+from tidings.engine.store.schema import SCHEMA_VERSION
 
 
 class MemoryStore:
-    """A `Store` that keeps everything in memory; `commit` is atomic and immediate."""
+    """A `Store` that keeps everything in memory; `commit` is atomic and immediate.
+
+    It starts empty, so its `schema_version` is always this release's."""
 
     def __init__(self) -> None:
         self._kv: dict[str, bytes] = {}
@@ -22,6 +25,7 @@ class MemoryStore:
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
         self._closed = False
+        self.schema_version = SCHEMA_VERSION
         self.fail_writes = False  # tests set this to see failed writes surface
 
     def _check(self) -> None:

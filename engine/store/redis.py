@@ -22,7 +22,11 @@ out-of-memory server refuses it before it writes anything; inputs that Redis wou
 reject mid-script (NaN scores, NaN due times) are refused in Python before sending.
 
 Scripts: the Lua sources are the package's ``lua/*.lua`` files (commit, query, count,
-due), loaded once at import.
+due, migrate), loaded once at import.
+
+Schema: `open` refuses a store of a newer schema version and migrates an older one, one
+version per call of the ``migrate`` script (which re-checks the version and each value
+it rewrites, so concurrent openers cannot migrate twice).
 
 Durability is the server's: acknowledged means durable only with ``appendonly yes`` and
 ``appendfsync always`` (the test server runs that way).
@@ -35,6 +39,7 @@ one slot: the price is that one store does not spread over cluster shards.
 - ``{p}kv:<key>``               string
 - ``{p}log:<stream>``           list (RPUSH)
 - ``{p}events:seq``             counter; ``{p}events`` stream with ids ``0-<seq>``
+- ``{p}meta:schema_version``   the schema version (see `schema`; absent: version 1)
 - ``{p}timers``                 sorted set key→due; ``{p}timers:payload`` hash key→payload
 - ``{p}ix:<len>:<index>:all``   sorted set of every member (score)
 - ``{p}ix:<len>:<index>:t:<tag>``  sorted set of the members with that tag
@@ -57,11 +62,12 @@ import trio
 
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
+from tidings.engine.store.schema import SCHEMA_VERSION, check_readable, timer_payload_v2
 
 _LUA: Final = resources.files(__package__).joinpath("lua")
 _SCRIPTS: Final = {
     name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    for name in ("commit", "query", "count", "due")
+    for name in ("commit", "query", "count", "due", "migrate")
 }
 
 _tags_encoder = msgspec.json.Encoder()
@@ -79,7 +85,8 @@ class RedisStore(OpenedStore):
     """A `Store` on a Redis 7+ server: one Lua script call per batch, pipelined.
 
     Open it with ``await RedisStore(url, prefix="tidings:").open()`` (returns the store)
-    or use it as an async context manager. See the module docstring for the key layout.
+    or use it as an async context manager. See the module docstring for the key layout;
+    `schema_version` is the store's after `open`.
     """
 
     def __init__(self, url: str, *, prefix: str = "tidings:") -> None:
@@ -96,6 +103,8 @@ class RedisStore(OpenedStore):
         self._stopped = trio.Event()
         self._commits = GroupCommit(self._send_group, name="redis")
         self._shas: dict[str, str] = {}
+        self._schema_key = self._base + "meta:schema_version"
+        self.schema_version = 0  # known once open
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -116,6 +125,10 @@ class RedisStore(OpenedStore):
         try:
             await self._client.ping()
             await self._load_scripts()
+            self.schema_version = await self._migrate()
+        except StoreError:
+            await self.aclose()
+            raise
         except Exception as exc:
             await self.aclose()
             raise StoreError(f"cannot open {self.url}: {exc!r}") from exc
@@ -154,6 +167,25 @@ class RedisStore(OpenedStore):
         for name, source in _SCRIPTS.items():
             sha = await client.script_load(source)
             self._shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    async def _migrate(self) -> int:
+        """Bring the store to `SCHEMA_VERSION`, one atomic step at a time; returns it."""
+        client = self._live()
+        while True:
+            stored = await client.get(self._schema_key)
+            version = int(stored) if stored is not None else 1
+            check_readable(version)
+            if version == SCHEMA_VERSION and stored is not None:
+                return version
+            rewrites: list[bytes | str] = []
+            if version == 1:  # 1 → 2: durable timers name their message by tag
+                payloads = await client.hgetall(self._timer_payloads)
+                for key, payload in payloads.items():
+                    new = timer_payload_v2(_bytes(payload))
+                    if new is not None:
+                        rewrites += [key, payload, new]
+            step = [str(version), str(version + 1), *rewrites]
+            await self._script("migrate", [self._schema_key, self._timer_payloads], step)
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a read script, reloading the scripts once if the server lost them."""

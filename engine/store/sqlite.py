@@ -15,6 +15,9 @@ own SAVEPOINT so that a batch that fails is rolled back alone and only its calle
 `StoreError` (group commit). The sorted indexes' tables and statements are in
 `sqlite_index`.
 
+Schema: table ``meta`` holds ``schema_version`` (see `schema`); `open` refuses a newer
+one and migrates an older one, one version per transaction (`MIGRATIONS`).
+
 Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. With NORMAL, a WAL commit is
 only synced at checkpoint time and a power loss may roll back transactions that were
 already acknowledged; an inbound message is acknowledged only once the store says it is
@@ -36,6 +39,7 @@ import trio
 from tidings.engine.store import sqlite_index
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
+from tidings.engine.store.schema import SCHEMA_VERSION, check_readable, timer_payload_v2
 
 _T = TypeVar("_T")
 
@@ -68,6 +72,10 @@ CREATE TABLE IF NOT EXISTS timers (
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due, key);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value NOT NULL
+);
 """
 
 _SCHEMA: Final = _TABLES + sqlite_index.SCHEMA
@@ -78,7 +86,8 @@ class SqliteStore(OpenedStore):
 
     Open it with ``await SqliteStore(path).open()`` (returns the store) or use it as an
     async context manager. `transactions` and `batches` count committed write
-    transactions (one fsync each) and the batches they carried.
+    transactions (one fsync each) and the batches they carried; `schema_version` is the
+    store's after `open` (see `schema`).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -94,6 +103,7 @@ class SqliteStore(OpenedStore):
         self._inline: sqlite3.Connection | None = None  # point reads on the trio thread
         self._read_limiter = trio.CapacityLimiter(_READERS)
         self._last_seq = 0
+        self.schema_version = 0  # known once open
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -121,7 +131,9 @@ class SqliteStore(OpenedStore):
                 raise sqlite3.OperationalError(f"could not enable WAL (journal_mode={mode})")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
+            check_readable(_stored_version(conn))  # before a newer layout is touched
             conn.executescript(_SCHEMA)
+            self.schema_version = _migrate(conn)
             self._last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             inline = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             inline.execute("PRAGMA query_only=1")
@@ -314,6 +326,53 @@ class SqliteStore(OpenedStore):
     async def index_count(self, index: str, tags: frozenset[str]) -> int:
         """How many members of `index` have all `tags`."""
         return await self._read(sqlite_index.count, index, tags)
+
+
+# -- schema versions (run in the opening thread) --------------------------------------
+
+
+def _stored_version(conn: sqlite3.Connection) -> int:
+    """The recorded schema version; 1 for a store from before versions were recorded."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    return 1
+
+
+def _timers_v2(conn: sqlite3.Connection) -> None:
+    """1 → 2: durable timers name their message by tag (`schema.timer_payload_v2`)."""
+    rows = conn.execute("SELECT key, payload FROM timers").fetchall()
+    changed = [(new, key) for key, payload in rows if (new := timer_payload_v2(payload))]
+    conn.executemany("UPDATE timers SET payload=? WHERE key=?", changed)
+
+
+MIGRATIONS: Final = (_timers_v2,)
+"""``MIGRATIONS[n - 1]`` takes a store of version n to n + 1."""
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store to `SCHEMA_VERSION`, one transaction per step; returns it."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # read again inside the write lock: another process may have migrated it
+            version = _stored_version(conn)
+            check_readable(version)
+            if version < SCHEMA_VERSION:
+                MIGRATIONS[version - 1](conn)
+                version += 1
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (version,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if version == SCHEMA_VERSION:
+            return version
 
 
 # -- the writer's statements (run in the writer thread) ------------------------------
