@@ -17,10 +17,24 @@ import msgspec
 
 from tidings.actors import keywords, thread
 from tidings.actors.context import InboxContext
-from tidings.actors.courier import Sent, remove_job
+from tidings.actors.courier import (
+    Attempting,
+    MayText,
+    Sent,
+    record_attempt,
+    refusal,
+    remove_job,
+)
 from tidings.actors.directory import Claim, Release, directory_key
 from tidings.actors.errors import InboxError, bad_request
-from tidings.actors.handoff import Reply, StatusUpdate, TicketFlag, TicketInbound
+from tidings.actors.handoff import (
+    CARRIER_OPT_OUT,
+    CarrierOptOut,
+    Reply,
+    StatusUpdate,
+    TicketFlag,
+    TicketInbound,
+)
 from tidings.actors.model import (
     Activity,
     Attribution,
@@ -255,6 +269,9 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         request = Reply(
             msg.body, msg.media, msg.author, profile.subscribed, profile.phone,
             profile.location.timezone, msg.send_anyway, msg.schedule,
+            # the engine retries the ticket's turn with this same request: the ticket
+            # writes one message per request id
+            request_id=thread.new_id("r", self.ctx.app.now()),
         )  # fmt: skip
         return Forward(("ticket", msg.ticket), request)  # the ticket answers
 
@@ -388,9 +405,23 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
                 return
 
     @handler
+    async def may_text(self, msg: MayText) -> str | None:
+        profile = self.data.profile
+        return refusal(profile.blocked, profile.subscribed, msg.needs_consent)
+
+    @handler
+    async def attempting(self, msg: Attempting) -> bool:
+        batch = Batch()
+        found = await record_attempt(self.ctx.store, batch, msg)
+        await self.ctx.commit(batch)
+        return found
+
+    @handler
     async def sent(self, msg: Sent) -> None:
         batch = Batch()
-        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status, msg.provider_id):
+        if await thread.set_status(
+            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
+        ):
             self._received(msg.message, msg.status)
         remove_job(batch, msg.job)
         await self._commit(batch)
@@ -398,9 +429,25 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     @handler
     async def status_update(self, msg: StatusUpdate) -> None:
         batch = Batch()
-        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status):
+        store = self.ctx.store
+        if await thread.set_status(
+            store, batch, msg.message, msg.status, error_code=msg.error_code
+        ):
             self._received(msg.message, msg.status)
+        if msg.error_code == CARRIER_OPT_OUT:
+            self._withdraw_consent()
         await self._commit(batch)
+
+    @handler
+    async def carrier_opt_out(self, msg: CarrierOptOut) -> None:
+        self._withdraw_consent()
+        await self._commit(Batch())
+
+    def _withdraw_consent(self) -> None:
+        """The recipient opted out at the carrier (ErrorCode 21610): as an opt-out
+        keyword would (R19), without a confirmation, which could not reach them."""
+        consent = self.data.profile.consent
+        consent.marketing = consent.transactional = False
 
     # -- tickets and the badge --------------------------------------------------------------
 
