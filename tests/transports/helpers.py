@@ -122,6 +122,7 @@ class TwilioStandIn:
     posts: int = 0
     base_url: str = ""
     holding: trio.Event = field(default_factory=trio.Event)
+    looked_up: trio.Event = field(default_factory=trio.Event)  # set by each list query
 
     def _refusal(self, request: Request) -> Response | None:
         if request.path_params["sid"] != TWILIO_SID:
@@ -152,7 +153,7 @@ class TwilioStandIn:
         form = dict(pairs)
         now = format_datetime(datetime.fromtimestamp(self.clock(), UTC), usegmt=True)
         message = {
-            "sid": f"SM{len(self.accepted)}", "to": form.get("To"), "from": form.get("From"),
+            "sid": f"SM{len(self.messages) + 1}", "to": form.get("To"), "from": form.get("From"),
             "body": form.get("Body", ""), "status": self.created_status,
             "date_created": now, "date_sent": now, "direction": "outbound-api",
         }  # fmt: skip
@@ -170,6 +171,7 @@ class TwilioStandIn:
             return refused
         query = dict(request.query_params)
         self.lookups.append(query)
+        self.looked_up.set()
         day = query.get("DateSent>", "")
         found = [
             m for m in self.messages

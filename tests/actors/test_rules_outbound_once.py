@@ -1,0 +1,216 @@
+"""R30 outbound (PROTOCOL.md, *Delivery guarantees*): every outbound SMS is handed to the
+provider once, through crashes of a turn and failed asks; consent and blocking are checked
+at hand-off for held replies (R27, R04, R15); the provider's ErrorCode is kept, and 21610
+withdraws consent. The provider is Twilio's REST API stand-in, counting every POST."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import trio.testing
+
+from tests.actors.helpers import ACCOUNT, PHONE, START
+from tests.transports.helpers import TWILIO_SID, TWILIO_TOKEN, TwilioStandIn
+from tidings.actors import thread
+from tidings.actors.brand import Timing
+from tidings.actors.courier import Sent
+from tidings.actors.errors import InboxError
+from tidings.actors.inbox import Inbox, open_inbox
+from tidings.actors.model import Message
+from tidings.actors.ticket import ScheduledSend
+from tidings.engine import AskTimeout, TrioWallClock
+from tidings.engine.store.memory import MemoryStore
+from tidings.transports.mail import OutboxMail
+from tidings.transports.sms_providers import TwilioSms
+
+Clock = trio.testing.MockClock
+
+
+@dataclass
+class Twilioed:
+    """An inbox whose SMS go to the Twilio stand-in."""
+
+    inbox: Inbox
+    twilio: TwilioStandIn
+    store: MemoryStore
+
+    async def stored(self, message_id: str) -> Message:
+        found = await thread.load(self.store, message_id)
+        assert found is not None
+        return found.message
+
+    def bodies(self) -> list[str]:
+        """The body of every SMS the provider took."""
+        return [dict(form).get("Body", "") for form in self.twilio.accepted]
+
+    async def ticket_of_subscribed(self, **extra: Any) -> tuple[str, str]:
+        """A profile with SMS consent that texted in: (profile, ticket)."""
+        profile = await self.inbox.upsert_profile(
+            {"phone": PHONE, "consent": {"marketing": False, "transactional": True}, **extra}
+        )
+        ticket = (await self.inbox.receive_sms("SMin1", PHONE, "hi")).ticket
+        assert ticket
+        await trio.sleep(5)  # its autoresponse went: the counts start afresh
+        assert self.twilio.posts == 1
+        self.twilio.accepted.clear()
+        self.twilio.posts = 0
+        return profile.id, ticket
+
+
+@pytest.fixture
+async def twilioed(autojump_clock: Clock) -> AsyncIterator[Twilioed]:
+    clock = TrioWallClock(START)
+    stand_in = TwilioStandIn(clock=clock.now)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=stand_in.app()))
+    sms = TwilioSms(
+        TWILIO_SID, TWILIO_TOKEN, "http://twilio.test", None, client, wall_clock=clock.now
+    )
+    store = MemoryStore()
+    async with open_inbox(
+        store, account=ACCOUNT, timing=Timing(), sms=sms, mail=OutboxMail(), clock=clock
+    ) as inbox:
+        yield Twilioed(inbox, stand_in, store)
+    await client.aclose()
+
+
+async def test_r30_a_failed_ask_of_the_owner_retries_the_recording_not_the_send(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    _, ticket = await twilioed.ticket_of_subscribed()
+    context = inbox.engine.context
+    ask = context.ask
+    failed: list[Sent] = []
+
+    async def ask_failing_once(address: Any, msg: Any, timeout: float = 10.0) -> Any:
+        if isinstance(msg, Sent) and not failed:
+            failed.append(msg)
+            raise AskTimeout(address, timeout)
+        return await ask(address, msg, timeout)
+
+    context.ask = ask_failing_once
+    reply = await inbox.ticket_reply(ticket, "on its way", author="a1")
+    await trio.sleep(5)
+    assert failed and failed[0].message == reply.id  # the provider took it, the ask failed
+    assert (await twilioed.stored(reply.id)).provider_id is None
+    await trio.sleep(60)  # the courier's next round
+    stored = await twilioed.stored(reply.id)
+    assert (stored.provider_id, stored.status) == ("SM2", "queued")
+    assert twilioed.twilio.posts == 1 and twilioed.bodies() == ["on its way"]
+    assert await inbox.engine.store.get(f"outbox:{reply.id}") is None  # the job is done
+
+
+async def test_r30_a_turn_retried_after_its_commit_writes_one_reply(
+    twilioed: Twilioed, autojump_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed()
+    courier = inbox.courier
+    crashes: list[bool] = []
+    queued = courier.queued
+
+    def crash_once() -> None:  # after the reply's commit, inside the ticket's turn
+        if not crashes:
+            crashes.append(True)
+            raise RuntimeError("crash after the commit")
+        queued()
+
+    monkeypatch.setattr(courier, "queued", crash_once)
+    reply = await inbox.ticket_reply(ticket, "only once", author="a1")
+    await trio.sleep(60)
+    assert crashes
+    log = thread.stream("sms", profile, ticket)
+    outbound = [m for m in await thread.last_messages(twilioed.store, log) if m.author == "a1"]
+    assert [m.id for m in outbound] == [reply.id]
+    assert twilioed.bodies() == ["only once"]
+
+
+async def test_r30_r27_scheduled_reply_goes_once_although_the_provider_answers_queued(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    _, ticket = await twilioed.ticket_of_subscribed(location={"timezone": "Asia/Tokyo"})
+    scheduled = await inbox.ticket_reply(ticket, "good morning", author="a1", schedule=True)
+    assert (await twilioed.stored(scheduled.id)).status == "queued"
+    await trio.sleep(3600)
+    assert twilioed.twilio.posts == 0  # 01:00 in Tokyo: held
+    await trio.sleep(8 * 3600)  # past 08:00 in Tokyo
+    stored = await twilioed.stored(scheduled.id)
+    assert (stored.status, stored.provider_id) == ("queued", "SM2")  # the provider's answer
+    # the send timer fires again, as after a crash before its acknowledgement
+    await inbox.engine.tell(("ticket", ticket), ScheduledSend(scheduled.id, PHONE))
+    await trio.sleep(120)
+    assert twilioed.twilio.posts == 1 and twilioed.bodies() == ["good morning"]
+
+
+@pytest.mark.parametrize("change", ["stop", "block"])
+async def test_r27_held_reply_is_not_sent_after_opt_out_or_block(
+    twilioed: Twilioed, autojump_clock: Clock, change: str
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed(location={"timezone": "Asia/Tokyo"})
+    held = await inbox.ticket_reply(ticket, "see you at 8", author="a1", schedule=True)
+    if change == "stop":
+        await inbox.receive_sms("SMin2", PHONE, "STOP")
+    else:
+        await inbox.profile_block(profile)
+    await trio.sleep(9 * 3600)  # the hold ended
+    stored = await twilioed.stored(held.id)
+    expected = "not_subscribed" if change == "stop" else "blocked"
+    assert (stored.status, stored.error_code, stored.provider_id) == ("failed", expected, None)
+    # only the opt-out's confirmation (R19) went out
+    confirmations = [b for b in twilioed.bodies() if "unsubscribed" in b]
+    assert twilioed.twilio.posts == len(confirmations) == (1 if change == "stop" else 0)
+    assert await inbox.engine.store.get(f"outbox:{held.id}") is None
+
+
+async def test_r04_held_reply_still_goes_when_consent_stays(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed(location={"timezone": "Asia/Tokyo"})
+    held = await inbox.ticket_reply(ticket, "see you at 8", author="a1", schedule=True)
+    await inbox.upsert_profile({"id": profile, "name": "Kei"})  # an unrelated change
+    await trio.sleep(9 * 3600)
+    stored = await twilioed.stored(held.id)
+    assert (stored.status, stored.error_code) == ("queued", None)
+    assert twilioed.bodies() == ["see you at 8"]
+
+
+async def test_r30_error_code_21610_withdraws_consent_without_a_confirmation(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed()
+    reply = await inbox.ticket_reply(ticket, "hello", author="a1")
+    await trio.sleep(5)
+    provider_id = (await twilioed.stored(reply.id)).provider_id
+    assert provider_id == "SM2"
+    await inbox.sms_status(provider_id, "failed", "21610")
+    await trio.sleep(1)
+    stored = await twilioed.stored(reply.id)
+    assert (stored.status, stored.error_code) == ("failed", "21610")
+    view = await inbox.profile_get(profile)
+    assert not view.subscribed and not view.consent.transactional
+    assert twilioed.twilio.posts == 1  # no opt-out confirmation was sent
+    with pytest.raises(InboxError) as refused:  # R04: replies are refused from now on
+        await inbox.ticket_reply(ticket, "still there?", author="a1")
+    assert refused.value.code == "not_subscribed"
+
+
+async def test_r30_other_error_codes_are_kept_and_leave_consent(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed()
+    reply = await inbox.ticket_reply(ticket, "hello", author="a1")
+    await trio.sleep(5)
+    await inbox.sms_status("SM2", "undelivered", "30003")
+    await trio.sleep(1)
+    stored = await twilioed.stored(reply.id)
+    assert (stored.status, stored.error_code) == ("undelivered", "30003")
+    assert (await inbox.profile_get(profile)).subscribed
