@@ -47,6 +47,7 @@ from tidings.actors.outbound import (
 )
 from tidings.engine import (
     ActorContext,
+    Address,
     AskTimeout,
     Batch,
     DeadLettered,
@@ -184,9 +185,9 @@ class Courier:
         self._workers = workers
         self._retry_after = retry_after
         self._in_flight: set[str] = set()
-        # outcomes the provider gave whose recording by the owner failed: retried as
-        # they are, never sent again
-        self._outcomes: dict[str, Sent] = {}
+        # outcomes whose recording by the job's owner failed: the recording is retried,
+        # the job is never sent again
+        self._outcomes: dict[str, tuple[Address, Sent | Mailed]] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.sent = 0
@@ -273,13 +274,43 @@ class Courier:
             self._nursery.start_soon(release)
 
     async def _deliver(self, ctx: ActorContext[Any], job_id: str) -> bool:
-        """Send one job; True when it is finished (sent, or failed for good)."""
-        raw = await ctx.store.get(_job_key(job_id))
-        if raw is None:
-            return True
-        job = _decode_job(raw)
-        if isinstance(job, SmsJob):
-            return await self._deliver_sms(ctx, job_id, job)
+        """Send one job and have its owner record the outcome; True when it is finished
+        (sent, or failed for good), False to try again later. An outcome whose recording
+        failed is kept and only its recording is tried again."""
+        pending = self._outcomes.get(job_id)
+        try:
+            if pending is None:
+                raw = await ctx.store.get(_job_key(job_id))
+                if raw is None:
+                    return True
+                job = _decode_job(raw)
+                if isinstance(job, SmsJob):
+                    sent = await self._hand_off(ctx, job_id, job)
+                    if sent is None:
+                        return False
+                    pending = (message_owner(job.ticket, job.profile), sent)
+                else:
+                    if not await self._mail(job_id, job):
+                        return False
+                    if job.ticket is None:  # queued before jobs named their owner
+                        batch = Batch()
+                        remove_job(batch, job_id)
+                        await ctx.commit(batch)
+                        return True
+                    pending = (("ticket", job.ticket), Mailed(job_id))
+                self._outcomes[job_id] = pending
+            await ctx.ask(*pending)
+        except _ASK_FAILED as exc:
+            log.warning("job %s: its owner did not answer, trying later: %r", job_id, exc)
+            return False
+        except DeliveryError as exc:  # the provider could not tell whether it has the SMS
+            log.warning("SMS %s in doubt, not looked up yet: %s", job_id, exc)
+            return False
+        del self._outcomes[job_id]
+        return True
+
+    async def _mail(self, job_id: str, job: EmailJob) -> bool:
+        """Send an e-mail job; True when done with (sent, or failed for good)."""
         try:
             await self.mail.send(Email(job.sender, tuple(job.to), job.subject, job.text, job.html))
         except DeliveryError as exc:
@@ -290,37 +321,6 @@ class Courier:
             self.failed += 1
         else:
             self.sent += 1
-        if job.ticket is not None:
-            try:
-                await ctx.ask(("ticket", job.ticket), Mailed(job_id))
-            except _ASK_FAILED as exc:
-                # sent, and the ticket will remove the job later; the e-mail may go
-                # again then: SMTP has no lookup (at least once)
-                log.warning("e-mail %s sent, not recorded yet: %r", job_id, exc)
-                return False
-        else:  # queued before jobs named their owner: nobody else will remove it
-            batch = Batch()
-            remove_job(batch, job_id)
-            await ctx.commit(batch)
-        return True
-
-    async def _deliver_sms(self, ctx: ActorContext[Any], job_id: str, job: SmsJob) -> bool:
-        """Hand one SMS job over (at most once) and have its owner record the outcome;
-        True when finished, False to try again later."""
-        owner = message_owner(job.ticket, job.profile)
-        try:
-            outcome = self._outcomes.get(job_id) or await self._hand_off(ctx, job_id, job)
-            if outcome is None:
-                return False
-            self._outcomes[job_id] = outcome
-            await ctx.ask(owner, outcome)
-        except _ASK_FAILED as exc:
-            log.warning("SMS %s: its owner did not answer, trying later: %r", job.message, exc)
-            return False
-        except DeliveryError as exc:  # the provider could not tell whether it has it
-            log.warning("SMS %s in doubt, not looked up yet: %s", job.message, exc)
-            return False
-        del self._outcomes[job_id]
         return True
 
     async def _hand_off(self, ctx: ActorContext[Any], job_id: str, job: SmsJob) -> Sent | None:

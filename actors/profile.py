@@ -4,8 +4,10 @@ messages it owns (R30), and which of its tickets are open and unread (the badge,
 
 Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ticket
 (keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
-`provider:`, `link:` and `idem:sms:` keys and outbox jobs, appended to `thread:sms:{id}`.
-It is the owner of consent and blocking, so agent replies pass through it (R04, R15).
+`provider:`, `link:` and `idem:sms:` keys and outbox jobs (with the courier's attempts),
+appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
+pass through it (R04, R15), the courier asks it before handing over a held or in-doubt
+SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
 Its phone and e-mail mappings belong to the directory: it claims and releases them there.
 """
 

@@ -6,8 +6,11 @@ visitor's presence and the follow-up e-mail (R16).
 Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messages of the
 ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
 idempotency keys, appended to `thread:webchat:{id}` or the profile's `thread:sms:`; the
-outbox jobs it queued (their SMS and its e-mails), which it removes when the courier
-reports them done; its durable timers (`snooze:`, `followup:`, `send:`).
+outbox jobs it queued (their SMS and its e-mails), on which it records the courier's
+attempts (`Attempting`) and which it removes when the courier reports them done; its
+durable timers (`snooze:`, `followup:`, `send:`). Its record keeps the request ids of its
+last replies, so a turn the engine retries after its commit writes no second message.
+A held reply (R27) is queued once, by its `held` flag, when its `send:` timer fires.
 """
 
 from __future__ import annotations

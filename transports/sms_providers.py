@@ -284,19 +284,29 @@ class TwilioSms:
     ) -> SmsReceipt | None:
         """The provider's receipt for `sms` if a message to the same number, from the same
         sender, with the same body, was created from `since` (epoch seconds, less
-        `CLOCK_SKEW_S`) on; None if the provider has none. Reads the first page of
-        `GET Messages.json?To=…&From=…&DateSent>=YYYY-MM-DD` (newest first); raises a
-        transient `TwilioError` when the provider cannot be asked."""
+        `CLOCK_SKEW_S`) on; None if the provider has none. Reads the first page (newest
+        first) of `GET Messages.json?To=…&From=…&DateSent>=YYYY-MM-DD`, then, when that
+        has none, of the list without the date: a message the provider still queues has
+        no `date_sent` yet, so the date filter leaves it out. Raises a transient
+        `TwilioError` when the provider cannot be asked."""
         day = datetime.fromtimestamp(since - CLOCK_SKEW_S, UTC).date().isoformat()
-        # `DateSent>=YYYY-MM-DD` in the query string: the parameter `DateSent>`
-        params = {"To": sms.to, "From": sms.sender, "DateSent>": day, "PageSize": "50"}
+        numbers = {"To": sms.to, "From": sms.sender, "PageSize": "50"}
+        # `DateSent>=YYYY-MM-DD` in the query string is the parameter `DateSent>`
+        for params in ({**numbers, "DateSent>": day}, numbers):
+            for listed in await self._list(params, timeout or self._request_timeout_s):
+                if _same_message(listed, sms, since - CLOCK_SKEW_S):
+                    return SmsReceipt(provider_id=listed.sid, status=listed.status)
+        return None
+
+    async def _list(self, params: dict[str, str], timeout: float) -> list[_Listed]:
+        """The first page of the provider's messages matching `params`."""
         try:
             response = await self._client.get(
                 self._url,
                 params=params,
                 headers={"Accept": "application/json"},
                 auth=self._auth,
-                timeout=httpx.Timeout(timeout or self._request_timeout_s),
+                timeout=httpx.Timeout(timeout),
             )
         except httpx.HTTPError as e:
             raise TwilioError(
@@ -310,15 +320,11 @@ class TwilioSms:
                 http_status=response.status_code,
             )
         try:
-            page = msgspec.json.decode(response.content, type=_Page)
+            return msgspec.json.decode(response.content, type=_Page).messages
         except msgspec.DecodeError as e:
             raise TwilioError(
                 f"the SMS provider's message list is unreadable: {e}", permanent=False
             ) from None
-        for listed in page.messages:
-            if _same_message(listed, sms, since - CLOCK_SKEW_S):
-                return SmsReceipt(provider_id=listed.sid, status=listed.status)
-        return None
 
     def _receipt(self, response: httpx.Response, attempts: int) -> SmsReceipt:
         try:

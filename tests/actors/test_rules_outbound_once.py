@@ -17,7 +17,7 @@ from tests.actors.helpers import ACCOUNT, PHONE, START
 from tests.transports.helpers import TWILIO_SID, TWILIO_TOKEN, TwilioStandIn
 from tidings.actors import thread
 from tidings.actors.brand import Timing
-from tidings.actors.courier import Sent
+from tidings.actors.courier import Mailed, Sent
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox, open_inbox
 from tidings.actors.model import Message
@@ -32,11 +32,12 @@ Clock = trio.testing.MockClock
 
 @dataclass
 class Twilioed:
-    """An inbox whose SMS go to the Twilio stand-in."""
+    """An inbox whose SMS go to the Twilio stand-in (and e-mails to `mail`)."""
 
     inbox: Inbox
     twilio: TwilioStandIn
     store: MemoryStore
+    mail: OutboxMail
 
     async def stored(self, message_id: str) -> Message:
         found = await thread.load(self.store, message_id)
@@ -69,11 +70,11 @@ async def twilioed(autojump_clock: Clock) -> AsyncIterator[Twilioed]:
     sms = TwilioSms(
         TWILIO_SID, TWILIO_TOKEN, "http://twilio.test", None, client, wall_clock=clock.now
     )
-    store = MemoryStore()
+    store, mail = MemoryStore(), OutboxMail()
     async with open_inbox(
-        store, account=ACCOUNT, timing=Timing(), sms=sms, mail=OutboxMail(), clock=clock
+        store, account=ACCOUNT, timing=Timing(), sms=sms, mail=mail, clock=clock
     ) as inbox:
-        yield Twilioed(inbox, stand_in, store)
+        yield Twilioed(inbox, stand_in, store, mail)
     await client.aclose()
 
 
@@ -82,17 +83,7 @@ async def test_r30_a_failed_ask_of_the_owner_retries_the_recording_not_the_send(
 ) -> None:
     inbox = twilioed.inbox
     _, ticket = await twilioed.ticket_of_subscribed()
-    context = inbox.engine.context
-    ask = context.ask
-    failed: list[Sent] = []
-
-    async def ask_failing_once(address: Any, msg: Any, timeout: float = 10.0) -> Any:
-        if isinstance(msg, Sent) and not failed:
-            failed.append(msg)
-            raise AskTimeout(address, timeout)
-        return await ask(address, msg, timeout)
-
-    context.ask = ask_failing_once
+    failed = fail_asks_once(inbox, Sent)
     reply = await inbox.ticket_reply(ticket, "on its way", author="a1")
     await trio.sleep(5)
     assert failed and failed[0].message == reply.id  # the provider took it, the ask failed
@@ -102,6 +93,52 @@ async def test_r30_a_failed_ask_of_the_owner_retries_the_recording_not_the_send(
     assert (stored.provider_id, stored.status) == ("SM2", "queued")
     assert twilioed.twilio.posts == 1 and twilioed.bodies() == ["on its way"]
     assert await inbox.engine.store.get(f"outbox:{reply.id}") is None  # the job is done
+
+
+def fail_asks_once(inbox: Inbox, kind: type) -> list[Any]:
+    """Make the first ask of a `kind` request fail as timed out; returns what failed."""
+    context = inbox.engine.context
+    ask = context.ask
+    failed: list[Any] = []
+
+    async def failing_once(address: Any, msg: Any, timeout: float = 10.0) -> Any:
+        if isinstance(msg, kind) and not failed:
+            failed.append(msg)
+            raise AskTimeout(address, timeout)
+        return await ask(address, msg, timeout)
+
+    context.ask = failing_once
+    return failed
+
+
+async def test_r21_a_failed_ask_after_an_email_went_retries_only_the_recording(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    await inbox.settings_update(
+        {"notifications": {"new_ticket_email": {"enabled": True, "recipients": ["a@acme.example"]}}}
+    )
+    failed = fail_asks_once(inbox, Mailed)
+    await inbox.upsert_profile({"phone": PHONE})
+    ticket = (await inbox.receive_sms("SMin1", PHONE, "hi")).ticket
+    await trio.sleep(90)  # the first recording failed; the courier's next round recorded it
+    assert failed and failed[0].job == f"new-ticket:{ticket}"
+    assert len(twilioed.mail.sent) == 1
+    assert await inbox.engine.store.get(f"outbox:new-ticket:{ticket}") is None
+
+
+async def test_r30_a_refusal_by_the_provider_fails_the_message_with_its_code(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    _, ticket = await twilioed.ticket_of_subscribed()
+    twilioed.twilio.script.append("400")
+    reply = await inbox.ticket_reply(ticket, "to a bad number", author="a1")
+    await trio.sleep(5)
+    stored = await twilioed.stored(reply.id)
+    assert (stored.status, stored.error_code) == ("failed", "21211")
+    await trio.sleep(120)
+    assert twilioed.twilio.posts == 1  # failed for good: not tried again
 
 
 async def test_r30_a_turn_retried_after_its_commit_writes_one_reply(

@@ -206,13 +206,21 @@ async def test_r30_twilio_looks_up_an_unanswered_request_before_posting_again(
     error: Exception,
 ) -> None:
     other = {"sid": "SM0", "to": SMS.to, "from": SMS.sender, "body": "another text"}
-    requests, transport = scripted(error, listed(other), created("SM9"))
+    requests, transport = scripted(error, listed(other), listed(), created("SM9"))
     assert (await provider(transport).send(SMS)).provider_id == "SM9"
-    assert [r.method for r in requests] == ["POST", "GET", "POST"]
-    lookup = requests[1]
-    assert lookup.url.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
-    assert lookup.url.params["To"] == SMS.to and lookup.url.params["From"] == SMS.sender
-    assert lookup.url.params["DateSent>"]  # DateSent>=YYYY-MM-DD
+    assert [r.method for r in requests] == ["POST", "GET", "GET", "POST"]
+    dated, undated = requests[1], requests[2]
+    assert dated.url.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
+    assert dated.url.params["To"] == SMS.to and dated.url.params["From"] == SMS.sender
+    assert dated.url.params["DateSent>"]  # DateSent>=YYYY-MM-DD
+    # a message the provider still queues has no date_sent: looked for without the date
+    assert "DateSent>" not in undated.url.params and undated.url.params["To"] == SMS.to
+
+
+async def test_r30_twilio_finds_a_message_still_queued_without_a_date_sent() -> None:
+    queued = {"sid": "SM5", "to": SMS.to, "from": SMS.sender, "body": SMS.body}
+    _, transport = scripted(listed(), listed(queued))
+    assert await provider(transport).find(SMS, 0.0) == SmsReceipt("SM5", "queued")
 
 
 async def test_r30_twilio_takes_the_receipt_it_finds_instead_of_posting_again() -> None:
@@ -236,7 +244,7 @@ async def test_twilio_find_ignores_messages_created_before_the_attempt() -> None
         "sid": "SM1", "to": SMS.to, "from": SMS.sender, "body": SMS.body,
         "date_created": "Mon, 01 Jan 2024 10:00:00 +0000",
     }  # fmt: skip
-    _, transport = scripted(listed(old), listed(old))
+    _, transport = scripted(listed(old), listed(old), listed(old))
     twilio = provider(transport)
     after = 1_704_103_200.0 + 3600  # an hour after it was created
     assert await twilio.find(SMS, after) is None
@@ -269,6 +277,7 @@ async def test_twilio_4xx_is_a_permanent_error_and_never_retried(
     assert error.permanent
     assert isinstance(error, TwilioError)
     assert (error.http_status, error.code, error.attempts) == (status, code, 1)
+    assert error.error_code == str(code)  # kept on the failed message
     assert str(code) in str(error) and message in str(error)
     assert len(requests) == 1
 
