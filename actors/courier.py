@@ -142,6 +142,11 @@ def remove_job(batch: Batch, job_id: str) -> None:
     batch.unindex(OUTBOX, job_id)
 
 
+async def has_job(store: Store, job_id: str) -> bool:
+    """Whether job `job_id` is still in the outbox."""
+    return await store.get(_job_key(job_id)) is not None
+
+
 async def record_attempt(store: Store, batch: Batch, attempt: Attempting) -> bool:
     """Write the courier's intent onto the job (by the job's owner, into its batch);
     False when the job is gone. The first attempt's time is kept: a provider lookup

@@ -426,6 +426,8 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         ):
             self._received(msg.message, msg.status)
         remove_job(batch, msg.job)
+        if msg.error_code == CARRIER_OPT_OUT:  # the provider refused it for that reason
+            self._withdraw_consent()
         await self._commit(batch)
 
     @handler

@@ -128,7 +128,7 @@ def outbound(
 ) -> Message:
     """Write an outbound message into `batch`: SMS gets short links (R17), its encoding
     and segments (R26) and status `queued`. `send_sms` queues it for the courier; a
-    `held` one (R27) is queued later, once, by `release_held`."""
+    `held` one (R27) is queued later, once, by its ticket's `send:` timer."""
     message_id = new_id("m", now)
     message = Message(
         id=message_id,
@@ -164,20 +164,6 @@ def send_sms(app: InboxContext, batch: Batch, message: Message, phone: str | Non
     if message.channel != "sms" or not phone:
         return False
     app.outbox.add_sms(batch, message, phone)
-    return True
-
-
-async def release_held(
-    app: InboxContext, store: Store, batch: Batch, message_id: str, phone: str
-) -> bool:
-    """Queue the held SMS `message_id` (R27) in `batch` unless it was released before:
-    its `held` flag, not its delivery status, says so. True when queued."""
-    stored = await load(store, message_id)
-    if stored is None or not stored.held:
-        return False
-    stored.held = False
-    record(batch, stored, new=False)
-    app.outbox.add_sms(batch, stored.message, phone, held=True)
     return True
 
 

@@ -21,7 +21,14 @@ import msgspec
 
 from tidings.actors import followup_email, quiet_hours, snooze, thread
 from tidings.actors.context import InboxContext
-from tidings.actors.courier import Attempting, Mailed, Sent, record_attempt, remove_job
+from tidings.actors.courier import (
+    Attempting,
+    Mailed,
+    Sent,
+    has_job,
+    record_attempt,
+    remove_job,
+)
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
@@ -391,10 +398,26 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
     async def scheduled_send(self, msg: ScheduledSend) -> None:
         # queued once (a timer may fire again after a crash); the courier checks consent
         # and blocking when it hands the SMS over, as they may have changed since (R27)
+        store = self.ctx.store
+        stored = await thread.load(store, msg.message)
+        if stored is None:
+            return
+        message = stored.message
+        # held by a version without the flag: never handed over (no provider id, no
+        # outcome) and not queued
+        legacy = (
+            message.status == "queued"
+            and message.provider_id is None
+            and not await has_job(store, message.id)
+        )
+        if not stored.held and not legacy:
+            return
+        stored.held = False
         batch = Batch()
-        if await thread.release_held(self.ctx.app, self.ctx.store, batch, msg.message, msg.phone):
-            await self.ctx.commit(batch)
-            self.ctx.app.outbox.queued()
+        thread.record(batch, stored, new=False)
+        self.ctx.app.outbox.add_sms(batch, message, msg.phone, held=True)
+        await self.ctx.commit(batch)
+        self.ctx.app.outbox.queued()
 
     # -- its messages' delivery (the ticket owns the messages it wrote) --------------------
 
@@ -413,6 +436,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         )
         remove_job(batch, msg.job)
         await self.ctx.commit(batch)
+        self._carrier_opt_out(msg.error_code)
 
     @handler
     async def status_update(self, msg: StatusUpdate) -> None:
@@ -421,7 +445,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             self.ctx.store, batch, msg.message, msg.status, error_code=msg.error_code
         )
         await self.ctx.commit(batch)
-        if msg.error_code == CARRIER_OPT_OUT and self.state is not None:
+        self._carrier_opt_out(msg.error_code)
+
+    def _carrier_opt_out(self, error_code: str | None) -> None:
+        """The provider said the recipient opted out at the carrier: tell the profile,
+        the owner of consent."""
+        if error_code == CARRIER_OPT_OUT and self.state is not None:
             self.ctx.tell_nowait(("profile", self.state.ticket.profile), CarrierOptOut())
 
     @handler

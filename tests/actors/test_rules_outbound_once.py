@@ -22,7 +22,7 @@ from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox, open_inbox
 from tidings.actors.model import Message
 from tidings.actors.ticket import ScheduledSend
-from tidings.engine import AskTimeout, TrioWallClock
+from tidings.engine import AskTimeout, Batch, TrioWallClock
 from tidings.engine.store.memory import MemoryStore
 from tidings.transports.mail import OutboxMail
 from tidings.transports.sms_providers import TwilioSms
@@ -251,3 +251,34 @@ async def test_r30_other_error_codes_are_kept_and_leave_consent(
     stored = await twilioed.stored(reply.id)
     assert (stored.status, stored.error_code) == ("undelivered", "30003")
     assert (await inbox.profile_get(profile)).subscribed
+
+
+async def test_r30_a_refusal_with_21610_withdraws_consent_too(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed()
+    twilioed.twilio.script.append("opted-out")
+    reply = await inbox.ticket_reply(ticket, "hello", author="a1")
+    await trio.sleep(5)
+    assert (await twilioed.stored(reply.id)).error_code == "21610"
+    assert not (await inbox.profile_get(profile)).subscribed
+    assert twilioed.twilio.posts == 1
+
+
+async def test_r27_a_reply_held_before_the_flag_existed_is_still_sent_once(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    _, ticket = await twilioed.ticket_of_subscribed(location={"timezone": "Asia/Tokyo"})
+    held = await inbox.ticket_reply(ticket, "good morning", author="a1", schedule=True)
+    stored = await thread.load(twilioed.store, held.id)
+    assert stored is not None and stored.held
+    stored.held = False  # as an older version stored it
+    batch = Batch()
+    thread.record(batch, stored, new=False)
+    await inbox.engine.commit(batch)
+    await trio.sleep(9 * 3600)
+    await inbox.engine.tell(("ticket", ticket), ScheduledSend(held.id, PHONE))  # again
+    await trio.sleep(120)
+    assert twilioed.bodies() == ["good morning"]

@@ -107,7 +107,8 @@ class TwilioStandIn:
     """A stand-in of Twilio's Messages endpoint (`POST` creates, `GET` lists, newest
     first, filtered by `To`, `From` and `DateSent>`): checks basic auth, counts every
     POST (`posts`), records each form it accepted, and follows a script of behaviours
-    for successive POSTs: "ok", "500", "400", "slow" (taken, answered after 2 s) or
+    for successive POSTs: "ok", "500", "400", "opted-out" (400 with code 21610), "slow"
+    (taken, answered after 2 s) or
     "hold" (taken, then never answered: `holding` is set, for a test to kill the
     client meanwhile). `lookups` records each list query; `created_status` is what a
     created message reports. `app()` is its ASGI app (for `httpx.ASGITransport`)."""
@@ -148,6 +149,11 @@ class TwilioStandIn:
         if behaviour == "400":
             return JSONResponse(
                 {"code": 21211, "message": "Invalid 'To' Phone Number"}, status_code=400
+            )
+        if behaviour == "opted-out":
+            return JSONResponse(
+                {"code": 21610, "message": "Attempt to send to unsubscribed recipient"},
+                status_code=400,
             )
         self.accepted.append(pairs)
         form = dict(pairs)
