@@ -11,12 +11,14 @@ Every stored key family has one owner, the only code that writes it; every write
 A message record (`msg:`) belongs to its ticket when `Message.ticket` is set, else to its
 profile (`handoff.message_owner`): that actor writes it, its `provider:`, `link:` and
 idempotency keys and its outbox job, and takes its delivery status (the courier's `Sent`,
-`Inbox.sms_status`). Others read, never write.
+`Inbox.sms_status`). Others read, never write. Consent and blocking belong to the profile:
+the courier asks it (`MayText`) before handing over a held, scheduled or in-doubt SMS,
+and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierOptOut`).
 
 | Key family | Owner (the only writer) | Who else may read |
 |---|---|---|
 | `profile:{id}` | ProfileActor `{id}` | — |
-| `ticket:{id}`, indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
+| `ticket:{id}` (with its replies' request ids), indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
 | `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
 | `msg:{id}` | the message's ticket, else its profile; a blocked profile's web chat message: its VisitorActor, once | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
 | `provider:{sid}` | the message's owner | `Inbox.sms_status` |
@@ -27,7 +29,7 @@ idempotency keys and its outbox job, and takes its delivery status (the courier'
 | `thread:webchat:{ticket}` (log) | TicketActor `{ticket}` | `listing`, VisitorActor (resume), the ticket (R16 summary) |
 | `thread:webchat-blocked:{profile}` (log) | VisitorActor of the profile's sessions | — (kept, shown nowhere) |
 | `phone:{E.164}`, `email:{address}` and `InboxContext.directory` | DirectoryActor `{key}` | `Inbox` (resolving, through the cache) |
-| `outbox:{job}`, index `outbox` | the actor that queued the job: the message's owner (SMS), the ticket (e-mail) | the courier (sends, then tells the owner) |
+| `outbox:{job}`, index `outbox` | the actor that queued the job: the message's owner (SMS), the ticket (e-mail); for SMS it also records the courier's intent on the job (`Attempting`, before each first provider call) and removes the job with the outcome (`Sent`) | the courier (sends, then tells the owner; an in-doubt job is looked up at the provider first) |
 | index `badge` | ProfileActor (its own entry) | `Inbox` at start (the count) |
 | `settings` | `Inbox.settings_update` (under its lock), seeded at start | actors via `InboxContext.settings` |
 | `quick_reply:{id}`, index `quick_replies` | `Inbox` quick-reply commands | `Inbox.quick_replies_list` |
@@ -57,7 +59,8 @@ DIRECTORY_CACHED = 200_000  # phone and e-mail mappings kept in memory before st
 class Outbox(Protocol):
     """Where outbound SMS and e-mail jobs go (the courier)."""
 
-    def add_sms(self, batch: Batch, message: Message, phone: str) -> None: ...
+    def add_sms(self, batch: Batch, message: Message, phone: str, *, held: bool = False) -> None:
+        """Queue the SMS `message`; `held`: consent and blocking are checked at hand-off."""
 
     def add_email(self, batch: Batch, job_id: str, email: Email, ticket: str) -> None: ...
 

@@ -16,10 +16,20 @@ def message_owner(ticket: str | None, profile: str) -> Address:
 
 
 class StatusUpdate(Request[None]):
-    """The provider's status callback for a message (Inbox → the message's owner)."""
+    """The provider's status callback for a message (Inbox → the message's owner), with
+    the provider's `ErrorCode` when it gave one."""
 
     message: str
     status: Status
+    error_code: str | None = None
+
+
+CARRIER_OPT_OUT = "21610"  # the provider's ErrorCode: the recipient opted out at the carrier
+
+
+class CarrierOptOut(msgspec.Struct):
+    """The provider reported that the profile opted out at the carrier (ErrorCode 21610):
+    the profile withdraws its SMS consent, sending no confirmation (ticket → profile)."""
 
 
 class TicketFlag(msgspec.Struct):
@@ -57,3 +67,4 @@ class Reply(Request[Message]):
     timezone: str | None
     send_anyway: bool = False
     schedule: bool = False
+    request_id: str | None = None  # stable across the ticket's retries of this turn

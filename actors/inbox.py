@@ -359,15 +359,18 @@ class Inbox:
         # forwarded to the SMS ticket, which answers with the stored message
         return answer.message if isinstance(answer, Stored) else answer
 
-    async def sms_status(self, provider_id: str, status: str) -> None:
-        """The provider's status callback; unknown ids are ignored."""
+    async def sms_status(
+        self, provider_id: str, status: str, error_code: str | None = None
+    ) -> None:
+        """The provider's status callback, with its `ErrorCode` if any; unknown ids are
+        ignored."""
         known = await self.engine.store.get(f"provider:{provider_id}")
         if known is None or status not in STATUSES:
             return
         stored = await thread.load(self.engine.store, known.decode())
         if stored is not None:
             message = stored.message
-            update = StatusUpdate(message.id, status)
+            update = StatusUpdate(message.id, status, error_code or None)
             await self.engine.ask(message_owner(message.ticket, message.profile), update)
 
     async def follow_link(self, code: str) -> str | None:

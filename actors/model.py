@@ -99,6 +99,7 @@ class Message(msgspec.Struct):
     encoding: Literal["GSM-7", "UCS-2"] | None = None
     segments: int | None = None
     attributed_to: Attribution | None = None
+    error_code: str | None = None  # why it failed: the provider's ErrorCode, or ours
 
 
 class StoredMessage(msgspec.Struct):
@@ -108,6 +109,7 @@ class StoredMessage(msgspec.Struct):
     message: Message
     inbound_media: list[str] = []
     client_id: str | None = None
+    held: bool = False  # R27: held for quiet hours, not queued yet (ScheduledSend queues it)
 
 
 class Followup(msgspec.Struct):

@@ -7,11 +7,15 @@ from typing import Protocol
 
 
 class DeliveryError(Exception):
-    """A provider refused or could not take a message; `permanent` means do not retry."""
+    """A provider refused or could not take a message; `permanent` means do not retry.
+    `error_code` is the provider's reason, when it gave one (kept on the message)."""
 
-    def __init__(self, detail: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, permanent: bool = False, error_code: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.permanent = permanent
+        self.error_code = error_code
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,9 +41,14 @@ class SmsReceipt:
 
 class SmsProvider(Protocol):
     """Sends SMS. `send` returns once the provider has taken the message (retrying
-    transient failures itself) or raises `DeliveryError`."""
+    transient failures itself) or raises `DeliveryError`. `find` answers whether the
+    provider already has `sms` (same to, from and body) from an attempt made at or after
+    `since` (epoch seconds): its receipt, or None; it raises `DeliveryError` when it
+    cannot tell, so an SMS whose fate is unknown is never sent again blindly."""
 
     async def send(self, sms: OutboundSms) -> SmsReceipt: ...
+
+    async def find(self, sms: OutboundSms, since: float) -> SmsReceipt | None: ...
 
     async def aclose(self) -> None: ...
 

@@ -4,8 +4,10 @@ messages it owns (R30), and which of its tickets are open and unread (the badge,
 
 Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ticket
 (keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
-`provider:`, `link:` and `idem:sms:` keys and outbox jobs, appended to `thread:sms:{id}`.
-It is the owner of consent and blocking, so agent replies pass through it (R04, R15).
+`provider:`, `link:` and `idem:sms:` keys and outbox jobs (with the courier's attempts),
+appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
+pass through it (R04, R15), the courier asks it before handing over a held or in-doubt
+SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
 Its phone and e-mail mappings belong to the directory: it claims and releases them there.
 """
 
@@ -17,10 +19,24 @@ import msgspec
 
 from tidings.actors import keywords, thread
 from tidings.actors.context import InboxContext
-from tidings.actors.courier import Sent, remove_job
+from tidings.actors.courier import (
+    Attempting,
+    MayText,
+    Sent,
+    record_attempt,
+    refusal,
+    remove_job,
+)
 from tidings.actors.directory import Claim, Release, directory_key
 from tidings.actors.errors import InboxError, bad_request
-from tidings.actors.handoff import Reply, StatusUpdate, TicketFlag, TicketInbound
+from tidings.actors.handoff import (
+    CARRIER_OPT_OUT,
+    CarrierOptOut,
+    Reply,
+    StatusUpdate,
+    TicketFlag,
+    TicketInbound,
+)
 from tidings.actors.model import (
     Activity,
     Attribution,
@@ -255,6 +271,9 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         request = Reply(
             msg.body, msg.media, msg.author, profile.subscribed, profile.phone,
             profile.location.timezone, msg.send_anyway, msg.schedule,
+            # the engine retries the ticket's turn with this same request: the ticket
+            # writes one message per request id
+            request_id=thread.new_id("r", self.ctx.app.now()),
         )  # fmt: skip
         return Forward(("ticket", msg.ticket), request)  # the ticket answers
 
@@ -388,19 +407,51 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
                 return
 
     @handler
+    async def may_text(self, msg: MayText) -> str | None:
+        profile = self.data.profile
+        return refusal(profile.blocked, profile.subscribed, msg.needs_consent)
+
+    @handler
+    async def attempting(self, msg: Attempting) -> bool:
+        batch = Batch()
+        found = await record_attempt(self.ctx.store, batch, msg)
+        await self.ctx.commit(batch)
+        return found
+
+    @handler
     async def sent(self, msg: Sent) -> None:
         batch = Batch()
-        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status, msg.provider_id):
+        if await thread.set_status(
+            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
+        ):
             self._received(msg.message, msg.status)
         remove_job(batch, msg.job)
+        if msg.error_code == CARRIER_OPT_OUT:  # the provider refused it for that reason
+            self._withdraw_consent()
         await self._commit(batch)
 
     @handler
     async def status_update(self, msg: StatusUpdate) -> None:
         batch = Batch()
-        if await thread.set_status(self.ctx.store, batch, msg.message, msg.status):
+        store = self.ctx.store
+        if await thread.set_status(
+            store, batch, msg.message, msg.status, error_code=msg.error_code
+        ):
             self._received(msg.message, msg.status)
+        if msg.error_code == CARRIER_OPT_OUT:
+            self._withdraw_consent()
         await self._commit(batch)
+
+    @handler
+    async def carrier_opt_out(self, msg: CarrierOptOut) -> None:
+        self._withdraw_consent()
+        await self._commit(Batch())
+
+    def _withdraw_consent(self) -> None:
+        """The recipient opted out at the carrier (ErrorCode 21610): as an opt-out
+        keyword would (R19), without a confirmation, which could not reach them."""
+        consent = self.data.profile.consent
+        consent.marketing = consent.transactional = False
 
     # -- tickets and the badge --------------------------------------------------------------
 

@@ -77,11 +77,17 @@ async def load(store: Store, message_id: str) -> StoredMessage | None:
 
 
 async def set_status(
-    store: Store, batch: Batch, message_id: str, status: Status, provider_id: str | None = None
+    store: Store,
+    batch: Batch,
+    message_id: str,
+    status: Status,
+    provider_id: str | None = None,
+    error_code: str | None = None,
 ) -> bool:
     """What the provider said of message `message_id`, written into `batch` by the
     message's owner (`handoff.message_owner`): its provider id with the `provider:` key,
-    and its status if it moves forward (R30). True when the status moved."""
+    its status if it moves forward (R30), and the reason it failed (`error_code`). True
+    when the status moved."""
     stored = await load(store, message_id)
     if stored is None:
         return False
@@ -89,6 +95,8 @@ async def set_status(
     if provider_id and message.provider_id != provider_id:
         message.provider_id = provider_id
         batch.put(f"provider:{provider_id}", message_id.encode())
+    if error_code and message.error_code is None:
+        message.error_code = error_code
     moved = status_moves_forward(message.status, status)
     if moved:
         message.status = status
@@ -116,9 +124,11 @@ def outbound(
     media: list[str],
     author: str | None,
     now: float,
+    held: bool = False,
 ) -> Message:
     """Write an outbound message into `batch`: SMS gets short links (R17), its encoding
-    and segments (R26) and status `queued`. `send_sms` queues it for the courier."""
+    and segments (R26) and status `queued`. `send_sms` queues it for the courier; a
+    `held` one (R27) is queued later, once, by its ticket's `send:` timer."""
     message_id = new_id("m", now)
     message = Message(
         id=message_id,
@@ -144,7 +154,7 @@ def outbound(
         info = segments.encode_info(message.body)
         message.encoding, message.segments = info.encoding, info.segments
         message.status = "queued"
-    record(batch, StoredMessage(message))
+    record(batch, StoredMessage(message, held=held))
     return message
 
 

@@ -6,8 +6,11 @@ visitor's presence and the follow-up e-mail (R16).
 Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messages of the
 ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
 idempotency keys, appended to `thread:webchat:{id}` or the profile's `thread:sms:`; the
-outbox jobs it queued (their SMS and its e-mails), which it removes when the courier
-reports them done; its durable timers (`snooze:`, `followup:`, `send:`).
+outbox jobs it queued (their SMS and its e-mails), on which it records the courier's
+attempts (`Attempting`) and which it removes when the courier reports them done; its
+durable timers (`snooze:`, `followup:`, `send:`). Its record keeps the request ids of its
+last replies, so a turn the engine retries after its commit writes no second message.
+A held reply (R27) is queued once, by its `held` flag, when its `send:` timer fires.
 """
 
 from __future__ import annotations
@@ -18,15 +21,30 @@ import msgspec
 
 from tidings.actors import followup_email, quiet_hours, snooze, thread
 from tidings.actors.context import InboxContext
-from tidings.actors.courier import Mailed, Sent, remove_job
+from tidings.actors.courier import (
+    Attempting,
+    Mailed,
+    Sent,
+    has_job,
+    record_attempt,
+    remove_job,
+)
 from tidings.actors.errors import InboxError, bad_request
-from tidings.actors.handoff import Reply, StatusUpdate, TicketFlag, TicketInbound
+from tidings.actors.handoff import (
+    CARRIER_OPT_OUT,
+    CarrierOptOut,
+    Reply,
+    StatusUpdate,
+    TicketFlag,
+    TicketInbound,
+)
 from tidings.actors.model import Followup, Message, Ticket, TicketState, iso
 from tidings.actors.outbound import Email
 from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
 
 TICKETS = "tickets"  # index: every ticket by last activity
+REPLIES_KEPT = 16  # replies remembered by request id, for a turn retried after its commit
 WAITING = "waiting"  # index: open tickets whose last support message is inbound (R28)
 
 
@@ -44,6 +62,7 @@ class TicketRecord(msgspec.Struct):
     attributions: list[str] = []
     snooze_due: float | None = None
     followup_due: float | None = None
+    replies: dict[str, str] = {}  # the last replies' request ids → their message ids
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -244,6 +263,11 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         record = self._existing()
         ticket = record.ticket
         app = self.ctx.app
+        written = record.replies.get(msg.request_id) if msg.request_id else None
+        if written is not None:  # this turn committed before it crashed: written once
+            stored = await thread.load(self.ctx.store, written)
+            if stored is not None:
+                return stored.message
         if ticket.state == "closed":
             raise InboxError("ticket_closed", "the ticket is closed")
         now = app.now()
@@ -268,7 +292,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         message = thread.outbound(
             app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,
             kind="support", body=msg.body, media=msg.media, author=msg.author, now=now,
+            held=hold_until is not None,
         )  # fmt: skip
+        if msg.request_id:
+            record.replies[msg.request_id] = message.id
+            while len(record.replies) > REPLIES_KEPT:
+                del record.replies[next(iter(record.replies))]
         queued = False
         if hold_until is None:
             queued = thread.send_sms(app, batch, message, msg.phone)
@@ -370,28 +399,62 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
 
     @handler
     async def scheduled_send(self, msg: ScheduledSend) -> None:
-        stored = await thread.load(self.ctx.store, msg.message)
-        if stored is None or stored.message.status != "queued":
+        # queued once (a timer may fire again after a crash); the courier checks consent
+        # and blocking when it hands the SMS over, as they may have changed since (R27)
+        store = self.ctx.store
+        stored = await thread.load(store, msg.message)
+        if stored is None:
             return
+        message = stored.message
+        # held by a version without the flag: never handed over (no provider id, no
+        # outcome) and not queued
+        legacy = (
+            message.status == "queued"
+            and message.provider_id is None
+            and not await has_job(store, message.id)
+        )
+        if not stored.held and not legacy:
+            return
+        stored.held = False
         batch = Batch()
-        self.ctx.app.outbox.add_sms(batch, stored.message, msg.phone)
+        thread.record(batch, stored, new=False)
+        self.ctx.app.outbox.add_sms(batch, message, msg.phone, held=True)
         await self.ctx.commit(batch)
         self.ctx.app.outbox.queued()
 
     # -- its messages' delivery (the ticket owns the messages it wrote) --------------------
 
     @handler
+    async def attempting(self, msg: Attempting) -> bool:
+        batch = Batch()
+        found = await record_attempt(self.ctx.store, batch, msg)
+        await self.ctx.commit(batch)
+        return found
+
+    @handler
     async def sent(self, msg: Sent) -> None:
         batch = Batch()
-        await thread.set_status(self.ctx.store, batch, msg.message, msg.status, msg.provider_id)
+        await thread.set_status(
+            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
+        )
         remove_job(batch, msg.job)
         await self.ctx.commit(batch)
+        self._carrier_opt_out(msg.error_code)
 
     @handler
     async def status_update(self, msg: StatusUpdate) -> None:
         batch = Batch()
-        await thread.set_status(self.ctx.store, batch, msg.message, msg.status)
+        await thread.set_status(
+            self.ctx.store, batch, msg.message, msg.status, error_code=msg.error_code
+        )
         await self.ctx.commit(batch)
+        self._carrier_opt_out(msg.error_code)
+
+    def _carrier_opt_out(self, error_code: str | None) -> None:
+        """The provider said the recipient opted out at the carrier: tell the profile,
+        the owner of consent."""
+        if error_code == CARRIER_OPT_OUT and self.state is not None:
+            self.ctx.tell_nowait(("profile", self.state.ticket.profile), CarrierOptOut())
 
     @handler
     async def mailed(self, msg: Mailed) -> None:

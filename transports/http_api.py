@@ -116,9 +116,12 @@ async def sms_status(ctx: Context, request: Request) -> Response:
         return got
     params = dict(got)
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
+    # Twilio's ErrorCode is a number; anything else is not a code worth keeping
+    code = params.get("ErrorCode", "").strip()
+    error_code = code if code.isalnum() and len(code) <= 16 else None
     if sid and status:
         try:
-            await ctx.require_inbox().sms_status(sid, status)
+            await ctx.require_inbox().sms_status(sid, status, error_code)
         except InboxError as exc:
             if exc.code == "unavailable":
                 return PlainTextResponse("starting", status_code=503)

@@ -5,19 +5,23 @@ Messages REST API (or any service that speaks it, at a configurable base URL).
 On double sends: Twilio's Messages API has no idempotency key for REST requests (its
 `I-Twilio-Idempotency-Token` header is on the webhooks Twilio sends, not on requests it
 receives). `TwilioSms` still sends the engine's `message_id` as `Idempotency-Key`, which
-a compatible provider or a proxy may honour and Twilio ignores. So when a request times
-out after the provider took the message, the retry can make the provider send the SMS
-a second time; the engine still gets one receipt and records one message (R30: at least
-once, recorded once). Only timeouts and connection errors carry that risk: a 5xx or 429
-answer means the provider did not create the message.
+a compatible provider or a proxy may honour and Twilio ignores. A request that timed out
+or lost its connection after it was written may have created the message, so before
+posting again `TwilioSms` looks for it in the provider's list (`find`: `GET
+Messages.json?To=…&From=…&DateSent>=…`, matched on to, from, body and creation time) and
+takes the receipt it finds instead (PROTOCOL.md, *Delivery guarantees*). A 5xx or 429
+answer means the provider did not create the message, and a failure to connect means
+the request never left: those are posted again at once.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlencode
 
@@ -49,6 +53,11 @@ class OutboxSms:
         """The receipt given for `message_id`, None if it was never sent."""
         return self._receipts.get(message_id)
 
+    async def find(self, sms: OutboundSms, since: float) -> SmsReceipt | None:
+        """The receipt of `sms` if this outbox recorded it (it keeps what it sent)."""
+        await trio.lowlevel.checkpoint()
+        return self._receipts.get(sms.message_id)
+
     async def send(self, sms: OutboundSms) -> SmsReceipt:
         """Record `sms` and answer `sent`."""
         await trio.lowlevel.checkpoint()
@@ -79,7 +88,9 @@ class TwilioError(DeliveryError):
         code: int | None = None,
         attempts: int = 1,
     ) -> None:
-        super().__init__(detail, permanent=permanent)
+        super().__init__(
+            detail, permanent=permanent, error_code=None if code is None else str(code)
+        )
         self.http_status = http_status
         self.code = code
         self.attempts = attempts
@@ -88,6 +99,26 @@ class TwilioError(DeliveryError):
 class _Created(msgspec.Struct):
     sid: str
     status: str = "queued"
+
+
+class _Listed(msgspec.Struct):
+    """A message of the provider's list (the fields matched on)."""
+
+    sid: str
+    to: str | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    body: str | None = None
+    status: str = "queued"
+    date_created: str | None = None
+
+
+class _Page(msgspec.Struct):
+    messages: list[_Listed] = []
+
+
+# A message the provider lists is taken for ours when created at most this long before
+# the attempt began (the provider's clock and ours differ a little).
+CLOCK_SKEW_S = 300.0
 
 
 class _Refusal(msgspec.Struct):
@@ -126,6 +157,7 @@ class TwilioSms:
         request_timeout_s: float = 10.0,
         total_timeout_s: float = 30.0,
         jitter: Callable[[], float] = random.random,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -140,6 +172,7 @@ class TwilioSms:
         self._request_timeout_s = request_timeout_s
         self._total_timeout_s = total_timeout_s
         self._jitter = jitter
+        self._wall_clock = wall_clock
 
     @property
     def messages_url(self) -> str:
@@ -171,8 +204,10 @@ class TwilioSms:
             "Idempotency-Key": sms.message_id,
         }
         deadline = trio.current_time() + self._total_timeout_s
+        started = self._wall_clock()
         last_failure = "no attempt made"
         last_status: int | None = None
+        in_doubt = False  # a request may have reached the provider without an answer
         attempt = 0
         while attempt < self._max_attempts:
             attempt += 1
@@ -181,6 +216,10 @@ class TwilioSms:
                 break
             timeout = min(self._request_timeout_s, remaining)
             retry_after: float | None = None
+            if in_doubt:
+                found = await self._find_before_retry(sms, started, timeout, attempt)
+                if found is not None:
+                    return found
             try:
                 response = await self._client.post(
                     self._url,
@@ -189,10 +228,14 @@ class TwilioSms:
                     auth=self._auth,
                     timeout=httpx.Timeout(timeout),
                 )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # the request never left
+                last_failure, last_status = f"connection failed ({type(e).__name__}: {e})", None
             except httpx.TimeoutException as e:
                 last_failure, last_status = f"timed out ({type(e).__name__})", None
+                in_doubt = True
             except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as e:
                 last_failure, last_status = f"connection failed ({type(e).__name__}: {e})", None
+                in_doubt = True
             except httpx.HTTPError as e:
                 # A bad URL or an unsupported scheme: retrying cannot help.
                 raise TwilioError(
@@ -220,6 +263,68 @@ class TwilioSms:
             http_status=last_status,
             attempts=attempt,
         )
+
+    async def _find_before_retry(
+        self, sms: OutboundSms, since: float, timeout: float, attempt: int
+    ) -> SmsReceipt | None:
+        """`find`, as a step of `send`: a lookup that fails leaves the SMS in doubt, so
+        `send` gives up for now (transient) rather than post it again."""
+        try:
+            return await self.find(sms, since, timeout=timeout)
+        except TwilioError as e:
+            raise TwilioError(
+                f"the SMS provider may have taken the message; it could not be looked up: {e}",
+                permanent=False,
+                http_status=e.http_status,
+                attempts=attempt - 1,
+            ) from e
+
+    async def find(
+        self, sms: OutboundSms, since: float, *, timeout: float | None = None
+    ) -> SmsReceipt | None:
+        """The provider's receipt for `sms` if a message to the same number, from the same
+        sender, with the same body, was created from `since` (epoch seconds, less
+        `CLOCK_SKEW_S`) on; None if the provider has none. Reads the first page (newest
+        first) of `GET Messages.json?To=…&From=…&DateSent>=YYYY-MM-DD`, then, when that
+        has none, of the list without the date: a message the provider still queues has
+        no `date_sent` yet, so the date filter leaves it out. Raises a transient
+        `TwilioError` when the provider cannot be asked."""
+        day = datetime.fromtimestamp(since - CLOCK_SKEW_S, UTC).date().isoformat()
+        numbers = {"To": sms.to, "From": sms.sender, "PageSize": "50"}
+        # `DateSent>=YYYY-MM-DD` in the query string is the parameter `DateSent>`
+        for params in ({**numbers, "DateSent>": day}, numbers):
+            for listed in await self._list(params, timeout or self._request_timeout_s):
+                if _same_message(listed, sms, since - CLOCK_SKEW_S):
+                    return SmsReceipt(provider_id=listed.sid, status=listed.status)
+        return None
+
+    async def _list(self, params: dict[str, str], timeout: float) -> list[_Listed]:
+        """The first page of the provider's messages matching `params`."""
+        try:
+            response = await self._client.get(
+                self._url,
+                params=params,
+                headers={"Accept": "application/json"},
+                auth=self._auth,
+                timeout=httpx.Timeout(timeout),
+            )
+        except httpx.HTTPError as e:
+            raise TwilioError(
+                f"cannot look up the message at the SMS provider: {type(e).__name__}: {e}",
+                permanent=False,
+            ) from e
+        if response.status_code != 200:
+            raise TwilioError(
+                f"cannot look up the message at the SMS provider ({self._describe(response)})",
+                permanent=False,
+                http_status=response.status_code,
+            )
+        try:
+            return msgspec.json.decode(response.content, type=_Page).messages
+        except msgspec.DecodeError as e:
+            raise TwilioError(
+                f"the SMS provider's message list is unreadable: {e}", permanent=False
+            ) from None
 
     def _receipt(self, response: httpx.Response, attempts: int) -> SmsReceipt:
         try:
@@ -289,3 +394,19 @@ def _retry_after_s(response: httpx.Response) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def _same_message(listed: _Listed, sms: OutboundSms, earliest: float) -> bool:
+    """Whether the provider's `listed` message is `sms`, created at `earliest` or later
+    (a message whose time cannot be read is judged by the other fields)."""
+    if (listed.to, listed.from_, listed.body or "") != (sms.to, sms.sender, sms.body):
+        return False
+    if listed.date_created is None:
+        return True
+    try:
+        created = parsedate_to_datetime(listed.date_created)
+    except (TypeError, ValueError):
+        return True
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return created.timestamp() >= earliest

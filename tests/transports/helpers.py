@@ -1,20 +1,32 @@
-"""What several transport tests share: the test config and its tokens, and a recording
-SMTP server. (Test modules import from here, never from each other or from a conftest.)"""
+"""What several transport tests share: the test config and its tokens, a recording
+SMTP server, and a stand-in of Twilio's Messages REST API. (Test modules import from
+here, never from each other or from a conftest.)"""
 
 from __future__ import annotations
 
+import base64
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import trio
 from aiosmtpd.controller import Controller
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from tidings.transports.config import load_config
 
@@ -84,3 +96,131 @@ def parsed(envelope: Any) -> EmailMessage:
     message = message_from_bytes(raw, policy=default_policy)
     assert isinstance(message, EmailMessage)
     return message
+
+
+TWILIO_SID = "AC0123456789"
+TWILIO_TOKEN = "s3cret"
+
+
+@dataclass
+class TwilioStandIn:
+    """A stand-in of Twilio's Messages endpoint (`POST` creates, `GET` lists, newest
+    first, filtered by `To`, `From` and `DateSent>`): checks basic auth, counts every
+    POST (`posts`), records each form it accepted, and follows a script of behaviours
+    for successive POSTs: "ok", "500", "400", "opted-out" (400 with code 21610), "slow"
+    (taken, answered after 2 s) or
+    "hold" (taken, then never answered: `holding` is set, for a test to kill the
+    client meanwhile). `lookups` records each list query; `created_status` is what a
+    created message reports. `app()` is its ASGI app (for `httpx.ASGITransport`)."""
+
+    script: list[str] = field(default_factory=list)
+    accepted: list[list[tuple[str, str]]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    lookups: list[dict[str, str]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    created_status: str = "queued"
+    clock: Callable[[], float] = time.time  # the wall clock of `date_created`
+    posts: int = 0
+    base_url: str = ""
+    holding: trio.Event = field(default_factory=trio.Event)
+    looked_up: trio.Event = field(default_factory=trio.Event)  # set by each list query
+
+    def _refusal(self, request: Request) -> Response | None:
+        if request.path_params["sid"] != TWILIO_SID:
+            return JSONResponse({"code": 20404, "message": "Not found"}, status_code=404)
+        expected = "Basic " + base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return JSONResponse({"code": 20003, "message": "Authenticate"}, status_code=401)
+        return None
+
+    async def create(self, request: Request) -> Response:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        self.posts += 1
+        # request.form() would need python-multipart, which is not a dependency
+        pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        self.keys.append(request.headers.get("idempotency-key", ""))
+        behaviour = self.script.pop(0) if self.script else "ok"
+        if behaviour == "500":
+            return JSONResponse(
+                {"code": 20500, "message": "Internal Server Error"}, status_code=500
+            )
+        if behaviour == "400":
+            return JSONResponse(
+                {"code": 21211, "message": "Invalid 'To' Phone Number"}, status_code=400
+            )
+        if behaviour == "opted-out":
+            return JSONResponse(
+                {"code": 21610, "message": "Attempt to send to unsubscribed recipient"},
+                status_code=400,
+            )
+        self.accepted.append(pairs)
+        form = dict(pairs)
+        now = format_datetime(datetime.fromtimestamp(self.clock(), UTC), usegmt=True)
+        message = {
+            "sid": f"SM{len(self.messages) + 1}", "to": form.get("To"), "from": form.get("From"),
+            "body": form.get("Body", ""), "status": self.created_status,
+            "date_created": now, "date_sent": now, "direction": "outbound-api",
+        }  # fmt: skip
+        self.messages.insert(0, message)
+        if behaviour == "slow":  # taken, but the answer comes too late for the client
+            await trio.sleep(2)
+        elif behaviour == "hold":
+            self.holding.set()
+            await trio.sleep_forever()
+        return JSONResponse(message, status_code=201)
+
+    async def list(self, request: Request) -> Response:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        query = dict(request.query_params)
+        self.lookups.append(query)
+        self.looked_up.set()
+        day = query.get("DateSent>", "")
+        found = [
+            m for m in self.messages
+            if m["to"] == query.get("To", m["to"]) and m["from"] == query.get("From", m["from"])
+            and _day(m["date_sent"]) >= day
+        ]  # fmt: skip
+        return JSONResponse({"messages": found, "next_page_uri": None, "page": 0})
+
+    def app(self) -> Starlette:
+        """The endpoints as an ASGI app."""
+        path = "/2010-04-01/Accounts/{sid}/Messages.json"
+        return Starlette(
+            routes=[
+                Route(path, self.create, methods=["POST"]),
+                Route(path, self.list, methods=["GET"]),
+            ]
+        )
+
+
+def _day(rfc2822: str) -> str:
+    return parsedate_to_datetime(rfc2822).date().isoformat()
+
+
+@asynccontextmanager
+async def twilio_stand_in(script: list[str] | None = None) -> AsyncIterator[TwilioStandIn]:
+    """A `TwilioStandIn` served on a local socket while the block runs."""
+    fake = TwilioStandIn(script=list(script or []))
+    app = fake.app()
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 0.1
+    config.accesslog = None
+    config.errorlog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: serve(
+                app, config, shutdown_trigger=stop.wait, task_status=task_status
+            )
+        )
+        fake.base_url = binds[0]
+        try:
+            yield fake
+        finally:
+            stop.set()
+            nursery.cancel_scope.deadline = trio.current_time() + 2

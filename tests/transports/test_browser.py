@@ -53,8 +53,20 @@ def _need_browser() -> None:
 def server() -> Iterator[dict[str, str]]:
     """`tidings serve --port 0 --store memory://`; yields the printed name: value lines."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidings.transports.cli", "serve", "--port", "0", "--store", "memory://"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(ROOT), text=True,
+        [
+            sys.executable,
+            "-m",
+            "tidings.transports.cli",
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            "memory://",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=str(ROOT),
+        text=True,
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -105,7 +117,9 @@ def test_visitor_and_agent_in_the_browser(server: dict[str, str]) -> None:
 
             # The agent signs in with the demo token in the URL; the inbox starts empty.
             agent.goto(f"{console_url}?token={token}")
-            expect(agent.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected", timeout=TIMEOUT_MS)
+            expect(agent.get_by_test_id("connection-status")).to_have_attribute(
+                "data-state", "connected", timeout=TIMEOUT_MS
+            )
             expect(agent.get_by_test_id("badge")).to_have_attribute("data-count", "0")
             expect(agent.get_by_test_id("ticket-row")).to_have_count(0)
 
@@ -147,7 +161,9 @@ def test_visitor_and_agent_in_the_browser(server: dict[str, str]) -> None:
             # The agent replies; the visitor sees it.
             agent.get_by_test_id("reply-body").fill("It ships tomorrow.")
             agent.get_by_test_id("reply-send").click()
-            expect(thread.locator('[data-testid="message"][data-direction="outbound"]')).to_have_count(1)
+            expect(
+                thread.locator('[data-testid="message"][data-direction="outbound"]')
+            ).to_have_count(1)
             theirs = visitor.locator('[data-testid="chat-message"][data-direction="outbound"]')
             expect(theirs).to_have_count(1, timeout=TIMEOUT_MS)
             expect(theirs.first).to_contain_text("It ships tomorrow.")

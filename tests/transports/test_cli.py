@@ -22,7 +22,10 @@ def test_r05_alphanumeric_sender_exits_2(tmp_path: Path) -> None:
     bad.write_text('[sms]\nsender = "ACME"\n')
     done = subprocess.run(
         [sys.executable, "-m", "tidings.transports.cli", "serve", "--config", str(bad)],
-        capture_output=True, text=True, cwd=ROOT, timeout=30,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
@@ -35,7 +38,10 @@ def test_unknown_key_exits_2(tmp_path: Path) -> None:
     bad.write_text("[server]\nnope = 1\n")
     done = subprocess.run(
         [sys.executable, "-m", "tidings.transports.cli", "serve", "--config", str(bad)],
-        capture_output=True, text=True, cwd=ROOT, timeout=30,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
     )
     assert done.returncode == 2 and done.stderr.startswith("config error: server.nope:")
 
@@ -62,8 +68,19 @@ async def test_quick_start_serves_console_chat_and_health(tmp_path: Path) -> Non
         proc: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                [sys.executable, "-m", "tidings.transports.cli", "serve", "--port", "0", "--store", store],
-                stdout=subprocess.PIPE, cwd=str(ROOT), check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "tidings.transports.cli",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--store",
+                    store,
+                ],
+                stdout=subprocess.PIPE,
+                cwd=str(ROOT),
+                check=False,
             )
         )
         try:
@@ -104,7 +121,9 @@ def test_logs_are_one_json_object_per_line() -> None:
             logger.exception("it failed")
     finally:
         logger.removeHandler(handler)
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{"))
+    first, second = (
+        json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")
+    )
     assert first["level"] == "warning" and first["message"] == "ticket t1 closed"
     assert first["logger"] == "tidings.test" and first["ticket"] == "t1"
     assert first["time"].endswith("+00:00")

@@ -94,25 +94,42 @@ async def test_api_profile_event_order_and_errors(server: Running) -> None:
         profile = r.json()["id"]
         r = await client.post(
             f"{base}/api/events",
-            json={"profile": profile, "metric": "Viewed", "time": "2026-01-01T00:00:00.000000+00:00",
-                  "properties": {}},
+            json={
+                "profile": profile,
+                "metric": "Viewed",
+                "time": "2026-01-01T00:00:00.000000+00:00",
+                "properties": {},
+            },
         )
         assert r.json() == {"ok": True}
         r = await client.post(
             f"{base}/api/orders",
-            json={"profile": profile, "id": "o1", "items": [{"name": "Hat", "quantity": 1, "price": 5.0}],
-                  "total": 5.0, "currency": "USD", "time": "2026-01-01T00:00:00.000000+00:00"},
+            json={
+                "profile": profile,
+                "id": "o1",
+                "items": [{"name": "Hat", "quantity": 1, "price": 5.0}],
+                "total": 5.0,
+                "currency": "USD",
+                "time": "2026-01-01T00:00:00.000000+00:00",
+            },
         )
         assert r.json() == {"ok": True}
-        r = await client.post(f"{base}/api/events", json={"profile": "nobody", "metric": "m",
-                                                          "time": "2026-01-01T00:00:00+00:00"})
+        r = await client.post(
+            f"{base}/api/events",
+            json={"profile": "nobody", "metric": "m", "time": "2026-01-01T00:00:00+00:00"},
+        )
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         r = await client.post(f"{base}/api/events", json={"profile": profile})
         assert r.status_code == 400 and r.json()["error"]["detail"].startswith("metric")
         r = await client.post(
             f"{base}/api/messages",
-            json={"profile": profile, "kind": "campaign", "source_id": "c1", "source_name": "Sale",
-                  "body": "hi"},
+            json={
+                "profile": profile,
+                "kind": "campaign",
+                "source_id": "c1",
+                "source_name": "Sale",
+                "body": "hi",
+            },
         )
         assert r.status_code == 409 and r.json()["error"]["code"] == "not_subscribed"
         r = await client.post(f"{base}/api/profiles", content=b"{not json")
@@ -123,9 +140,14 @@ async def test_health_metrics_pages(server: Running) -> None:
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{server.base_url}/healthz")).json() == {"status": "ok"}
         metrics = (await client.get(f"{server.base_url}/metrics")).text
-        for name in ("tidings_messages_in_total", "tidings_messages_out_total",
-                     "tidings_active_actors", "tidings_mailbox_depth",
-                     "tidings_timers_pending", "tidings_dead_letters_total"):
+        for name in (
+            "tidings_messages_in_total",
+            "tidings_messages_out_total",
+            "tidings_active_actors",
+            "tidings_mailbox_depth",
+            "tidings_timers_pending",
+            "tidings_dead_letters_total",
+        ):
             assert f"\n{name} " in metrics
         for path in ("/", "/chat", "/static/console.js", "/static/widget.css"):
             assert (await client.get(server.base_url + path)).status_code == 200, path

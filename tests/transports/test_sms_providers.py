@@ -1,29 +1,22 @@
 """Outbound SMS providers: the outbox, and the Twilio REST client against fake endpoints
-(httpx.MockTransport for the unit cases, a real hypercorn server on a socket for the rest)."""
+(httpx.MockTransport for the unit cases, the REST API's stand-in of
+tests/transports/helpers.py on a socket for the rest)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from tests.transports.helpers import TWILIO_SID as SID
+from tests.transports.helpers import TWILIO_TOKEN as TOKEN
+from tests.transports.helpers import TwilioStandIn, twilio_stand_in
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
 from tidings.transports.sms_providers import OutboxSms, TwilioError, TwilioSms
 
-SID = "AC0123456789"
-TOKEN = "s3cret"
 SMS = OutboundSms(
     message_id="m-1",
     to="+393331234567",
@@ -195,19 +188,74 @@ async def test_twilio_retries_429_after_retry_after() -> None:
     assert len(requests) == 2
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        httpx.ReadTimeout("slow"),
-        httpx.ConnectTimeout("slow"),
-        httpx.ConnectError("refused"),
-        httpx.RemoteProtocolError("server disconnected"),
-    ],
-)
-async def test_twilio_retries_timeouts_and_connection_errors(error: Exception) -> None:
+def listed(*messages: dict[str, str]) -> httpx.Response:
+    return httpx.Response(200, json={"messages": list(messages), "next_page_uri": None})
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectTimeout("slow"), httpx.ConnectError("refused")])
+async def test_twilio_retries_a_request_that_never_left(error: Exception) -> None:
     requests, transport = scripted(error, created("SM9"))
     assert (await provider(transport).send(SMS)).provider_id == "SM9"
-    assert len(requests) == 2
+    assert [r.method for r in requests] == ["POST", "POST"]
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("server disconnected")]
+)
+async def test_r30_twilio_looks_up_an_unanswered_request_before_posting_again(
+    error: Exception,
+) -> None:
+    other = {"sid": "SM0", "to": SMS.to, "from": SMS.sender, "body": "another text"}
+    requests, transport = scripted(error, listed(other), listed(), created("SM9"))
+    assert (await provider(transport).send(SMS)).provider_id == "SM9"
+    assert [r.method for r in requests] == ["POST", "GET", "GET", "POST"]
+    dated, undated = requests[1], requests[2]
+    assert dated.url.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
+    assert dated.url.params["To"] == SMS.to and dated.url.params["From"] == SMS.sender
+    assert dated.url.params["DateSent>"]  # DateSent>=YYYY-MM-DD
+    # a message the provider still queues has no date_sent: looked for without the date
+    assert "DateSent>" not in undated.url.params and undated.url.params["To"] == SMS.to
+
+
+async def test_r30_twilio_finds_a_message_still_queued_without_a_date_sent() -> None:
+    queued = {"sid": "SM5", "to": SMS.to, "from": SMS.sender, "body": SMS.body}
+    _, transport = scripted(listed(), listed(queued))
+    assert await provider(transport).find(SMS, 0.0) == SmsReceipt("SM5", "queued")
+
+
+async def test_r30_twilio_takes_the_receipt_it_finds_instead_of_posting_again() -> None:
+    ours = {"sid": "SM5", "to": SMS.to, "from": SMS.sender, "body": SMS.body, "status": "sent"}
+    requests, transport = scripted(httpx.ReadTimeout("slow"), listed(ours), created("SM9"))
+    receipt = await provider(transport).send(SMS)
+    assert receipt == SmsReceipt(provider_id="SM5", status="sent")
+    assert [r.method for r in requests] == ["POST", "GET"]
+
+
+async def test_r30_twilio_does_not_post_again_when_the_lookup_fails() -> None:
+    requests, transport = scripted(httpx.ReadTimeout("slow"), httpx.Response(503), created("SM9"))
+    with pytest.raises(TwilioError) as info:
+        await provider(transport).send(SMS)
+    assert not info.value.permanent and "looked up" in str(info.value)
+    assert [r.method for r in requests] == ["POST", "GET"]
+
+
+async def test_twilio_find_ignores_messages_created_before_the_attempt() -> None:
+    old = {
+        "sid": "SM1", "to": SMS.to, "from": SMS.sender, "body": SMS.body,
+        "date_created": "Mon, 01 Jan 2024 10:00:00 +0000",
+    }  # fmt: skip
+    _, transport = scripted(listed(old), listed(old), listed(old))
+    twilio = provider(transport)
+    after = 1_704_103_200.0 + 3600  # an hour after it was created
+    assert await twilio.find(SMS, after) is None
+    assert await twilio.find(SMS, after - 3600) == SmsReceipt("SM1", "queued")
+
+
+async def test_twilio_find_with_an_unreadable_list_is_transient() -> None:
+    _, transport = scripted(httpx.Response(200, text="<html>"))
+    with pytest.raises(TwilioError) as info:
+        await provider(transport).find(SMS, 0.0)
+    assert not info.value.permanent
 
 
 @pytest.mark.parametrize(
@@ -229,6 +277,7 @@ async def test_twilio_4xx_is_a_permanent_error_and_never_retried(
     assert error.permanent
     assert isinstance(error, TwilioError)
     assert (error.http_status, error.code, error.attempts) == (status, code, 1)
+    assert error.error_code == str(code)  # kept on the failed message
     assert str(code) in str(error) and message in str(error)
     assert len(requests) == 1
 
@@ -343,68 +392,7 @@ async def test_twilio_does_not_close_a_client_it_was_given() -> None:
 # ---------------------------------------------------------------- twilio, real socket
 
 
-@dataclass
-class FakeTwilio:
-    """A tiny Twilio Messages endpoint: checks basic auth, records each form it
-    accepted, and follows a script of behaviours for successive requests."""
-
-    script: list[str] = field(default_factory=list)  # "ok", "500", "slow", "400"
-    accepted: list[list[tuple[str, str]]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    base_url: str = ""
-
-    async def messages(self, request: Request) -> Response:
-        if request.path_params["sid"] != SID:
-            return JSONResponse({"code": 20404, "message": "Not found"}, status_code=404)
-        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
-        if request.headers.get("authorization") != expected:
-            return JSONResponse({"code": 20003, "message": "Authenticate"}, status_code=401)
-        # request.form() would need python-multipart, which is not a dependency
-        pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True)
-        self.keys.append(request.headers.get("idempotency-key", ""))
-        behaviour = self.script.pop(0) if self.script else "ok"
-        if behaviour == "500":
-            return JSONResponse(
-                {"code": 20500, "message": "Internal Server Error"}, status_code=500
-            )
-        if behaviour == "400":
-            return JSONResponse(
-                {"code": 21211, "message": "Invalid 'To' Phone Number"}, status_code=400
-            )
-        self.accepted.append(pairs)
-        if behaviour == "slow":
-            # the message is taken, but the answer comes too late for the client
-            await trio.sleep(2)
-        return JSONResponse({"sid": f"SM{len(self.accepted)}", "status": "queued"}, status_code=201)
-
-
-@asynccontextmanager
-async def fake_twilio(script: list[str]) -> AsyncIterator[FakeTwilio]:
-    fake = FakeTwilio(script=list(script))
-    app = Starlette(
-        routes=[Route("/2010-04-01/Accounts/{sid}/Messages.json", fake.messages, methods=["POST"])]
-    )
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.1
-    config.accesslog = None
-    config.errorlog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve(
-                app, config, shutdown_trigger=stop.wait, task_status=task_status
-            )
-        )
-        fake.base_url = binds[0]
-        try:
-            yield fake
-        finally:
-            stop.set()
-            nursery.cancel_scope.deadline = trio.current_time() + 2
-
-
-def real_provider(fake: FakeTwilio, **kwargs: object) -> TwilioSms:
+def real_provider(fake: TwilioStandIn, **kwargs: object) -> TwilioSms:
     options: dict[str, object] = {
         "backoff_initial_s": 0.01,
         "backoff_max_s": 0.02,
@@ -415,7 +403,7 @@ def real_provider(fake: FakeTwilio, **kwargs: object) -> TwilioSms:
 
 
 async def test_twilio_over_a_socket_sends_auth_and_fields() -> None:
-    async with fake_twilio(["ok"]) as fake:
+    async with twilio_stand_in(["ok"]) as fake:
         twilio = real_provider(fake)
         try:
             receipt = await twilio.send(SMS)
@@ -426,7 +414,7 @@ async def test_twilio_over_a_socket_sends_auth_and_fields() -> None:
 
 
 async def test_r30_twilio_over_a_socket_retries_500_and_records_once() -> None:
-    async with fake_twilio(["500", "500", "ok"]) as fake:
+    async with twilio_stand_in(["500", "500", "ok"]) as fake:
         twilio = real_provider(fake)
         try:
             receipt = await twilio.send(SMS)
@@ -438,7 +426,7 @@ async def test_r30_twilio_over_a_socket_retries_500_and_records_once() -> None:
 
 
 async def test_twilio_over_a_socket_400_is_permanent() -> None:
-    async with fake_twilio(["400", "ok"]) as fake:
+    async with twilio_stand_in(["400", "ok"]) as fake:
         twilio = real_provider(fake)
         try:
             with pytest.raises(TwilioError) as info:
@@ -450,7 +438,7 @@ async def test_twilio_over_a_socket_400_is_permanent() -> None:
 
 
 async def test_twilio_over_a_socket_wrong_token_is_permanent() -> None:
-    async with fake_twilio([]) as fake:
+    async with twilio_stand_in([]) as fake:
         twilio = TwilioSms(SID, "wrong", fake.base_url, None, None, backoff_initial_s=0.01)
         try:
             with pytest.raises(TwilioError) as info:
@@ -461,17 +449,16 @@ async def test_twilio_over_a_socket_wrong_token_is_permanent() -> None:
 
 
 async def test_twilio_over_a_socket_retries_a_timeout() -> None:
-    async with fake_twilio(["slow", "ok"]) as fake:
+    async with twilio_stand_in(["slow", "ok"]) as fake:
         twilio = real_provider(fake, request_timeout_s=0.2)
         try:
             receipt = await twilio.send(SMS)
         finally:
             await twilio.aclose()
-    # The engine gets one receipt. The provider took the message twice: a timeout
-    # after the provider accepted is the documented double-send case.
-    assert receipt.provider_id == "SM2"
-    assert len(fake.accepted) == 2
-    assert fake.keys == ["m-1", "m-1"]
+    # R30: the provider took it on the first try; the lookup finds it, nothing is resent
+    assert receipt.provider_id == "SM1"
+    assert fake.posts == 1 and len(fake.accepted) == 1
+    assert [(q["To"], q["From"]) for q in fake.lookups] == [(SMS.to, SMS.sender)]
 
 
 async def test_twilio_connection_refused_is_transient() -> None:

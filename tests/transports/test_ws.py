@@ -42,7 +42,10 @@ async def auth(ws: WebSocketConnection, token: str = AGENT_TOKEN) -> dict[str, A
 
 async def test_agent_auth_ready(server: Running) -> None:
     async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        assert await auth(ws) == {"type": "ready", "agent": {"id": "a1", "name": "Sam", "role": "support"}}
+        assert await auth(ws) == {
+            "type": "ready",
+            "agent": {"id": "a1", "name": "Sam", "role": "support"},
+        }
 
 
 @pytest.mark.parametrize("token", ["analyst-token", "unknown"])
@@ -67,7 +70,9 @@ async def test_agent_bad_frames_keep_connection(server: Running) -> None:
         reply = await call(ws, 1, "nope")
         assert reply["ok"] is False and reply["error"]["code"] == "unknown_op"
         reply = await call(ws, 2, "ticket.get")
-        assert reply["error"]["code"] == "bad_request" and reply["error"]["detail"].startswith("ticket")
+        assert reply["error"]["code"] == "bad_request" and reply["error"]["detail"].startswith(
+            "ticket"
+        )
         reply = await call(ws, 3, "ticket.get", ticket="t-missing")
         assert reply["error"]["code"] == "not_found"
         reply = await call(ws, 4, "badge.get")
@@ -141,8 +146,10 @@ async def test_subscribe_replays_then_streams_and_reconnect_misses_nothing(serve
         await ws.send_message(json.dumps({"id": 1, "op": "subscribe", "since": seen}))
         events = await _events(ws, inbox.last_seq)
         assert [e["seq"] for e in events] == list(range(seen + 1, events[-1]["seq"] + 1))
-        assert any(e["event"] == "message.created" and e["data"]["message"]["body"] == "three"
-                   for e in events)
+        assert any(
+            e["event"] == "message.created" and e["data"]["message"]["body"] == "three"
+            for e in events
+        )
 
 
 async def test_chat_hello_message_ack_and_agent_reply_reaches_visitor(server: Running) -> None:
@@ -153,8 +160,9 @@ async def test_chat_hello_message_ack_and_agent_reply_reaches_visitor(server: Ru
         await auth(agent)
         since = server.inbox.last_seq
         await call(agent, 1, "subscribe", since=since)
-        await chat.send_message(json.dumps({"type": "hello", "session": None,
-                                            "visitor": {"email": "v@example.com"}}))
+        await chat.send_message(
+            json.dumps({"type": "hello", "session": None, "visitor": {"email": "v@example.com"}})
+        )
         ready = await recv(chat)
         assert ready["type"] == "ready" and len(ready["session"]) >= 22 and ready["ticket"] is None
         await chat.send_message(json.dumps({"type": "ping"}))
@@ -241,5 +249,3 @@ async def test_rate_limit_answers_rate_limited_until_tokens_come_back(
             assert "code" not in await recv(ws)
             await ws.send_message(json.dumps(ping))
             assert (await recv(ws))["code"] == "rate_limited"
-
-
