@@ -14,10 +14,15 @@ if TYPE_CHECKING:
     from tidings.actors.inbox import Inbox
     from tidings.transports.config import AgentConfig, Config
 
-__all__ = ["Context", "STATUS", "ALLOWED_ROLES", "validation_error", "error_body", "MAX_FRAME"]
+__all__ = [
+    "Context", "STATUS", "ALLOWED_ROLES", "OP_ROLES", "validation_error", "error_body", "MAX_FRAME",
+]  # fmt: skip
 
 MAX_FRAME = 64 * 1024  # bytes; bigger WebSocket frames are refused with close code 1009
 ALLOWED_ROLES = frozenset({"owner", "admin", "manager", "support"})  # R29
+# Ops that not every inbox role may call (contract v3, "Roles per operation"): changing
+# the settings redirects notifications, so it is kept to the roles that run the inbox.
+OP_ROLES = {"settings.update": frozenset({"owner", "admin", "manager"})}
 
 STATUS = {
     "not_found": 404,

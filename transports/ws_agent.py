@@ -13,7 +13,13 @@ from starlette.websockets import WebSocket
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
 from tidings.transports.config import AgentConfig
-from tidings.transports.wire import ALLOWED_ROLES, Context, error_body, validation_error
+from tidings.transports.wire import (
+    ALLOWED_ROLES,
+    OP_ROLES,
+    Context,
+    error_body,
+    validation_error,
+)
 from tidings.transports.ws_common import Closed, Conn, TooBig
 
 log = logging.getLogger(__name__)
@@ -214,6 +220,9 @@ class Session:
         entry = OPS.get(op) if isinstance(op, str) else None
         if entry is None:
             raise InboxError("unknown_op", f"no op {op!r}")
+        roles = OP_ROLES.get(op)
+        if roles is not None and self.agent.role not in roles:
+            raise InboxError("forbidden", f"role {self.agent.role!r} may not call {op}")
         method, args_type = entry
         try:
             args = msgspec.convert(frame, type=args_type)
