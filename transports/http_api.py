@@ -3,7 +3,6 @@ metrics and the static pages. Each handler only translates to an `Inbox` call.""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -26,7 +25,16 @@ from tidings.actors.model import Order
 from tidings.engine.store import Store, StoreError
 from tidings.transports import metrics
 from tidings.transports.twilio_signature import is_valid
-from tidings.transports.wire import STATUS, Context, error_body, validation_error
+from tidings.transports.wire import (
+    STATUS,
+    Context,
+    NotJson,
+    decode_json,
+    error_body,
+    refuse_bad_text,
+    secret_matches,
+    validation_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,11 @@ async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str
         params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except (InboxError, UnicodeDecodeError, ValueError):
         return PlainTextResponse("bad request", status_code=400)
+    try:
+        for name, value in params:
+            refuse_bad_text({name: value})
+    except InboxError as exc:
+        return PlainTextResponse(exc.detail, status_code=400)
     token = ctx.config.sms.auth_token
     if token:
         signature = request.headers.get("x-twilio-signature")
@@ -166,18 +179,22 @@ class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
 
 def _authorized(ctx: Context, request: Request) -> bool:
     header = request.headers.get("authorization", "")
+    if not header.isascii():  # Starlette decodes headers as Latin-1; keys are ASCII
+        return False
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
         return False
-    return any(hmac.compare_digest(key.strip(), known) for known in ctx.api_keys)
+    return secret_matches(key.strip(), ctx.api_keys) is not None
 
 
 async def _api_json(request: Request) -> Any:
     body = await _body(request)
     try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        value = decode_json(body)
+    except NotJson:
         raise InboxError("bad_request", "body: not JSON") from None
+    refuse_bad_text(value)
+    return value
 
 
 def _convert(data: Any, type_: Any) -> Any:

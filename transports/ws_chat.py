@@ -11,7 +11,13 @@ import trio
 from starlette.websockets import WebSocket
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
-from tidings.transports.wire import Context, validation_error
+from tidings.transports.wire import (
+    Context,
+    NotJson,
+    decode_json,
+    refuse_bad_text,
+    validation_error,
+)
 from tidings.transports.ws_common import Closed, Conn, TooBig
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,13 @@ def _error(code: str, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
 
 
+def _decode(text: str) -> ChatFrame:
+    """A frame; raises `NotJson`, `bad_request` (too deep, bad text) or a validation error."""
+    value = decode_json(text)
+    refuse_bad_text(value)
+    return msgspec.convert(value, type=ChatFrame)
+
+
 async def _hello(conn: Conn, inbox: Inbox) -> str | None:
     """Read `hello`, answer `ready` (and the greeting); the session, or None after 4400."""
     text: str | None = None
@@ -65,8 +78,12 @@ async def _hello(conn: Conn, inbox: Inbox) -> str | None:
         await conn.close(4400, "no hello")
         return None
     try:
-        frame = msgspec.json.decode(text, type=ChatFrame)
-    except msgspec.DecodeError:  # not JSON, or not a frame at all
+        frame = _decode(text)
+    except InboxError as exc:  # a hello the server cannot use: nothing to resume
+        await conn.send(_error(exc.code, exc.detail))
+        await conn.close(4400, exc.code)
+        return None
+    except (NotJson, msgspec.ValidationError):
         frame = None
     if not isinstance(frame, HelloFrame):
         await conn.send(_error("bad_frame", "the first frame must be hello"))
@@ -106,11 +123,14 @@ async def _push(conn: Conn, frames: trio.MemoryReceiveChannel[dict[str, Any]]) -
 async def _frame(ctx: Context, conn: Conn, inbox: Inbox, session: str, text: str) -> None:
     """Handle one frame after hello."""
     try:
-        frame = msgspec.json.decode(text, type=ChatFrame)
+        frame = _decode(text)
     except msgspec.ValidationError as exc:
         await conn.send(_error("bad_frame", validation_error(exc).detail))
         return
-    except msgspec.DecodeError:
+    except InboxError as exc:
+        await conn.send(_error(exc.code, exc.detail))
+        return
+    except NotJson:
         await conn.send(_error("bad_frame", "not JSON"))
         await conn.close(4400, "not JSON")
         raise Closed from None

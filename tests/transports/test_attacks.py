@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote_plus
 
+import httpx
+import pytest
 import trio
 from tidings.transports.server import Running
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from twilio.request_validator import RequestValidator
 
-from tests.transports.helpers import AGENT_TOKEN, MANAGER_TOKEN
+from tests.transports.helpers import AGENT_TOKEN, AUTH_TOKEN, MANAGER_TOKEN
 
 
 def ws_url(server: Running, path: str) -> str:
@@ -59,3 +63,133 @@ async def test_manager_may_update_settings(server: Running) -> None:
         reply = await call(ws, 1, "settings.update", settings=OUTSIDE)
         assert reply["ok"] is True
         assert reply["result"]["notifications"]["new_ticket_email"]["recipients"] == ["x@evil.example"]
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["api-kéy".encode("latin-1"), "ключ".encode(), b"api-key\xff"])
+async def test_non_ascii_bearer_key_is_401_not_500(server: Running, key: bytes) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.post(
+            "/api/events", content=b"{}", headers={"Authorization": b"Bearer " + key}
+        )
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("token", ["agent-tokén", "ключ", "\ud800"])
+async def test_non_ascii_agent_token_is_refused_with_4403(server: Running, token: str) -> None:
+    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
+        await ws.send_message(json.dumps({"type": "auth", "token": token}))
+        frame = await recv(ws)
+        assert frame["type"] == "error" and frame["code"] in ("forbidden", "bad_request")
+        with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
+            await ws.get_message()
+    assert info.value.reason.code == 4403
+
+
+async def post_signed(server: Running, path: str, params: list[tuple[str, str]]) -> httpx.Response:
+    """POST form `params` signed with the test auth token by Twilio's own validator."""
+    url = server.base_url + path
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, dict(params))
+    body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in params)
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            url, content=body, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                        "X-Twilio-Signature": signature},
+        )  # fmt: skip
+
+
+# -- bad values -----------------------------------------------------------------------------
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+async def hello(ws: WebSocketConnection, **extra: Any) -> dict[str, Any]:
+    await ws.send_message(json.dumps({"type": "hello", "session": None, **extra}))
+    return await recv(ws)
+
+
+async def still_open(ws: WebSocketConnection, frame: dict[str, Any]) -> dict[str, Any]:
+    """Send `frame` and return the next non-event frame."""
+    await ws.send_message(json.dumps(frame))
+    while (got := await recv(ws)).get("type") == "event":
+        pass
+    return got
+
+
+@pytest.mark.parametrize("depth", [33, 5000])
+async def test_deep_json_on_agent_socket_is_bad_request_not_1011(server: Running, depth: int) -> None:
+    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
+        await agent(ws)
+        nested = "[" * (depth - 1) + "]" * (depth - 1)
+        await ws.send_message('{"id":1,"op":"quick_replies.add","name":' + nested + "}")
+        frame = await recv(ws)
+        assert frame["type"] == "error" and frame["code"] == "bad_request"
+        assert "nested deeper than 32 levels" in frame["detail"]
+        assert (await call(ws, 2, "badge.get"))["ok"] is True
+
+
+async def test_32_levels_of_json_are_still_decoded(server: Running) -> None:
+    nested: Any = {}  # 31 objects inside the frame's own: 32 levels
+    for _ in range(30):
+        nested = {"k": nested}
+    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
+        await agent(ws)
+        reply = await call(ws, 1, "settings.get", extra=nested)
+        assert reply["ok"] is True
+
+
+async def test_deep_json_on_chat_socket_is_bad_request_not_1011(server: Running) -> None:
+    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+        assert (await hello(ws))["type"] == "ready"
+        await ws.send_message('{"type":"message","body":' + DEEP + "}")
+        frame = await recv(ws)
+        assert frame == {"type": "error", "code": "bad_request", "detail": "frame: nested deeper than 32 levels"}
+        assert await still_open(ws, {"type": "ping"}) == {"type": "pong"}
+
+
+async def test_deep_json_to_api_events_is_400_not_500(server: Running) -> None:
+    body = '{"profile":"p1","metric":"Viewed","time":"2024-01-01T00:00:00+00:00","properties":' + DEEP + "}"
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.post("/api/events", content=body, headers={"Authorization": "Bearer api-key"})
+    assert r.status_code == 400
+    assert r.json() == {"error": {"code": "bad_request", "detail": "frame: nested deeper than 32 levels"}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (r'"Hi\u0000there"', "body: must not contain NUL characters"),
+        (r'"Hi\ud800"', "body: must not contain lone surrogates"),
+    ],
+)
+async def test_nul_or_lone_surrogate_in_text_is_bad_request_naming_it(
+    server: Running, raw: str, detail: str
+) -> None:
+    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+        assert (await hello(ws))["type"] == "ready"
+        await ws.send_message('{"type":"message","client_id":"c1","body":' + raw + "}")
+        assert await recv(ws) == {"type": "error", "code": "bad_request", "detail": detail}
+        assert await still_open(ws, {"type": "ping"}) == {"type": "pong"}
+    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
+        await agent(ws)
+        await ws.send_message('{"id":1,"op":"quick_replies.add","name":"n","body":' + raw + "}")
+        reply = await recv(ws)
+        assert reply == {"id": 1, "ok": False, "error": {"code": "bad_request", "detail": detail}}
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.post(
+            "/api/messages",
+            content='{"profile":"p1","kind":"campaign","source_id":"c","source_name":"C","body":' + raw + "}",
+            headers={"Authorization": "Bearer api-key"},
+        )
+    assert r.status_code == 400 and r.json() == {"error": {"code": "bad_request", "detail": detail}}
+    assert await server.inbox.quick_replies_list(None) == []
+
+
+async def test_nul_in_a_signed_sms_body_is_400(server: Running) -> None:
+    params = {"MessageSid": "SMnul", "From": "+15551230000", "To": "+15550001111", "Body": "a\x00b"}
+    r = await post_signed(server, "/sms/inbound", list(params.items()))
+    assert r.status_code == 400 and r.text == "Body: must not contain NUL characters"
+    assert server.inbox.last_seq == 0  # nothing was stored
