@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,10 +14,12 @@ from collections.abc import Sequence
 import trio
 
 from tidings.transports import logs
-from tidings.transports.config import ConfigError, load_config
+from tidings.transports.config import ConfigError, is_loopback, load_config
 from tidings.transports.server import Running, serve
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
 
 
 REDIS_BACKUP_HINT = (
@@ -111,6 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
     logs.configure()
+    if not config.sms.auth_token and not is_loopback(config.server.host):
+        log.warning(
+            "sms.allow_unsigned: inbound SMS webhooks on %s are not signed; anyone who can "
+            "reach it can forge messages and opt-outs",
+            config.server.host,
+        )
     try:
         trio.run(_serve, config)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ names the field (`sms.sender: alphanumeric sender IDs cannot receive messages`),
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "ServerConfig",
     "SmsConfig",
     "TimingConfig",
+    "is_loopback",
     "load_config",
 ]
 
@@ -78,13 +80,15 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 
 class SmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[sms]`: the brand's sender and the outbound SMS provider. `auth_token`, when
-    set, also makes inbound webhooks require a valid signature."""
+    set, also makes inbound webhooks require a valid signature; it is required on a
+    non-loopback host unless `allow_unsigned` (anyone could forge a STOP otherwise)."""
 
     sender: str = ""
     provider: str = "outbox"
     account_sid: str = ""
     auth_token: str = ""
     base_url: str = "https://api.twilio.com"
+    allow_unsigned: bool = False
 
 
 class EmailConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -388,6 +392,16 @@ def _check_seconds(field_path: str, value: float) -> None:
         raise ConfigError(field_path, "must be a number of seconds greater than 0")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 maybe in brackets) is this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _checked(config: Config) -> Config:
     """Check values msgspec's types cannot express; return the config with
     normalised values (URLs without trailing slash, agent names filled in)."""
@@ -419,6 +433,8 @@ def _checked(config: Config) -> Config:
             if not getattr(sms, key):
                 raise ConfigError(f"sms.{key}", 'required when sms.provider is "twilio"')
     sms = msgspec.structs.replace(sms, base_url=_http_url("sms.base_url", sms.base_url))
+    if not sms.auth_token and not sms.allow_unsigned and not is_loopback(server.host):
+        raise ConfigError("sms.auth_token", f"required when listening on {server.host}")
 
     email = config.email
     if email.support_address:

@@ -87,6 +87,11 @@ async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str
         params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except (InboxError, UnicodeDecodeError, ValueError):
         return PlainTextResponse("bad request", status_code=400)
+    names = [name for name, _ in params]
+    if len(set(names)) != len(names):
+        # A signature covers every value of a name, but the handler reads one: a repeated
+        # name would let a signed "Body=benign" smuggle an unsigned meaning through.
+        return PlainTextResponse("a parameter name is repeated", status_code=400)
     try:
         for name, value in params:
             refuse_bad_text({name: value})

@@ -5,17 +5,21 @@ real server on loopback (PROTOCOL.md, "Contract v3 — additions")."""
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
 import pytest
 import trio
+from tidings.transports.cli import main
+from tidings.transports.config import ConfigError, load_config
 from tidings.transports.server import Running
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from twilio.request_validator import RequestValidator
 
 from tests.transports.helpers import AGENT_TOKEN, AUTH_TOKEN, MANAGER_TOKEN
+from tests.transports.serve_process import SERVE, child_env, serving
 
 
 def ws_url(server: Running, path: str) -> str:
@@ -193,3 +197,37 @@ async def test_nul_in_a_signed_sms_body_is_400(server: Running) -> None:
     r = await post_signed(server, "/sms/inbound", list(params.items()))
     assert r.status_code == 400 and r.text == "Body: must not contain NUL characters"
     assert server.inbox.last_seq == 0  # nothing was stored
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+async def test_signed_webhook_repeating_body_cannot_smuggle_stop(server: Running) -> None:
+    params = [("MessageSid", "SMdup"), ("From", "+15551230000"), ("To", "+15550001111"),
+              ("Body", "benign"), ("Body", "STOP")]  # fmt: skip
+    r = await post_signed(server, "/sms/inbound", params)
+    assert r.status_code == 400
+    assert server.inbox.last_seq == 0  # no message, no opt-out
+
+
+def test_unsigned_webhooks_on_a_public_host_are_a_config_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["serve", "--host", "0.0.0.0", "--port", "0", "--store", "memory://"])
+    assert code == 2
+    assert capsys.readouterr().err == "config error: sms.auth_token: required when listening on 0.0.0.0\n"
+    with pytest.raises(ConfigError, match=r"^sms.auth_token: required when listening on 10.1.2.3$"):
+        load_config(None, {"server.host": "10.1.2.3"}, {})
+    for host in ("127.0.0.1", "::1", "localhost", "127.8.0.1"):
+        assert load_config(None, {"server.host": host}, {}).server.host == host
+
+
+async def test_allow_unsigned_serves_on_a_public_host_with_a_warning() -> None:
+    env = child_env({"TIDINGS_SMS__ALLOW_UNSIGNED": "true"})
+    command = [*SERVE, "--host", "0.0.0.0", "--port", "0", "--store", "memory://"]
+    async with serving(command, env, stderr=subprocess.PIPE) as served:
+        assert served.process.stderr is not None
+        with trio.fail_after(10):
+            text = (await served.process.stderr.receive_some(65536)).decode()
+    warning = json.loads(text.splitlines()[0])
+    assert warning["level"] == "warning" and warning["message"].startswith("sms.allow_unsigned:")
