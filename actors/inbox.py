@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -430,10 +430,15 @@ class Inbox:
         email: str | None = None,
         name: str | None = None,
         phone: str | None = None,
+        may_start: Callable[[], bool] | None = None,
     ) -> Ready:
-        """A widget says hello: resume a known session or start a new one."""
+        """A widget says hello: resume a known session or start a new one. `may_start`
+        is asked before a new session is made (the transport's per-address limit);
+        False refuses the hello with `rate_limited`."""
         if session and await self.engine.store.get(f"session:{session}") is not None:
             return await self.engine.ask(("visitor", session), Hello())
+        if may_start is not None and not may_start():
+            raise InboxError("rate_limited", "too many new sessions from this address")
         profile: str | None = None
         if phone:
             if not _is_phone(phone):

@@ -33,6 +33,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "EmailConfig",
+    "LimitsConfig",
     "ServerConfig",
     "SmsConfig",
     "TimingConfig",
@@ -123,6 +124,15 @@ class TimingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     idle_timeout_s: float = 30.0
 
 
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[limits]`: what one client address may take (contract v3, "Limits and bad input")."""
+
+    connections_per_ip: int = 50
+    new_sessions_per_ip_per_min: int = 30
+    body_timeout_s: float = 10.0
+    events_kept_days: float = 7.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration. `settings` is the raw `[settings]` table, validated
     by the inbox when it seeds the settings object."""
@@ -134,6 +144,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def public_base(self, bound_port: int | None = None) -> str:
@@ -467,5 +478,13 @@ def _checked(config: Config) -> Config:
     timing = config.timing
     for name in ("followup_delay_s", "offline_grace_s", "idle_timeout_s"):
         _check_seconds(f"timing.{name}", getattr(timing, name))
+
+    limits = config.limits
+    for name in ("connections_per_ip", "new_sessions_per_ip_per_min"):
+        if getattr(limits, name) < 1:
+            raise ConfigError(f"limits.{name}", "must be 1 or more")
+    _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
+    if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
+        raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
 
     return msgspec.structs.replace(config, server=server, sms=sms, agents=agents)

@@ -60,13 +60,17 @@ def error_response(exc: InboxError) -> Response:
     return _Json({"error": error_body(exc)}, status_code=status)
 
 
-async def _body(request: Request) -> bytes:
+async def _body(ctx: Context, request: Request) -> bytes:
+    """The request body; `timeout` when it takes longer than `limits.body_timeout_s` to
+    arrive (a trickled body would otherwise hold its connection for ever)."""
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise InboxError("bad_request", "body: too large")
-    return body
+    with trio.move_on_after(ctx.config.limits.body_timeout_s):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise InboxError("bad_request", "body: too large")
+        return body
+    raise InboxError("timeout", f"body: not received within {ctx.config.limits.body_timeout_s:g} s")
 
 
 def _signed_url(ctx: Context, request: Request) -> str:
@@ -83,9 +87,11 @@ def _signed_url(ctx: Context, request: Request) -> str:
 async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str]] | Response:
     """The form parameters of a Twilio webhook, or the 403/400 response refusing it."""
     try:
-        body = await _body(request)
+        body = await _body(ctx, request)
         params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except (InboxError, UnicodeDecodeError, ValueError):
+    except InboxError as exc:
+        return PlainTextResponse(exc.detail, status_code=STATUS[exc.code])
+    except (UnicodeDecodeError, ValueError):
         return PlainTextResponse("bad request", status_code=400)
     names = [name for name, _ in params]
     if len(set(names)) != len(names):
@@ -192,8 +198,8 @@ def _authorized(ctx: Context, request: Request) -> bool:
     return secret_matches(key.strip(), ctx.api_keys) is not None
 
 
-async def _api_json(request: Request) -> Any:
-    body = await _body(request)
+async def _api_json(ctx: Context, request: Request) -> Any:
+    body = await _body(ctx, request)
     try:
         value = decode_json(body)
     except NotJson:
@@ -262,7 +268,7 @@ async def api(ctx: Context, request: Request) -> Response:
             status_code=401,
         )
     try:
-        return _Json(await handler(ctx, await _api_json(request)))
+        return _Json(await handler(ctx, await _api_json(ctx, request)))
     except InboxError as exc:
         return error_response(exc)
 

@@ -6,20 +6,23 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 from tidings.actors.errors import InboxError
 
 if TYPE_CHECKING:
     from tidings.actors.inbox import Inbox
-    from tidings.transports.config import AgentConfig, Config
+    from tidings.transports.config import AgentConfig, Config, LimitsConfig
 
 __all__ = [
     "Context", "STATUS", "ALLOWED_ROLES", "OP_ROLES", "validation_error", "error_body", "MAX_FRAME",
     "secret_matches", "NotJson", "decode_json", "refuse_bad_text", "MAX_DEPTH",
+    "PerAddress",
 ]  # fmt: skip
 
 MAX_DEPTH = 32  # nesting levels of JSON a request may have (contract v3)
@@ -39,7 +42,53 @@ STATUS = {
     "quiet_hours": 409,
     "forbidden": 403,
     "unauthorized": 401,
+    "timeout": 408,
+    "rate_limited": 429,
 }
+
+SESSION_WINDOW_S = 60.0  # `limits.new_sessions_per_ip_per_min` counts this far back
+
+
+class PerAddress:
+    """What each client address holds: open WebSocket connections and the new chat
+    sessions it started in the last minute (`[limits]`). Addresses holding nothing are
+    forgotten, so the table is as big as the current clients, not all past ones."""
+
+    def __init__(self, limits: LimitsConfig) -> None:
+        self.limits = limits
+        self.connections: dict[str, int] = {}
+        self.sessions: dict[str, deque[float]] = {}
+        self.pruned_at = trio.current_time()
+
+    def connect(self, address: str) -> bool:
+        """Count a new connection from `address`; False (not counted) when at the limit."""
+        held = self.connections.get(address, 0)
+        if held >= self.limits.connections_per_ip:
+            return False
+        self.connections[address] = held + 1
+        return True
+
+    def disconnect(self, address: str) -> None:
+        """A connection `connect` counted has closed."""
+        held = self.connections.pop(address, 1) - 1
+        if held > 0:
+            self.connections[address] = held
+
+    def start_session(self, address: str) -> bool:
+        """Count a new chat session from `address`; False when it started too many."""
+        now = trio.current_time()
+        if now - self.pruned_at >= SESSION_WINDOW_S:
+            self.pruned_at = now
+            for gone in [a for a, r in self.sessions.items() if r[-1] <= now - SESSION_WINDOW_S]:
+                del self.sessions[gone]
+        recent = self.sessions.setdefault(address, deque())
+        while recent and recent[0] <= now - SESSION_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= self.limits.new_sessions_per_ip_per_min:
+            return False
+        recent.append(now)
+        return True
+
 
 
 @dataclass
@@ -49,6 +98,7 @@ class Context:
     config: Config
     agents: dict[str, AgentConfig]  # by token
     api_keys: frozenset[str]
+    addresses: PerAddress
     public_base: str = ""
     inbox: Inbox | None = None
     chat_messages_in: int = 0

@@ -23,6 +23,7 @@ from tidings.transports.ws_common import Closed, Conn, TooBig
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
+CLOSE_CODES = {"rate_limited": 4429, "forbidden": 4403}  # a refused hello; others 4400
 
 
 class Visitor(msgspec.Struct):
@@ -69,7 +70,7 @@ def _decode(text: str) -> ChatFrame:
     return msgspec.convert(value, type=ChatFrame)
 
 
-async def _hello(conn: Conn, inbox: Inbox) -> str | None:
+async def _hello(ctx: Context, conn: Conn, inbox: Inbox, address: str) -> str | None:
     """Read `hello`, answer `ready` (and the greeting); the session, or None after 4400."""
     text: str | None = None
     with trio.move_on_after(HELLO_TIMEOUT_S):
@@ -91,10 +92,13 @@ async def _hello(conn: Conn, inbox: Inbox) -> str | None:
         return None
     v = frame.visitor
     try:
-        ready = await inbox.chat_hello(frame.session, email=v.email, name=v.name, phone=v.phone)
+        ready = await inbox.chat_hello(
+            frame.session, email=v.email, name=v.name, phone=v.phone,
+            may_start=lambda: ctx.addresses.start_session(address),
+        )  # fmt: skip
     except InboxError as exc:
         await conn.send(_error(exc.code, exc.detail))
-        await conn.close(4400, exc.code)
+        await conn.close(CLOSE_CODES.get(exc.code, 4400), exc.code)
         return None
     await conn.send(
         {
@@ -160,7 +164,7 @@ async def chat_endpoint(ctx: Context, ws: WebSocket) -> None:
         await conn.close(1013, "starting")
         return
     try:
-        session = await _hello(conn, inbox)
+        session = await _hello(ctx, conn, inbox, ws.client.host if ws.client else "")
     except TooBig:
         await conn.close(1009, "frame too big")
         return

@@ -14,11 +14,16 @@ import pytest
 import trio
 from tidings.transports.cli import main
 from tidings.transports.config import ConfigError, load_config
-from tidings.transports.server import Running
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from tidings.transports.server import Running, running_server
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
 from twilio.request_validator import RequestValidator
 
-from tests.transports.helpers import AGENT_TOKEN, AUTH_TOKEN, MANAGER_TOKEN
+from tests.transports.helpers import AGENT_TOKEN, AUTH_TOKEN, MANAGER_TOKEN, make_config
 from tests.transports.serve_process import SERVE, child_env, serving
 
 
@@ -231,3 +236,82 @@ async def test_allow_unsigned_serves_on_a_public_host_with_a_warning() -> None:
             text = (await served.process.stderr.receive_some(65536)).decode()
     warning = json.loads(text.splitlines()[0])
     assert warning["level"] == "warning" and warning["message"].startswith("sms.allow_unsigned:")
+
+
+# -- limits ---------------------------------------------------------------------------------
+
+
+async def test_connections_over_the_per_address_limit_get_429_before_the_socket_opens() -> None:
+    config = make_config(**{"limits.connections_per_ip": 2})
+    async with running_server(config) as server:
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as one, open_websocket_url(
+            ws_url(server, "/ws/agent")
+        ):
+            with pytest.raises(ConnectionRejected) as info:
+                async with open_websocket_url(ws_url(server, "/ws/chat")):
+                    pass
+            assert info.value.status_code == 429
+            assert json.loads(info.value.body) == {
+                "error": {"code": "rate_limited", "detail": "too many connections from this address"}
+            }
+            assert (await hello(one))["type"] == "ready"  # the open ones are untouched
+        async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:  # freed again
+            await agent(ws)
+
+
+async def test_new_sessions_over_the_per_address_rate_are_refused_with_4429() -> None:
+    config = make_config(**{"limits.new_sessions_per_ip_per_min": 2})
+    async with running_server(config) as server:
+        sessions = []
+        for _ in range(2):
+            async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+                sessions.append((await hello(ws))["session"])
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+            frame = await hello(ws)
+            assert frame == {"type": "error", "code": "rate_limited",
+                             "detail": "too many new sessions from this address"}  # fmt: skip
+            with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
+                await ws.get_message()
+        assert info.value.reason.code == 4429
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:  # resuming is no new session
+            await ws.send_message(json.dumps({"type": "hello", "session": sessions[0]}))
+            assert (await recv(ws))["session"] == sessions[0]
+
+
+async def test_a_trickled_body_is_cut_off_with_408() -> None:
+    config = make_config(**{"limits.body_timeout_s": 0.5})
+    async with running_server(config) as server:
+        host, port = server.base_url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                b"POST /sms/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            answer = b""
+            with trio.fail_after(5):
+                for byte in b"From=%2B15551230000&Body=hi":  # one byte every 0.2 s
+                    await stream.send_all(bytes([byte]))
+                    with trio.move_on_after(0.2):
+                        answer += await stream.receive_some(4096)
+                    if answer:
+                        break
+                answer += await stream.receive_some(4096)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert answer.endswith(b"body: not received within 0.5 s")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("connections_per_ip", 0, "limits.connections_per_ip: must be 1 or more"),
+        ("new_sessions_per_ip_per_min", -1, "limits.new_sessions_per_ip_per_min: must be 1 or more"),
+        ("body_timeout_s", 0, "limits.body_timeout_s: must be a number of seconds greater than 0"),
+        ("events_kept_days", 0.5, "limits.events_kept_days: must be 1 or more (events are kept 24 h at least)"),
+        ("connections_per_ip", "many", "limits.connections_per_ip: expected integer, got string"),
+    ],
+)
+def test_limits_are_validated_as_config(key: str, value: Any, error: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {f"limits.{key}": value}, {})
+    assert str(info.value) == error
