@@ -30,6 +30,7 @@ __all__ = [
     "AccountConfig",
     "AgentConfig",
     "ApiConfig",
+    "ChatConfig",
     "Config",
     "ConfigError",
     "EmailConfig",
@@ -124,6 +125,15 @@ class TimingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     idle_timeout_s: float = 30.0
 
 
+class ChatConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[chat]`: the web chat widget on the brand's pages. `identity_secret` signs the
+    identities the brand's site vouches for ("": no visitor is verified)."""
+
+    identity_secret: str = ""
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    page_url: str = ""
+
+
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[limits]`: what one client address may take (contract v3, "Limits and bad input")."""
 
@@ -144,6 +154,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
+    chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -351,6 +362,14 @@ def _http_url(field_path: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _origin(field_path: str, value: str) -> str:
+    """A browser origin: `scheme://host[:port]`, nothing after it."""
+    url = _http_url(field_path, value)
+    if urlsplit(url).path:
+        raise ConfigError(field_path, "an origin is scheme://host[:port], without a path")
+    return url.lower()
+
+
 def _check_sender(sender: str) -> None:
     if sender == "" or _E164.match(sender) or _SHORT_CODE.match(sender):
         return
@@ -479,6 +498,14 @@ def _checked(config: Config) -> Config:
     for name in ("followup_delay_s", "offline_grace_s", "idle_timeout_s"):
         _check_seconds(f"timing.{name}", getattr(timing, name))
 
+    chat = config.chat
+    origins = [_origin(f"chat.allowed_origins[{i}]", o) for i, o in enumerate(chat.allowed_origins)]
+    chat = msgspec.structs.replace(
+        chat,
+        allowed_origins=origins,
+        page_url=_http_url("chat.page_url", chat.page_url) if chat.page_url else "",
+    )
+
     limits = config.limits
     for name in ("connections_per_ip", "new_sessions_per_ip_per_min"):
         if getattr(limits, name) < 1:
@@ -487,4 +514,4 @@ def _checked(config: Config) -> Config:
     if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
         raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
 
-    return msgspec.structs.replace(config, server=server, sms=sms, agents=agents)
+    return msgspec.structs.replace(config, server=server, sms=sms, agents=agents, chat=chat)

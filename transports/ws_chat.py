@@ -3,11 +3,14 @@ inbox pushes agent messages and `closed` frames through `inbox.sessions`."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import Any
 
 import msgspec
 import trio
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
@@ -34,11 +37,39 @@ class Visitor(msgspec.Struct):
     phone: str | None = None
 
 
+class Identity(msgspec.Struct, forbid_unknown_fields=True):
+    """Who the brand's site says the visitor is (one of the two), with `signature`."""
+
+    email: str | None = None
+    phone: str | None = None
+
+
 class HelloFrame(msgspec.Struct, tag_field="type", tag="hello"):
     """The first frame."""
 
     session: str | None = None
     visitor: Visitor = msgspec.field(default_factory=Visitor)
+    identity: Identity | None = None
+    signature: str | None = None
+
+
+def verified_identity(ctx: Context, frame: HelloFrame) -> tuple[Any, str] | None:
+    """The (kind, value) a hello's signed `identity` proves; None without one. Raises
+    `forbidden` for a signature that is wrong, or that nothing can check (no secret)."""
+    if frame.identity is None and frame.signature is None:
+        return None
+    given = frame.identity or Identity()
+    pairs = [(k, v) for k, v in (("email", given.email), ("phone", given.phone)) if v]
+    if len(pairs) != 1:
+        raise InboxError("bad_request", "identity: give one of email or phone")
+    secret = ctx.config.chat.identity_secret
+    if not secret:
+        raise InboxError("forbidden", "identity: this server verifies no identities")
+    kind, value = pairs[0]
+    expected = hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), (frame.signature or "").lower().encode()):
+        raise InboxError("forbidden", "signature: does not match the identity")
+    return kind, value
 
 
 class MessageFrame(msgspec.Struct, tag_field="type", tag="message"):
@@ -94,6 +125,7 @@ async def _hello(ctx: Context, conn: Conn, inbox: Inbox, address: str) -> str | 
     try:
         ready = await inbox.chat_hello(
             frame.session, email=v.email, name=v.name, phone=v.phone,
+            identity=verified_identity(ctx, frame),
             may_start=lambda: ctx.addresses.start_session(address),
         )  # fmt: skip
     except InboxError as exc:
@@ -155,8 +187,26 @@ async def _frame(ctx: Context, conn: Conn, inbox: Inbox, session: str, text: str
         await conn.send(_error(exc.code, exc.detail))
 
 
+def _origin_allowed(ctx: Context, ws: WebSocket) -> bool:
+    """Whether the page that opens this socket may: no Origin (not a browser), the
+    server's own origin, or one of `chat.allowed_origins`."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.lower().rstrip("/")
+    host = ws.headers.get("host", "").lower()
+    own = {f"http://{host}", f"https://{host}", ctx.public_base.lower()}
+    return origin in own or origin in ctx.config.chat.allowed_origins
+
+
 async def chat_endpoint(ctx: Context, ws: WebSocket) -> None:
     """The `/ws/chat` endpoint."""
+    if not _origin_allowed(ctx, ws):
+        detail = "this page's origin may not open the chat"
+        await ws.send_denial_response(
+            JSONResponse({"error": {"code": "forbidden", "detail": detail}}, status_code=403)
+        )
+        return
     await ws.accept()
     conn = Conn(ws)
     inbox = ctx.inbox

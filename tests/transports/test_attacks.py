@@ -4,6 +4,8 @@ real server on loopback (PROTOCOL.md, "Contract v3 — additions")."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 from typing import Any
@@ -315,3 +317,69 @@ def test_limits_are_validated_as_config(key: str, value: Any, error: str) -> Non
     with pytest.raises(ConfigError) as info:
         load_config(None, {f"limits.{key}": value}, {})
     assert str(info.value) == error
+
+
+# -- web chat identity ----------------------------------------------------------------------
+
+CUSTOMER = "customer@shop.example"
+SECRET = "identity-secret"
+
+
+def signed(value: str, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_anonymous_hello_with_a_customers_email_does_not_take_over_the_profile(
+    server: Running,
+) -> None:
+    customer = await server.inbox.upsert_profile({"email": CUSTOMER, "name": "Real Customer"})
+    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+        ready = await hello(ws, visitor={"email": CUSTOMER, "name": "Mallory"})
+    assert ready["type"] == "ready" and ready["profile"] != customer.id
+    own = await server.inbox.profile_get(ready["profile"])
+    assert own.verified is False and own.name == "Mallory"
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.post("/api/profiles", json={"email": CUSTOMER, "name": "Updated"},
+                            headers={"Authorization": "Bearer api-key"})  # fmt: skip
+    assert r.status_code == 200 and r.json()["id"] == customer.id
+    assert r.json()["verified"] is True
+    assert (await server.inbox.profile_get(customer.id)).name == "Updated"
+    assert (await server.inbox.profile_get(ready["profile"])).name == "Mallory"
+
+
+async def test_a_signed_identity_joins_the_customers_profile() -> None:
+    async with running_server(make_config(**{"chat.identity_secret": SECRET})) as server:
+        customer = await server.inbox.upsert_profile({"email": CUSTOMER})
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+            ready = await hello(ws, identity={"email": CUSTOMER}, signature=signed(CUSTOMER))
+        assert ready["profile"] == customer.id
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:  # made if none
+            ready = await hello(ws, identity={"phone": "+15551239999"}, signature=signed("+15551239999"))
+        made = await server.inbox.profile_get(ready["profile"])
+        assert made.phone == "+15551239999" and made.verified is True
+
+
+@pytest.mark.parametrize("secret", [SECRET, ""])
+async def test_a_forged_or_unverifiable_identity_is_forbidden_with_4403(secret: str) -> None:
+    async with running_server(make_config(**{"chat.identity_secret": secret})) as server:
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+            frame = await hello(ws, identity={"email": CUSTOMER}, signature=signed(CUSTOMER, "guess"))
+            assert frame["type"] == "error" and frame["code"] == "forbidden"
+            with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
+                await ws.get_message()
+        assert info.value.reason.code == 4403
+
+
+async def test_a_chat_socket_from_a_foreign_origin_is_403_before_it_opens() -> None:
+    config = make_config(**{"chat.allowed_origins": ["https://shop.acme.example"]})
+    async with running_server(config) as server:
+        url = ws_url(server, "/ws/chat")
+        with pytest.raises(ConnectionRejected) as info:
+            async with open_websocket_url(url, extra_headers=[("Origin", "https://evil.example")]):
+                pass
+        assert info.value.status_code == 403
+        for origin in ("https://shop.acme.example", server.base_url):
+            async with open_websocket_url(url, extra_headers=[("Origin", origin)]) as ws:
+                assert (await hello(ws))["type"] == "ready"
+        async with open_websocket_url(url) as ws:  # no Origin: not a browser
+            assert (await hello(ws))["type"] == "ready"
