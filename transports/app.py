@@ -71,6 +71,7 @@ def build_app(ctx: Context, store: Store) -> Starlette:
         Route("/", _http(ctx, http_api.console_page), methods=["GET"]),
         Route("/chat", _http(ctx, http_api.chat_page), methods=["GET"]),
         Route("/static/{name}", _http(ctx, http_api.static), methods=["GET"]),
+        Route("/widget.js", _http(ctx, http_api.widget_script), methods=["GET"]),
         WebSocketRoute("/ws/agent", _ws(ctx, agent_endpoint)),
         WebSocketRoute("/ws/chat", _ws(ctx, chat_endpoint)),
     ]

@@ -315,7 +315,9 @@ def _static_file(name: str) -> Response:
     entry = STATIC_DIR / name
     if not entry.is_file():
         return PlainTextResponse("not found", status_code=404)
-    return FileResponse(str(entry))
+    # Public files; a brand's page on another origin imports the widget module and its
+    # imports, which browsers fetch in CORS mode.
+    return FileResponse(str(entry), headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def console_page(ctx: Context, request: Request) -> Response:
@@ -326,6 +328,11 @@ async def console_page(ctx: Context, request: Request) -> Response:
 async def chat_page(ctx: Context, request: Request) -> Response:
     """`GET /chat`: the demo page with the web chat widget."""
     return _static_file("chat.html")
+
+
+async def widget_script(ctx: Context, request: Request) -> Response:
+    """`GET /widget.js`: the web chat widget, for a brand's page to load with one tag."""
+    return _static_file("widget.js")
 
 
 async def static(ctx: Context, request: Request) -> Response:
