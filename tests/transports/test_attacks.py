@@ -383,3 +383,30 @@ async def test_a_chat_socket_from_a_foreign_origin_is_403_before_it_opens() -> N
                 assert (await hello(ws))["type"] == "ready"
         async with open_websocket_url(url) as ws:  # no Origin: not a browser
             assert (await hello(ws))["type"] == "ready"
+
+
+# -- growth ---------------------------------------------------------------------------------
+
+
+async def test_a_typing_flood_pushes_one_visitor_typing_per_2_s(server: Running) -> None:
+    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+        await hello(ws)
+        for _ in range(20):
+            await ws.send_message(json.dumps({"type": "typing"}))
+        # a message is asked of the same session actor, so its ack comes after the typings
+        ack = await still_open(ws, {"type": "message", "body": "hi", "client_id": "c1"})
+        assert ack["type"] == "ack"
+    typing = [e for e in await stored_events(server) if e["event"] == "visitor.typing"]
+    assert len(typing) == 1
+
+
+async def stored_events(server: Running) -> list[dict[str, Any]]:
+    """Every event stored so far."""
+    out: list[dict[str, Any]] = []
+    last = server.inbox.last_seq
+    if last:
+        async for seq, payload in server.inbox.events(0):
+            out.append(json.loads(payload))
+            if seq >= last:
+                break
+    return out
