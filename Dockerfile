@@ -31,4 +31,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TIDINGS_SERVER__PORT', '8080') + '/readyz', timeout=4)"]
 
+# Listening on every address, the engine refuses to start without
+# TIDINGS_SMS__AUTH_TOKEN (unsigned webhooks would let anyone forge a STOP); set it when
+# running the image, or TIDINGS_SMS__ALLOW_UNSIGNED=true where nothing outside can reach it.
 CMD ["tidings", "serve", "--host", "0.0.0.0"]

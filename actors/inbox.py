@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -393,27 +393,43 @@ class Inbox:
         email: str | None = None,
         name: str | None = None,
         phone: str | None = None,
+        identity: tuple[Literal["email", "phone"], str] | None = None,
+        may_start: Callable[[], bool] | None = None,
     ) -> Ready:
-        """A widget says hello: resume a known session or start a new one."""
+        """A widget says hello: resume a known session or start a new one. `identity` is
+        an e-mail or phone the transport has verified (a valid signature): the session
+        joins that profile, made if none. `email`, `name` and `phone` are the visitor's
+        unverified claims: they go on a new profile of the session's own, never on or
+        to another (contract v3). `may_start` is asked before a new session is made (the
+        transport's per-address limit); False refuses the hello with `rate_limited`."""
         if session and await self.engine.store.get(f"session:{session}") is not None:
             return await self.engine.ask(("visitor", session), Hello())
-        profile: str | None = None
-        if phone:
-            if not _is_phone(phone):
-                raise bad_request("visitor.phone", "must be an E.164 number")
-            profile = await self._resolve("phone", phone)
-        elif email:
-            profile = await self._resolve("email", email)
-        if profile is None:
+        if may_start is not None and not may_start():
+            raise InboxError("rate_limited", "too many new sessions from this address")
+        if phone and not _is_phone(phone):
+            raise bad_request("visitor.phone", "must be an E.164 number")
+        if identity is not None:
+            kind, value = identity
+            if kind == "phone" and not _is_phone(value):
+                raise bad_request("identity.phone", "must be an E.164 number")
+            profile = await self._resolve(kind, value)
+            assert profile is not None  # Resolve(create=True) makes one
+            current = await self.engine.ask(("profile", profile), GetProfile())
+            if not current.verified or getattr(current, kind) != value:
+                await self.engine.ask(("profile", profile), Upsert({kind: value, "verified": True}))
+            if kind == "email":
+                email = value
+            else:
+                phone = value
+        else:
+            # Claims are kept by the session (the follow-up e-mail, R16, goes to the claimed
+            # address) and only the name goes on the profile: an e-mail or phone there would
+            # be indexed, and the host's next upsert by it would find this profile.
             profile = thread.new_id("p", self.now())
-        fields: dict[str, Any] = {
-            k: v for k, v in (("email", email), ("name", name), ("phone", phone)) if v
-        }
-        current = await self.engine.ask(("profile", profile), GetProfile())
-        await self.engine.ask(
-            ("profile", profile),
-            Upsert({k: v for k, v in fields.items() if not getattr(current, k)}),
-        )
+            fields: dict[str, Any] = {"verified": False}
+            if name:
+                fields["name"] = name
+            await self.engine.ask(("profile", profile), Upsert(fields))
         token = secrets.token_urlsafe(24)  # 192 random bits
         hello = Hello(profile, email, name, phone)
         return await self.engine.ask(("visitor", token), hello)

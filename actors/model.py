@@ -190,6 +190,9 @@ class Profile(msgspec.Struct):
     blocked: bool = False
     activity: list[Activity] = []
     orders: list[Order] | None = None
+    # False only for a web chat session's own profile made from unverified claims
+    # (contract v3); /api/*, SMS and signed identities make verified ones.
+    verified: bool = True
 
 
 class QuickReply(msgspec.Struct):

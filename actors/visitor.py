@@ -4,7 +4,10 @@ period or when no frame came for a while), which drives the follow-up e-mail (R1
 
 from __future__ import annotations
 
+import math
+
 import msgspec
+import trio
 
 from tidings.actors import office_hours, thread
 from tidings.actors.context import InboxContext
@@ -15,6 +18,8 @@ from tidings.actors.profile import IsBlocked
 from tidings.actors.ticket import VisitorPresence
 from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
+
+TYPING_EVERY_S = 2.0  # at most one visitor.typing per session this often (contract v3)
 
 
 class VisitorRecord(msgspec.Struct):
@@ -81,7 +86,7 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
 
     kind = "visitor"
     state_type = VisitorRecord
-    __slots__ = ("connections", "online")
+    __slots__ = ("connections", "online", "typing_at")
 
     def state_key(self) -> str:
         return f"session:{self.key}"
@@ -89,6 +94,7 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
     async def on_activate(self) -> None:
         self.connections = 0
         self.online = False
+        self.typing_at = -math.inf  # trio time of the last visitor.typing pushed
 
     def _existing(self) -> VisitorRecord:
         if self.state is None:
@@ -226,6 +232,10 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
     async def typing(self, msg: Typing) -> None:
         record = self._existing()
         await self._seen()
+        now = trio.current_time()
+        if now - self.typing_at < TYPING_EVERY_S:
+            return  # a keystroke stream is one "is typing", not an event per frame
+        self.typing_at = now
         batch = Batch()
         data = {"session": self.key, "profile": record.profile, "ticket": record.ticket}
         thread.event(batch, "visitor.typing", data)

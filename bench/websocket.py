@@ -109,7 +109,9 @@ async def _read_lines(proc: trio.Process, wanted: tuple[str, ...], log: Path) ->
 
 
 @asynccontextmanager
-async def server_process(argv: list[str], wanted: tuple[str, ...]) -> Any:
+async def server_process(
+    argv: list[str], wanted: tuple[str, ...], env: dict[str, str] | None = None
+) -> Any:
     """Run ``python argv…`` (cwd: the repository) until the block ends; yields `Server`.
 
     It must print ``name: value`` lines including every name in `wanted`; its stderr goes
@@ -127,6 +129,7 @@ async def server_process(argv: list[str], wanted: tuple[str, ...]) -> Any:
                         stdout=subprocess.PIPE,
                         stderr=err,
                         cwd=str(ROOT),
+                        env={**os.environ, **(env or {})},
                         check=False,
                     )
                 )
@@ -148,7 +151,15 @@ async def server_process(argv: list[str], wanted: tuple[str, ...]) -> Any:
 def tidings_serve(*extra: str, store: str = "memory://") -> Any:
     """`server_process` for ``tidings serve --port 0 --store STORE EXTRA…``."""
     argv = ["-m", "tidings.transports.cli", "serve", "--port", "0", "--store", store, *extra]
-    return server_process(argv, ("console", "demo agent token", "api key"))
+    return server_process(argv, ("console", "demo agent token", "api key"), UNLIMITED)
+
+
+# Every simulated client connects from 127.0.0.1, so the per-address limits would cap
+# the benchmark itself rather than measure the engine.
+UNLIMITED = {
+    "TIDINGS_LIMITS__CONNECTIONS_PER_IP": "1000000",
+    "TIDINGS_LIMITS__NEW_SESSIONS_PER_IP_PER_MIN": "1000000",
+}
 
 
 ECHO_SERVER = """

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -32,8 +32,23 @@ def _http(ctx: Context, handler: Callable[[Context, Request], Awaitable[Response
 
 
 def _ws(ctx: Context, handler: Callable[[Context, WebSocket], Awaitable[None]]) -> Any:
+    """A WebSocket endpoint that counts toward `limits.connections_per_ip`: over it, the
+    request is refused with HTTP 429 before the WebSocket opens."""
+
     async def endpoint(websocket: WebSocket) -> None:
-        await handler(ctx, websocket)
+        address = websocket.client.host if websocket.client else ""
+        if not ctx.addresses.connect(address):
+            await websocket.send_denial_response(
+                JSONResponse(
+                    {"error": {"code": "rate_limited", "detail": "too many connections from this address"}},
+                    status_code=429,
+                )
+            )
+            return
+        try:
+            await handler(ctx, websocket)
+        finally:
+            ctx.addresses.disconnect(address)
 
     return endpoint
 
@@ -60,6 +75,7 @@ def build_app(ctx: Context, store: Store) -> Starlette:
         Route("/", _http(ctx, http_api.console_page), methods=["GET"]),
         Route("/chat", _http(ctx, http_api.chat_page), methods=["GET"]),
         Route("/static/{name}", _http(ctx, http_api.static), methods=["GET"]),
+        Route("/widget.js", _http(ctx, http_api.widget_script), methods=["GET"]),
         WebSocketRoute("/ws/agent", _ws(ctx, agent_endpoint)),
         WebSocketRoute("/ws/chat", _ws(ctx, chat_endpoint)),
     ]

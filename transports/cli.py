@@ -5,6 +5,7 @@ release. `tidings bench …` is handed to the benchmarks by `tidings.cli`, above
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,11 +14,13 @@ import trio
 
 from tidings.engine.store.schema import SchemaTooNew
 from tidings.transports import logs
-from tidings.transports.config import ConfigError, load_config
+from tidings.transports.config import ConfigError, is_loopback, load_config
 from tidings.transports.release import version
 from tidings.transports.server import Running, serve
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
 
 
 REDIS_BACKUP_HINT = (
@@ -102,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
     logs.configure()
+    if not config.sms.auth_token and not is_loopback(config.server.host):
+        log.warning(
+            "sms.allow_unsigned: inbound SMS webhooks on %s are not signed; anyone who can "
+            "reach it can forge messages and opt-outs",
+            config.server.host,
+        )
     newer: SchemaTooNew | None = None
     try:
         try:

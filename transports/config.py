@@ -8,6 +8,7 @@ names the field (`sms.sender: alphanumeric sender IDs cannot receive messages`),
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -29,12 +30,15 @@ __all__ = [
     "AccountConfig",
     "AgentConfig",
     "ApiConfig",
+    "ChatConfig",
     "Config",
     "ConfigError",
     "EmailConfig",
+    "LimitsConfig",
     "ServerConfig",
     "SmsConfig",
     "TimingConfig",
+    "is_loopback",
     "load_config",
 ]
 
@@ -78,13 +82,15 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 
 class SmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[sms]`: the brand's sender and the outbound SMS provider. `auth_token`, when
-    set, also makes inbound webhooks require a valid signature."""
+    set, also makes inbound webhooks require a valid signature; it is required on a
+    non-loopback host unless `allow_unsigned` (anyone could forge a STOP otherwise)."""
 
     sender: str = ""
     provider: str = "outbox"
     account_sid: str = ""
     auth_token: str = ""
     base_url: str = "https://api.twilio.com"
+    allow_unsigned: bool = False
 
 
 class EmailConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -119,6 +125,24 @@ class TimingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     idle_timeout_s: float = 30.0
 
 
+class ChatConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[chat]`: the web chat widget on the brand's pages. `identity_secret` signs the
+    identities the brand's site vouches for ("": no visitor is verified)."""
+
+    identity_secret: str = ""
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    page_url: str = ""
+
+
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[limits]`: what one client address may take (contract v3, "Limits and bad input")."""
+
+    connections_per_ip: int = 50
+    new_sessions_per_ip_per_min: int = 30
+    body_timeout_s: float = 10.0
+    events_kept_days: float = 7.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The whole configuration. `settings` is the raw `[settings]` table, validated
     by the inbox when it seeds the settings object."""
@@ -130,6 +154,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     agents: list[AgentConfig] = msgspec.field(default_factory=list)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
+    chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def public_base(self, bound_port: int | None = None) -> str:
@@ -336,6 +362,14 @@ def _http_url(field_path: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _origin(field_path: str, value: str) -> str:
+    """A browser origin: `scheme://host[:port]`, nothing after it."""
+    url = _http_url(field_path, value)
+    if urlsplit(url).path:
+        raise ConfigError(field_path, "an origin is scheme://host[:port], without a path")
+    return url.lower()
+
+
 def _check_sender(sender: str) -> None:
     if sender == "" or _E164.match(sender) or _SHORT_CODE.match(sender):
         return
@@ -388,6 +422,16 @@ def _check_seconds(field_path: str, value: float) -> None:
         raise ConfigError(field_path, "must be a number of seconds greater than 0")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 maybe in brackets) is this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _checked(config: Config) -> Config:
     """Check values msgspec's types cannot express; return the config with
     normalised values (URLs without trailing slash, agent names filled in)."""
@@ -419,6 +463,8 @@ def _checked(config: Config) -> Config:
             if not getattr(sms, key):
                 raise ConfigError(f"sms.{key}", 'required when sms.provider is "twilio"')
     sms = msgspec.structs.replace(sms, base_url=_http_url("sms.base_url", sms.base_url))
+    if not sms.auth_token and not sms.allow_unsigned and not is_loopback(server.host):
+        raise ConfigError("sms.auth_token", f"required when listening on {server.host}")
 
     email = config.email
     if email.support_address:
@@ -452,4 +498,20 @@ def _checked(config: Config) -> Config:
     for name in ("followup_delay_s", "offline_grace_s", "idle_timeout_s"):
         _check_seconds(f"timing.{name}", getattr(timing, name))
 
-    return msgspec.structs.replace(config, server=server, sms=sms, agents=agents)
+    chat = config.chat
+    origins = [_origin(f"chat.allowed_origins[{i}]", o) for i, o in enumerate(chat.allowed_origins)]
+    chat = msgspec.structs.replace(
+        chat,
+        allowed_origins=origins,
+        page_url=_http_url("chat.page_url", chat.page_url) if chat.page_url else "",
+    )
+
+    limits = config.limits
+    for name in ("connections_per_ip", "new_sessions_per_ip_per_min"):
+        if getattr(limits, name) < 1:
+            raise ConfigError(f"limits.{name}", "must be 1 or more")
+    _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
+    if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
+        raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
+
+    return msgspec.structs.replace(config, server=server, sms=sms, agents=agents, chat=chat)

@@ -3,7 +3,6 @@ and the static pages. Each handler only translates to an `Inbox` call."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -25,7 +24,16 @@ from tidings.actors.errors import InboxError
 from tidings.actors.model import Order
 from tidings.engine.store import Store, StoreError
 from tidings.transports.twilio_signature import is_valid
-from tidings.transports.wire import STATUS, Context, error_body, validation_error
+from tidings.transports.wire import (
+    STATUS,
+    Context,
+    NotJson,
+    decode_json,
+    error_body,
+    refuse_bad_text,
+    secret_matches,
+    validation_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +59,17 @@ def error_response(exc: InboxError) -> Response:
     return _Json({"error": error_body(exc)}, status_code=status)
 
 
-async def _body(request: Request) -> bytes:
+async def _body(ctx: Context, request: Request) -> bytes:
+    """The request body; `timeout` when it takes longer than `limits.body_timeout_s` to
+    arrive (a trickled body would otherwise hold its connection for ever)."""
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise InboxError("bad_request", "body: too large")
-    return body
+    with trio.move_on_after(ctx.config.limits.body_timeout_s):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise InboxError("bad_request", "body: too large")
+        return body
+    raise InboxError("timeout", f"body: not received within {ctx.config.limits.body_timeout_s:g} s")
 
 
 def _signed_url(ctx: Context, request: Request) -> str:
@@ -74,10 +86,22 @@ def _signed_url(ctx: Context, request: Request) -> str:
 async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str]] | Response:
     """The form parameters of a Twilio webhook, or the 403/400 response refusing it."""
     try:
-        body = await _body(request)
+        body = await _body(ctx, request)
         params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except (InboxError, UnicodeDecodeError, ValueError):
+    except InboxError as exc:
+        return PlainTextResponse(exc.detail, status_code=STATUS[exc.code])
+    except (UnicodeDecodeError, ValueError):
         return PlainTextResponse("bad request", status_code=400)
+    names = [name for name, _ in params]
+    if len(set(names)) != len(names):
+        # A signature covers every value of a name, but the handler reads one: a repeated
+        # name would let a signed "Body=benign" smuggle an unsigned meaning through.
+        return PlainTextResponse("a parameter name is repeated", status_code=400)
+    try:
+        for name, value in params:
+            refuse_bad_text({name: value})
+    except InboxError as exc:
+        return PlainTextResponse(exc.detail, status_code=400)
     token = ctx.config.sms.auth_token
     if token:
         signature = request.headers.get("x-twilio-signature")
@@ -168,18 +192,22 @@ class MessageBody(msgspec.Struct, forbid_unknown_fields=True):
 
 def _authorized(ctx: Context, request: Request) -> bool:
     header = request.headers.get("authorization", "")
+    if not header.isascii():  # Starlette decodes headers as Latin-1; keys are ASCII
+        return False
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
         return False
-    return any(hmac.compare_digest(key.strip(), known) for known in ctx.api_keys)
+    return secret_matches(key.strip(), ctx.api_keys) is not None
 
 
-async def _api_json(request: Request) -> Any:
-    body = await _body(request)
+async def _api_json(ctx: Context, request: Request) -> Any:
+    body = await _body(ctx, request)
     try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        value = decode_json(body)
+    except NotJson:
         raise InboxError("bad_request", "body: not JSON") from None
+    refuse_bad_text(value)
+    return value
 
 
 def _convert(data: Any, type_: Any) -> Any:
@@ -242,7 +270,7 @@ async def api(ctx: Context, request: Request) -> Response:
             status_code=401,
         )
     try:
-        return _Json(await handler(ctx, await _api_json(request)))
+        return _Json(await handler(ctx, await _api_json(ctx, request)))
     except InboxError as exc:
         return error_response(exc)
 
@@ -283,7 +311,9 @@ def _static_file(name: str) -> Response:
     entry = STATIC_DIR / name
     if not entry.is_file():
         return PlainTextResponse("not found", status_code=404)
-    return FileResponse(str(entry))
+    # Public files; a brand's page on another origin imports the widget module and its
+    # imports, which browsers fetch in CORS mode.
+    return FileResponse(str(entry), headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def console_page(ctx: Context, request: Request) -> Response:
@@ -294,6 +324,11 @@ async def console_page(ctx: Context, request: Request) -> Response:
 async def chat_page(ctx: Context, request: Request) -> Response:
     """`GET /chat`: the demo page with the web chat widget."""
     return _static_file("chat.html")
+
+
+async def widget_script(ctx: Context, request: Request) -> Response:
+    """`GET /widget.js`: the web chat widget, for a brand's page to load with one tag."""
+    return _static_file("widget.js")
 
 
 async def static(ctx: Context, request: Request) -> Response:

@@ -24,7 +24,7 @@ from tidings.transports.app import build_app
 from tidings.transports.config import AgentConfig, Config
 from tidings.transports.mail import OutboxMail, SmtpMail
 from tidings.transports.sms_providers import OutboxSms, TwilioSms
-from tidings.transports.wire import MAX_FRAME, Context
+from tidings.transports.wire import MAX_FRAME, Context, PerAddress
 
 __all__ = ["Running", "serve", "running_server", "demo_credentials"]
 
@@ -137,6 +137,7 @@ async def running_server(
             config=config,
             agents={a.token: a for a in config.agents},
             api_keys=frozenset(config.api.keys),
+            addresses=PerAddress(config.limits),
         )
         app = build_app(ctx, store)
         mail = (

@@ -14,7 +14,17 @@ from starlette.websockets import WebSocket
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
 from tidings.transports.config import AgentConfig
-from tidings.transports.wire import ALLOWED_ROLES, Context, error_body, validation_error
+from tidings.transports.wire import (
+    ALLOWED_ROLES,
+    OP_ROLES,
+    Context,
+    NotJson,
+    decode_json,
+    error_body,
+    refuse_bad_text,
+    secret_matches,
+    validation_error,
+)
 from tidings.transports.ws_common import Closed, Conn, TooBig
 
 log = logging.getLogger(__name__)
@@ -215,7 +225,11 @@ class Session:
         entry = OPS.get(op) if isinstance(op, str) else None
         if entry is None:
             raise InboxError("unknown_op", f"no op {op!r}")
+        roles = OP_ROLES.get(op)
+        if roles is not None and self.agent.role not in roles:
+            raise InboxError("forbidden", f"role {self.agent.role!r} may not call {op}")
         method, args_type = entry
+        refuse_bad_text({k: v for k, v in frame.items() if k not in ("id", "op")})
         try:
             args = msgspec.convert(frame, type=args_type)
         except msgspec.ValidationError as exc:
@@ -260,14 +274,15 @@ async def _authenticate(ctx: Context, conn: Conn) -> AgentConfig | None:
     with trio.move_on_after(AUTH_TIMEOUT_S):
         text = await conn.receive()
         try:
-            auth = msgspec.json.decode(text, type=Auth)
-        except msgspec.ValidationError:
+            auth = msgspec.convert(decode_json(text), type=Auth)
+        except (msgspec.ValidationError, InboxError):
             auth = Auth("", "")
-        except msgspec.DecodeError:
+        except NotJson:
             await conn.send(_bad_frame("not JSON"))
             await conn.close(4400, "not JSON")
             return None
-        agent = ctx.agents.get(auth.token) if auth.type == "auth" else None
+        token = secret_matches(auth.token, ctx.agents) if auth.type == "auth" else None
+        agent = None if token is None else ctx.agents[token]
         if agent is None or agent.role not in ALLOWED_ROLES:
             detail = "unknown token" if agent is None else f"role {agent.role!r} may not use the inbox"
             await conn.send({"type": "error", "code": "forbidden", "detail": detail})
@@ -325,9 +340,12 @@ async def _next_frame(session: Session, conn: Conn, limit: trio.Semaphore) -> bo
         await conn.send({"type": "error", "code": "rate_limited", "detail": "too many frames"})
         return True
     try:
-        frame = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+        frame = decode_json(text)
+    except NotJson:
         await conn.send(_bad_frame("not JSON"))
+        return True
+    except InboxError as exc:
+        await conn.send({"type": "error", **error_body(exc)})
         return True
     if not isinstance(frame, dict):
         await conn.send(_bad_frame("a request is a JSON object"))

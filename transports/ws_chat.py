@@ -3,21 +3,31 @@ inbox pushes agent messages and `closed` frames through `inbox.sessions`."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import Any
 
 import msgspec
 import trio
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
-from tidings.transports.wire import Context, validation_error
+from tidings.transports.wire import (
+    Context,
+    NotJson,
+    decode_json,
+    refuse_bad_text,
+    validation_error,
+)
 from tidings.transports.ws_common import Closed, Conn, TooBig
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
+CLOSE_CODES = {"rate_limited": 4429, "forbidden": 4403}  # a refused hello; others 4400
 
 
 class Visitor(msgspec.Struct):
@@ -28,11 +38,39 @@ class Visitor(msgspec.Struct):
     phone: str | None = None
 
 
+class Identity(msgspec.Struct, forbid_unknown_fields=True):
+    """Who the brand's site says the visitor is (one of the two), with `signature`."""
+
+    email: str | None = None
+    phone: str | None = None
+
+
 class HelloFrame(msgspec.Struct, tag_field="type", tag="hello"):
     """The first frame."""
 
     session: str | None = None
     visitor: Visitor = msgspec.field(default_factory=Visitor)
+    identity: Identity | None = None
+    signature: str | None = None
+
+
+def verified_identity(ctx: Context, frame: HelloFrame) -> tuple[Any, str] | None:
+    """The (kind, value) a hello's signed `identity` proves; None without one. Raises
+    `forbidden` for a signature that is wrong, or that nothing can check (no secret)."""
+    if frame.identity is None and frame.signature is None:
+        return None
+    given = frame.identity or Identity()
+    pairs = [(k, v) for k, v in (("email", given.email), ("phone", given.phone)) if v]
+    if len(pairs) != 1:
+        raise InboxError("bad_request", "identity: give one of email or phone")
+    secret = ctx.config.chat.identity_secret
+    if not secret:
+        raise InboxError("forbidden", "identity: this server verifies no identities")
+    kind, value = pairs[0]
+    expected = hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), (frame.signature or "").lower().encode()):
+        raise InboxError("forbidden", "signature: does not match the identity")
+    return kind, value
 
 
 class MessageFrame(msgspec.Struct, tag_field="type", tag="message"):
@@ -57,7 +95,14 @@ def _error(code: str, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
 
 
-async def _hello(conn: Conn, inbox: Inbox) -> str | None:
+def _decode(text: str) -> ChatFrame:
+    """A frame; raises `NotJson`, `bad_request` (too deep, bad text) or a validation error."""
+    value = decode_json(text)
+    refuse_bad_text(value)
+    return msgspec.convert(value, type=ChatFrame)
+
+
+async def _hello(ctx: Context, conn: Conn, inbox: Inbox, address: str) -> str | None:
     """Read `hello`, answer `ready` (and the greeting); the session, or None after 4400."""
     text: str | None = None
     with trio.move_on_after(HELLO_TIMEOUT_S):
@@ -66,8 +111,12 @@ async def _hello(conn: Conn, inbox: Inbox) -> str | None:
         await conn.close(4400, "no hello")
         return None
     try:
-        frame = msgspec.json.decode(text, type=ChatFrame)
-    except msgspec.DecodeError:  # not JSON, or not a frame at all
+        frame = _decode(text)
+    except InboxError as exc:  # a hello the server cannot use: nothing to resume
+        await conn.send(_error(exc.code, exc.detail))
+        await conn.close(4400, exc.code)
+        return None
+    except (NotJson, msgspec.ValidationError):
         frame = None
     if not isinstance(frame, HelloFrame):
         await conn.send(_error("bad_frame", "the first frame must be hello"))
@@ -75,10 +124,14 @@ async def _hello(conn: Conn, inbox: Inbox) -> str | None:
         return None
     v = frame.visitor
     try:
-        ready = await inbox.chat_hello(frame.session, email=v.email, name=v.name, phone=v.phone)
+        ready = await inbox.chat_hello(
+            frame.session, email=v.email, name=v.name, phone=v.phone,
+            identity=verified_identity(ctx, frame),
+            may_start=lambda: ctx.addresses.start_session(address),
+        )  # fmt: skip
     except InboxError as exc:
         await conn.send(_error(exc.code, exc.detail))
-        await conn.close(4400, exc.code)
+        await conn.close(CLOSE_CODES.get(exc.code, 4400), exc.code)
         return None
     await conn.send(
         {
@@ -107,11 +160,14 @@ async def _push(conn: Conn, frames: trio.MemoryReceiveChannel[dict[str, Any]]) -
 async def _frame(ctx: Context, conn: Conn, inbox: Inbox, session: str, text: str) -> None:
     """Handle one frame after hello."""
     try:
-        frame = msgspec.json.decode(text, type=ChatFrame)
+        frame = _decode(text)
     except msgspec.ValidationError as exc:
         await conn.send(_error("bad_frame", validation_error(exc).detail))
         return
-    except msgspec.DecodeError:
+    except InboxError as exc:
+        await conn.send(_error(exc.code, exc.detail))
+        return
+    except NotJson:
         await conn.send(_error("bad_frame", "not JSON"))
         await conn.close(4400, "not JSON")
         raise Closed from None
@@ -132,8 +188,26 @@ async def _frame(ctx: Context, conn: Conn, inbox: Inbox, session: str, text: str
         await conn.send(_error(exc.code, exc.detail))
 
 
+def _origin_allowed(ctx: Context, ws: WebSocket) -> bool:
+    """Whether the page that opens this socket may: no Origin (not a browser), the
+    server's own origin, or one of `chat.allowed_origins`."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.lower().rstrip("/")
+    host = ws.headers.get("host", "").lower()
+    own = {f"http://{host}", f"https://{host}", ctx.public_base.lower()}
+    return origin in own or origin in ctx.config.chat.allowed_origins
+
+
 async def chat_endpoint(ctx: Context, ws: WebSocket) -> None:
     """The `/ws/chat` endpoint."""
+    if not _origin_allowed(ctx, ws):
+        detail = "this page's origin may not open the chat"
+        await ws.send_denial_response(
+            JSONResponse({"error": {"code": "forbidden", "detail": detail}}, status_code=403)
+        )
+        return
     await ws.accept()
     conn = Conn(ws)
     inbox = ctx.inbox
@@ -141,7 +215,7 @@ async def chat_endpoint(ctx: Context, ws: WebSocket) -> None:
         await conn.close(1013, "starting")
         return
     try:
-        session = await _hello(conn, inbox)
+        session = await _hello(ctx, conn, inbox, ws.client.host if ws.client else "")
     except TooBig:
         await conn.close(1009, "frame too big")
         return

@@ -68,7 +68,7 @@ async def test_r01_r06_r07_web_chat_tickets_are_per_session_and_never_reopen(
 ) -> None:
     inbox = harness.inbox
     sms_ticket = (await inbox.receive_sms("SM1", PHONE, "sms")).ticket
-    ready = await inbox.chat_hello(None, phone=PHONE)
+    ready = await inbox.chat_hello(None, identity=("phone", PHONE))
     assert ready.ticket is None
     first = await inbox.chat_message(ready.session, "chat one")
     assert first.ticket and first.ticket != sms_ticket  # R06: separate tickets
@@ -80,7 +80,7 @@ async def test_r01_r06_r07_web_chat_tickets_are_per_session_and_never_reopen(
     assert caught.value.code == "cannot_reopen"
     after = await inbox.chat_message(ready.session, "back")
     assert after.ticket not in (first.ticket, None)  # R07: a new ticket
-    other = await inbox.chat_hello(None, phone=PHONE)
+    other = await inbox.chat_hello(None, identity=("phone", PHONE))
     third = await inbox.chat_message(other.session, "other tab")
     assert third.ticket not in (first.ticket, after.ticket)
     assert first.profile == after.profile == third.profile  # one profile, many chats
@@ -235,7 +235,7 @@ async def test_r18_badge_counts_profiles_not_messages(
     inbox = harness.inbox
     await inbox.receive_sms("SM1", "+15550000001", "a")
     await inbox.receive_sms("SM2", "+15550000001", "a2")
-    ready = await inbox.chat_hello(None, phone="+15550000001")
+    ready = await inbox.chat_hello(None, identity=("phone", "+15550000001"))
     await inbox.chat_message(ready.session, "chat too")
     await inbox.receive_sms("SM3", "+15550000002", "b")
     await trio.sleep(1)

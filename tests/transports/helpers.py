@@ -32,6 +32,7 @@ from tidings.transports.config import load_config
 
 AUTH_TOKEN = "twilio-secret"
 AGENT_TOKEN = "agent-token"
+MANAGER_TOKEN = "manager-token"
 
 
 def make_config(**overrides: Any) -> Any:
@@ -43,6 +44,7 @@ def make_config(**overrides: Any) -> Any:
     raw["agents"] = [
         {"id": "a1", "name": "Sam", "role": "support", "token": AGENT_TOKEN},
         {"id": "a2", "name": "Ana", "role": "analyst", "token": "analyst-token"},
+        {"id": "a3", "name": "Max", "role": "manager", "token": MANAGER_TOKEN},
     ]
     raw["api"]["keys"] = ["api-key"]
     for dotted, value in overrides.items():

@@ -114,7 +114,7 @@ def test_full_file_is_read(tmp_path: Path) -> None:
 
 
 def test_overrides_win_over_the_file_and_none_is_skipped(tmp_path: Path) -> None:
-    path = write(tmp_path, '[server]\nhost = "10.0.0.1"\nport = 9000\n')
+    path = write(tmp_path, '[server]\nhost = "10.0.0.1"\nport = 9000\n[sms]\nauth_token = "s"\n')
     config = load_config(path, {"server.port": 0, "server.host": None, "server.store": "memory://"})
     assert (config.server.host, config.server.port, config.server.store) == (
         "10.0.0.1",

@@ -75,7 +75,9 @@ async def test_the_image_command_serves_and_its_healthcheck_follows_readiness(
     data = tmp_path / "data"
     data.mkdir()
     port = free_port()
-    env = child_env({**_image_env(data), "TIDINGS_SERVER__PORT": str(port)})
+    env = child_env(
+        {**_image_env(data), "TIDINGS_SERVER__PORT": str(port), "TIDINGS_SMS__AUTH_TOKEN": "s"}
+    )
     tidings, *args = json.loads(_one("CMD"))
     command = [str(Path(sys.executable).parent / tidings), *args]
     async with serving(command, env) as served:
@@ -87,6 +89,15 @@ async def test_the_image_command_serves_and_its_healthcheck_follows_readiness(
     assert _probe(env) == 1  # nothing answers any more
 
 
+def test_the_image_command_refuses_to_serve_unsigned_webhooks(tmp_path: Path) -> None:
+    env = child_env({**_image_env(tmp_path), "TIDINGS_SERVER__PORT": str(free_port())})
+    tidings, *args = json.loads(_one("CMD"))
+    command = [str(Path(sys.executable).parent / tidings), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr == "config error: sms.auth_token: required when listening on 0.0.0.0\n"
+
+
 def test_the_compose_environment_is_a_valid_redis_config() -> None:
     compose = (ROOT / "compose.yaml").read_text()
     assert '"--appendonly", "yes"' in compose
@@ -96,14 +107,18 @@ def test_the_compose_environment_is_a_valid_redis_config() -> None:
         if not line.startswith("      "):
             break
         name, _, value = line.strip().partition(": ")
-        # ${NAME:-default} as compose resolves it with NAME unset
+        # ${NAME:-default} as compose resolves it with NAME unset; ${NAME:?why} is required
+        required = re.fullmatch(r"\$\{([A-Z_]+):\?[^}]*\}", value)
+        if required:
+            assert required[1] == "TIDINGS_SMS__AUTH_TOKEN"  # the only one a user must set
+            value = "token-from-env"
         value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value).strip('"')
         env[name] = value
-    config = load_config(None, {}, env)
+    config = load_config(None, {"server.host": "0.0.0.0"}, env)
     assert config.server.store == "redis://redis:6379/0"
     assert config.server.access_log is True
     assert config.server.public_url == "http://localhost:8080"
-    assert config.sms.auth_token == "" and config.api.keys == []
+    assert config.sms.auth_token == "token-from-env" and config.api.keys == []
 
 
 def test_tzdata_is_a_dependency_everywhere() -> None:

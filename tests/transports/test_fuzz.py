@@ -393,7 +393,9 @@ async def _oversized(server: Running, seen: Seen) -> None:
 
 async def test_random_frames_and_bodies_leave_server_healthy_and_store_nothing_refused() -> None:
     store = MemoryStore()
-    async with running_server(make_config(), store=store) as server:
+    # every example connects from 127.0.0.1: the per-address limits are test_attacks' part
+    unlimited = {"limits.connections_per_ip": 10**6, "limits.new_sessions_per_ip_per_min": 10**6}
+    async with running_server(make_config(**unlimited), store=store) as server:
         seen = Seen(settings=server.inbox.settings_get())
         default_settings = seen.settings
         await trio.to_thread.run_sync(partial(_hypothesis, server, store, seen))

@@ -1,8 +1,13 @@
-// The web chat widget: speaks /ws/chat (PROTOCOL.md). Import it as a module on any
-// page; it mounts a chat bubble in the bottom-right corner.
+// The web chat widget: speaks /ws/chat (PROTOCOL.md). A brand's page loads it with
+// <script type="module" src="https://SERVER/widget.js"></script>; it mounts a chat bubble
+// in the bottom-right corner and connects back to the server it was loaded from. The
+// script's data-identity-email / data-identity-phone and data-identity-signature
+// attributes (signed by the brand's server) are sent as hello's identity.
 // All text from the server or the visitor reaches the page through text nodes only.
 
-import { h, setChildren, safeUrl, randomId, formatTime } from "./escape.js";
+import { h, setChildren, safeUrl, randomId, formatTime } from "/static/escape.js";
+
+const SERVER = new URL(import.meta.url); // the tidings server, not the page's origin
 
 const SESSION_KEY = "tidings.session";
 const TICKET_KEY = "tidings.ticket";
@@ -145,7 +150,7 @@ function mount() {
 
 function ensureStylesheet() {
   if (document.querySelector('link[href$="/static/widget.css"]')) return;
-  document.head.appendChild(h("link", { rel: "stylesheet", href: "/static/widget.css" }));
+  document.head.appendChild(h("link", { rel: "stylesheet", href: SERVER.origin + "/static/widget.css" }));
 }
 
 function toggleVisitorForm(show) {
@@ -236,7 +241,18 @@ function scrollToEnd() {
 // ---------------------------------------------------------------- connection
 
 function wsUrl() {
-  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/chat";
+  return (SERVER.protocol === "https:" ? "wss://" : "ws://") + SERVER.host + "/ws/chat";
+}
+
+// The identity the brand's page vouches for: the attributes of the script tag that
+// loaded this module (module scripts have no document.currentScript).
+function signedIdentity() {
+  const tag = [...document.querySelectorAll("script[src]")].find((s) => s.src === import.meta.url);
+  const data = tag ? tag.dataset : {};
+  if (!data.identitySignature) return null;
+  if (data.identityEmail) return { identity: { email: data.identityEmail }, signature: data.identitySignature };
+  if (data.identityPhone) return { identity: { phone: data.identityPhone }, signature: data.identitySignature };
+  return null;
 }
 
 function start() {
@@ -273,7 +289,7 @@ function connect() {
     if (state.visitor.email) visitor.email = state.visitor.email;
     if (state.visitor.name) visitor.name = state.visitor.name;
     if (state.visitor.phone) visitor.phone = state.visitor.phone;
-    ws.send(JSON.stringify({ type: "hello", session: state.session || null, visitor }));
+    ws.send(JSON.stringify({ type: "hello", session: state.session || null, visitor, ...signedIdentity() }));
   });
   ws.addEventListener("message", (ev) => {
     if (ws !== state.ws) return;
@@ -558,8 +574,14 @@ function boot() {
   const fromLink = params.get("session");
   mount();
   if (fromLink) {
-    // The follow-up e-mail links here with the session: resume it.
-    if (fromLink !== state.session) {
+    // The follow-up e-mail links here with the session: resume it. A link can be
+    // planted by someone else (session fixation), so a different session the visitor
+    // already holds is replaced only when the visitor says so.
+    const adopt =
+      fromLink !== state.session &&
+      (!state.session ||
+        window.confirm("Continue the conversation from your e-mail link? Your current chat on this page will be replaced."));
+    if (adopt) {
       state.session = fromLink;
       state.ticket = null;
       store.set(SESSION_KEY, fromLink);
