@@ -20,14 +20,14 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 | `profile:{id}` | ProfileActor `{id}` | — |
 | `ticket:{id}` (with its replies' request ids), indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
 | `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
-| `msg:{id}` | the message's ticket, else its profile; a blocked profile's web chat message: its VisitorActor, once | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
+| `msg:{id}` | the message's ticket, else its profile (which also stores a blocked profile's web chat messages) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
 | `provider:{sid}` | the message's owner | `Inbox.sms_status` |
 | `link:{code}` | the owner of the message it is in | `Inbox.follow_link` |
 | `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked) | ProfileActor (retried deliveries) |
-| `idem:chat:{session}:{client_id}` | the message's ticket; the VisitorActor when blocked | VisitorActor (resends) |
+| `idem:chat:{session}:{client_id}` | the message's owner: its ticket, or the profile when blocked | VisitorActor (resends) |
 | `thread:sms:{profile}` (log) | appended by each message's owner: the profile and its SMS tickets | `listing`, `thread.last_messages` |
 | `thread:webchat:{ticket}` (log) | TicketActor `{ticket}` | `listing`, VisitorActor (resume), the ticket (R16 summary) |
-| `thread:webchat-blocked:{profile}` (log) | VisitorActor of the profile's sessions | — (kept, shown nowhere) |
+| `thread:webchat-blocked:{profile}` (log) | ProfileActor `{profile}` | — (kept, shown nowhere) |
 | `phone:{E.164}`, `email:{address}` and `InboxContext.directory` | DirectoryActor `{key}` | `Inbox` (resolving, through the cache) |
 | `outbox:{job}`, index `outbox` | the actor that queued the job: the message's owner (SMS), the ticket (e-mail); for SMS it also records the courier's intent on the job (`Attempting`, before each first provider call) and removes the job with the outcome (`Sent`) | the courier (sends, then tells the owner; an in-doubt job is looked up at the provider first) |
 | index `badge` | ProfileActor (its own entry) | `Inbox` at start (the count) |

@@ -44,6 +44,8 @@ from tidings.actors.model import (
     Order,
     Profile,
     Status,
+    StoredMessage,
+    encode,
     iso,
 )
 from tidings.engine import Batch, Forward, Request, StatefulActor, handler
@@ -91,8 +93,13 @@ class GetProfile(Request[Profile]):
     exists: bool = False  # True: not_found when the profile was never written
 
 
-class IsBlocked(Request[bool]):
-    """Whether the profile is blocked (R15): a cheap question asked per web chat message."""
+class StoreIfBlocked(Request[Message | None]):
+    """A web chat message from one of the profile's visitors, asked once per message: a
+    blocked profile stores it itself, outside any ticket, and answers it (R15); any other
+    answers None and the visitor hands the message to its ticket."""
+
+    message: StoredMessage
+    idem_key: str | None = None
 
 
 class AddActivity(Request[None]):
@@ -234,8 +241,17 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         return self._view(msg.metric)
 
     @handler
-    async def is_blocked(self, msg: IsBlocked) -> bool:
-        return self.data.profile.blocked
+    async def store_if_blocked(self, msg: StoreIfBlocked) -> Message | None:
+        if not self.data.profile.blocked:
+            return None
+        stored = msg.message
+        batch = Batch()
+        batch.put(thread.message_key(stored.message.id), encode(stored))
+        if msg.idem_key is not None:
+            batch.put(msg.idem_key, stored.message.id.encode())
+        batch.append(f"thread:webchat-blocked:{self.key}", stored.message.id.encode())
+        await self.ctx.commit(batch)
+        return stored.message
 
     @handler
     async def add_activity(self, msg: AddActivity) -> None:

@@ -13,8 +13,8 @@ from tidings.actors import office_hours, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import TicketInbound
-from tidings.actors.model import Message, StoredMessage, encode, iso
-from tidings.actors.profile import IsBlocked
+from tidings.actors.model import Message, StoredMessage, iso
+from tidings.actors.profile import StoreIfBlocked
 from tidings.actors.ticket import VisitorPresence
 from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
@@ -153,16 +153,11 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
             profile=record.profile, channel="webchat", ticket=None, kind="support",
             body=msg.body, media=[], now=now, client_id=msg.client_id,
         )  # fmt: skip
-        if await self.ctx.ask(
-            ("profile", record.profile), IsBlocked()
-        ):  # R15: stored, nothing opens, nobody is told
-            batch = Batch()
-            batch.put(thread.message_key(stored.message.id), encode(stored))
-            if idem_key is not None:
-                batch.put(idem_key, stored.message.id.encode())
-            batch.append(f"thread:webchat-blocked:{record.profile}", stored.message.id.encode())
-            await self.ctx.commit(batch)
-            return stored.message
+        # R15: the profile, owner of blocking, stores a blocked profile's message itself;
+        # nothing opens and nobody is told
+        blocked = await self.ctx.ask(("profile", record.profile), StoreIfBlocked(stored, idem_key))
+        if blocked is not None:
+            return blocked
         request = TicketInbound(
             stored, email=record.email, phone=record.phone, session=self.key,
             greeting=record.greeting, idem_key=idem_key,

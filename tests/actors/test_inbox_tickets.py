@@ -229,6 +229,24 @@ async def test_r15_blocking_closes_tickets_and_silences_new_messages(
     assert (await inbox.ticket_get(ticket)).ticket.state == "open"
 
 
+async def test_r15_a_blocked_profiles_web_chat_message_is_stored_by_the_profile_once(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox = harness.inbox
+    ready = await inbox.chat_hello(None, identity=("phone", PHONE))
+    await inbox.profile_block(ready.profile)
+    since = inbox.last_seq
+    first = await inbox.chat_message(ready.session, "let me in", client_id="c1")
+    again = await inbox.chat_message(ready.session, "let me in", client_id="c1")
+    assert first.ticket is None
+    assert again.id == first.id  # the widget's resend stores nothing new (R30)
+    kept = await harness.store.log_tail(f"thread:webchat-blocked:{ready.profile}", 10)
+    assert kept == [first.id.encode()]
+    assert (await inbox.tickets_list(channel="webchat")).tickets == []
+    told = [e["event"] for e in await harness.events(since)]
+    assert not [e for e in told if e.startswith(("message.", "ticket."))], told  # nobody is told
+
+
 async def test_r18_badge_counts_profiles_not_messages(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
