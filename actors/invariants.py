@@ -281,20 +281,18 @@ def lost_timers(snap: Snapshot) -> list[Violation]:
     found = []
     for ticket_id, record in sorted(_live(snap).items()):
         ticket = record.ticket
-        if ticket.state == "snoozed":
-            timer = snap.timers.get(f"snooze:{ticket_id}")
-            if timer is None or timer.due != record.snooze_due:
-                found.append(Violation(
-                    "snooze_lost", (f"ticket:{ticket_id}", f"timer:snooze:{ticket_id}"),
-                    "the ticket is snoozed but no timer wakes it then",
-                ))  # fmt: skip
-        if ticket.followup is not None and ticket.followup.status == "scheduled":
-            timer = snap.timers.get(f"followup:{ticket_id}")
-            if timer is None or timer.due != record.followup_due:
-                found.append(Violation(
-                    "followup_lost", (f"ticket:{ticket_id}", f"timer:followup:{ticket_id}"),
-                    "a follow-up is scheduled but no timer sends it then",
-                ))  # fmt: skip
+        scheduled = ticket.followup is not None and ticket.followup.status == "scheduled"
+        wanted = (
+            ("snooze_lost", "snooze", ticket.state == "snoozed", record.snooze_due,
+             "the ticket is snoozed but no timer wakes it then"),
+            ("followup_lost", "followup", scheduled, record.followup_due,
+             "a follow-up is scheduled but no timer sends it then"),
+        )  # fmt: skip
+        for kind, prefix, needed, due, detail in wanted:
+            timer = snap.timers.get(f"{prefix}:{ticket_id}")
+            if needed and (timer is None or timer.due != due):
+                keys = (f"ticket:{ticket_id}", f"timer:{prefix}:{ticket_id}")
+                found.append(Violation(kind, keys, detail))
     return found
 
 
