@@ -177,21 +177,7 @@ class Inbox:
             await engine.ask(("ticket", key.removeprefix("ticket:")), SetState("closed"))
         if to_close:
             snap = await invariants.snapshot(engine.store)  # the profiles were told
-        flagged: set[str] = set()
-        for violation in invariants.badge(snap):
-            profile = violation.keys[0].removeprefix("profile:")
-            state = snap.profiles.get(profile)
-            if state is None:
-                continue  # tickets of a profile never stored: nobody to fix it (reported)
-            for ticket in {*state.unread, *(k.removeprefix("ticket:") for k in violation.keys[1:])}:
-                record = snap.tickets.get(ticket)
-                flag = TicketFlag(ticket, "closed", False)  # gone: it counts as closed
-                if record is not None:
-                    flag = TicketFlag(ticket, record.ticket.state, record.ticket.unread)
-                await engine.tell(("profile", profile), flag)
-            flagged.add(profile)
-        for profile in flagged:  # answered after the flags before it: the badge is right
-            await engine.ask(("profile", profile), GetProfile())
+        await self._tell_profiles(snap)
         batch = Batch()
         for violation in invariants.timer_orphan(snap):
             engine.timers.cancel_durable(batch, violation.keys[0].removeprefix("timer:"))
@@ -201,6 +187,28 @@ class Inbox:
         for ticket in invariants.stale_presence(snap):
             await engine.tell(("ticket", ticket), PresenceUnknown(grace))
         self.app.badge = await engine.store.index_count(BADGE, frozenset())
+
+    async def _tell_profiles(self, snap: invariants.Snapshot) -> None:
+        """Tell each profile whose view of its tickets (or badge entry) is wrong the state
+        of those tickets again, as the tickets would have after their commits."""
+        engine = self.engine
+        wrong: dict[str, set[str]] = {}
+        for violation in invariants.badge(snap) + invariants.profile_tickets(snap):
+            profile = violation.keys[0].removeprefix("profile:")
+            state = snap.profiles.get(profile)
+            if state is None:
+                continue  # tickets of a profile never stored: nobody to fix it (reported)
+            named = {k.removeprefix("ticket:") for k in violation.keys[1:]}
+            wrong.setdefault(profile, set()).update(named or state.unread)
+        for profile, tickets in wrong.items():
+            for ticket in sorted(tickets):
+                record = snap.tickets.get(ticket)
+                flag = TicketFlag(ticket, "closed", False)  # gone: it counts as closed
+                if record is not None:
+                    flag = TicketFlag(ticket, record.ticket.state, record.ticket.unread)
+                await engine.tell(("profile", profile), flag)
+            # answered after the flags sent before it: the profile has them all
+            await engine.ask(("profile", profile), GetProfile())
 
     async def _extra_session_tickets(self, found: list[invariants.Violation]) -> list[str]:
         """Of a session's open tickets, all but the one its visitor record names (else the

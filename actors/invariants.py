@@ -9,6 +9,7 @@ consistency"):
 | kind | the invariant | kept by |
 |---|---|---|
 | `badge` | the `badge` index = the profiles with an open unread ticket | reconciled on start |
+| `profile_tickets` | a profile's own list of its open, snoozed and unread tickets is right | reconciled on start |
 | `blocked_open` | no open or snoozed ticket on a blocked profile | reconciled on start |
 | `sms_tickets` | a profile has at most one open or snoozed SMS ticket | atomic (the profile's `sms_ticket`) |
 | `session_tickets` | a web chat session has at most one open or snoozed ticket | reconciled on start |
@@ -42,6 +43,7 @@ LIVE = ("open", "snoozed")
 
 KINDS = (
     "badge",
+    "profile_tickets",
     "blocked_open",
     "sms_tickets",
     "session_tickets",
@@ -130,7 +132,7 @@ async def snapshot(store: Store) -> Snapshot:
         if _message(raw).message.status == "queued":
             snap.held.add(message_id)
     named = {str(j["ticket"]) for j in snap.outbox.values() if j and j.get("ticket")}
-    named |= {t for p in snap.profiles.values() for t in p.unread}
+    named |= {t for p in snap.profiles.values() for t in (*p.unread, *p.tickets)}
     named |= {k.split(":", 1)[1] for k in snap.timers if k.startswith(("snooze:", "followup:"))}
     others = await _records(store, "ticket:", sorted(named - set(snap.tickets)))
     snap.tickets.update((t, _ticket(raw)) for t, raw in others.items())
@@ -171,6 +173,28 @@ def badge(snap: Snapshot) -> list[Violation]:
         Violation("badge", (f"profile:{p}",), "is in the badge index without an open unread ticket")
         for p in sorted(snap.badge - set(unread))
     ]
+    return found
+
+
+def profile_tickets(snap: Snapshot) -> list[Violation]:
+    """Each profile lists its open and snoozed tickets with their state, and its open
+    unread ones as unread (what blocking closes and the badge counts), as they are."""
+    found = []
+    for profile_id, state in sorted(snap.profiles.items()):
+        mine = {t for t, r in _live(snap).items() if r.ticket.profile == profile_id}
+        for ticket_id in sorted(mine | set(state.tickets) | set(state.unread)):
+            record = snap.tickets.get(ticket_id)
+            ticket = record.ticket if record is not None else None
+            actual = ticket.state if ticket is not None else "closed"
+            listed = state.tickets.get(ticket_id, "closed")
+            unread = ticket is not None and ticket.state == "open" and ticket.unread
+            if listed != actual or (ticket_id in state.unread) != unread:
+                found.append(Violation(
+                    "profile_tickets", (f"profile:{profile_id}", f"ticket:{ticket_id}"),
+                    f"the profile lists the ticket as {listed}"
+                    f"{', unread' if ticket_id in state.unread else ''}; it is {actual}"
+                    f"{', unread' if unread else ''}",
+                ))  # fmt: skip
     return found
 
 
@@ -298,6 +322,7 @@ def lost_timers(snap: Snapshot) -> list[Violation]:
 
 CHECKS = (
     badge,
+    profile_tickets,
     blocked_open,
     sms_tickets,
     session_tickets,
@@ -360,6 +385,7 @@ __all__ = [
     "lost_timers",
     "members",
     "outbox_orphan",
+    "profile_tickets",
     "session_tickets",
     "snapshot",
     "sms_tickets",

@@ -94,8 +94,10 @@ async def test_r18_a_ticket_whose_profile_was_not_told_breaks_the_badge_until_re
     await store.commit(batch)
     found = await invariants.check(store)
     assert [(v.kind, v.keys) for v in found] == [
-        ("badge", (f"profile:{profile}", f"ticket:{ticket}"))
+        ("badge", (f"profile:{profile}", f"ticket:{ticket}")),
+        ("profile_tickets", (f"profile:{profile}", f"ticket:{ticket}")),
     ]
+    assert found[1].detail == "the profile lists the ticket as closed; it is open, unread"
     assert found[0].line().startswith("badge: has an open unread ticket")
     async with inbox_on(store, clock) as inbox:
         assert inbox.badge_get() == 1
