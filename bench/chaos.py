@@ -77,7 +77,8 @@ ACCOUNT_SID = "ACchaos"
 SENDER = "+15550001111"
 PROFILES = 6
 VISITORS = 3
-KILL_WINDOW = (0.3, 2.5)  # seconds of load before the SIGKILL
+KILL_WINDOW = (0.3, 2.5)
+SNOOZE_S = (0.8, 2.0)  # snoozes end this many seconds on  # seconds of load before the SIGKILL
 AFTER_RESTART_S = 1.5
 SETTLE_MAX_S = 12.0
 TIMING = {"followup_delay_s": 1.0, "offline_grace_s": 0.5, "idle_timeout_s": 3.0}
@@ -410,7 +411,7 @@ async def agent_worker(load: Load) -> None:
                     ):
                         load.ack("agent reply")
                 elif roll < 0.8:
-                    due = time.time() + rng.uniform(0.8, 2.0)
+                    due = time.time() + rng.uniform(*SNOOZE_S)
                     until = datetime.fromtimestamp(due, UTC).isoformat()
                     if await op(
                         "ticket.set_state", ticket=ticket["id"], state="snoozed", until=until
@@ -617,9 +618,13 @@ async def _settle(load: Load) -> None:
     """Wait until the due snoozes and follow-ups passed and the provider got nothing new
     for a second (at most `SETTLE_MAX_S`)."""
     deadline = trio.current_time() + SETTLE_MAX_S
+    # a snooze the load sent but did not see acknowledged may be due up to SNOOZE_S on
     last_due = max((due for _, due in load.snoozes), default=0.0)
     wait_wall = (
-        max(last_due, time.time()) + TIMING["followup_delay_s"] + TIMING["offline_grace_s"] + 1.0
+        max(last_due, time.time() + SNOOZE_S[1])
+        + TIMING["followup_delay_s"]
+        + TIMING["offline_grace_s"]
+        + 1.0
     )
     seen = -1
     while trio.current_time() < deadline:
@@ -679,7 +684,10 @@ async def _verify(store: Store, load: Load, mailbox: Mailbox | None) -> None:
     tickets = await _records(store, "ticket:", await members(store, TICKETS), TicketRecord)
     for ticket_id, record in tickets.items():
         if record.ticket.state == "snoozed" and (record.snooze_due or now) < now - 1.0:
-            tally.violation("snooze_missed", f"ticket {ticket_id} still snoozed past its due")
+            tally.violation(
+                "snooze_missed",
+                f"ticket {ticket_id} still snoozed {now - (record.snooze_due or now):.1f} s after its due",
+            )
         followup = record.ticket.followup
         if (
             followup is not None
