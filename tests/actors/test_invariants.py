@@ -241,3 +241,17 @@ async def test_r16_a_visitor_that_reconnects_within_the_grace_stays_online(
         await inbox.chat_connected(ready.session)
         await trio.sleep(TIMING.offline_grace_s)
         assert (await inbox.ticket_get(ticket)).ticket.visitor_online is True
+
+
+async def test_r13_a_snooze_that_fell_due_while_the_server_was_down_wakes_on_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store, clock = MemoryStore(), TrioWallClock(START)
+    async with inbox_on(store, clock) as inbox:
+        _, ticket = await sms_ticket(inbox)
+        await inbox.ticket_set_state(ticket, "snoozed", "later_today")
+    await trio.sleep(4 * 3600)  # down past the wake-up time
+    async with inbox_on(store, clock) as inbox:
+        await trio.sleep(1)
+        assert (await inbox.ticket_get(ticket)).ticket.state == "open"
+    assert await invariants.check(store) == []
