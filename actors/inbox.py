@@ -22,14 +22,14 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from tidings.actors import listing, snooze, thread
+from tidings.actors import invariants, listing, snooze, thread
 from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
-from tidings.actors.handoff import StatusUpdate, message_owner
+from tidings.actors.handoff import StatusUpdate, TicketFlag, message_owner
 from tidings.actors.listing import TicketPage
 from tidings.actors.model import (
     Activity,
@@ -63,6 +63,7 @@ from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
     GetTicket,
     Mark,
+    PresenceUnknown,
     SetState,
     TicketActor,
 )
@@ -75,6 +76,7 @@ from tidings.actors.visitor import (
     Seen,
     Typing,
     VisitorActor,
+    VisitorRecord,
 )
 from tidings.engine import (
     Batch,
@@ -161,6 +163,64 @@ class Inbox:
             batch.put(SETTINGS_KEY, msgspec.json.encode(self.app.settings))
             await self.engine.commit(batch)
         self.app.badge = await store.index_count(BADGE, frozenset())
+
+    async def _reconcile(self) -> None:
+        """Repair on start what no single actor keeps atomic across a crash (the
+        invariants in `actors/invariants.py` marked "reconciled on start"), through the
+        owners: the tickets close themselves, the profiles fix their badge entries, and
+        timers without a purpose are dropped. Reads only when the store is consistent."""
+        engine = self.engine
+        snap = await invariants.snapshot(engine.store)
+        to_close = [v.keys[1] for v in invariants.blocked_open(snap)]
+        to_close += await self._extra_session_tickets(invariants.session_tickets(snap))
+        for key in to_close:
+            await engine.ask(("ticket", key.removeprefix("ticket:")), SetState("closed"))
+        if to_close:
+            snap = await invariants.snapshot(engine.store)  # the profiles were told
+        await self._tell_profiles(snap)
+        batch = Batch()
+        for violation in invariants.timer_orphan(snap):
+            engine.timers.cancel_durable(batch, violation.keys[0].removeprefix("timer:"))
+        if batch:
+            await engine.commit(batch)
+        grace = self.timing.offline_grace_s
+        for ticket in invariants.stale_presence(snap):
+            await engine.tell(("ticket", ticket), PresenceUnknown(grace))
+        self.app.badge = await engine.store.index_count(BADGE, frozenset())
+
+    async def _tell_profiles(self, snap: invariants.Snapshot) -> None:
+        """Tell each profile whose view of its tickets (or badge entry) is wrong the state
+        of those tickets again, as the tickets would have after their commits."""
+        engine = self.engine
+        wrong: dict[str, set[str]] = {}
+        for violation in invariants.badge(snap) + invariants.profile_tickets(snap):
+            profile = violation.keys[0].removeprefix("profile:")
+            state = snap.profiles.get(profile)
+            if state is None:
+                continue  # tickets of a profile never stored: nobody to fix it (reported)
+            named = {k.removeprefix("ticket:") for k in violation.keys[1:]}
+            wrong.setdefault(profile, set()).update(named or state.unread)
+        for profile, tickets in wrong.items():
+            for ticket in sorted(tickets):
+                record = snap.tickets.get(ticket)
+                flag = TicketFlag(ticket, "closed", False)  # gone: it counts as closed
+                if record is not None:
+                    flag = TicketFlag(ticket, record.ticket.state, record.ticket.unread)
+                await engine.tell(("profile", profile), flag)
+            # answered after the flags sent before it: the profile has them all
+            await engine.ask(("profile", profile), GetProfile())
+
+    async def _extra_session_tickets(self, found: list[invariants.Violation]) -> list[str]:
+        """Of a session's open tickets, all but the one its visitor record names (else the
+        newest): those a crash left between the ticket's commit and the visitor's."""
+        extra: list[str] = []
+        for violation in found:
+            raw = await self.engine.store.get(violation.keys[0])
+            named = msgspec.json.decode(raw, type=VisitorRecord).ticket if raw else None
+            tickets = sorted(violation.keys[1:])  # ids sort by creation
+            keep = f"ticket:{named}" if f"ticket:{named}" in tickets else tickets[-1]
+            extra += [t for t in tickets if t != keep]
+        return extra
 
     # -- agents: tickets --------------------------------------------------------------------
 
@@ -571,6 +631,7 @@ async def open_inbox(
         app.link_secret = link_secret or await _link_secret(engine)
         inbox = Inbox(engine, app, courier)
         await inbox._start(settings)
+        await inbox._reconcile()
         async with trio.open_nursery() as nursery:
             courier_child = Child("courier", functools.partial(courier.run, engine.context))
             supervisor = Supervisor([courier_child, *services], name="inbox")

@@ -108,6 +108,17 @@ class VisitorPresence(msgspec.Struct):
     online: bool
 
 
+class PresenceUnknown(msgspec.Struct):
+    """After a restart nobody knows whether the visitor is still there (presence lives in
+    memory): it counts as offline after `grace` seconds unless it reconnects (R16)."""
+
+    grace: float
+
+
+class PresenceLapsed(msgspec.Struct):
+    """The visitor did not reconnect within the grace after a restart."""
+
+
 # -- the actor ------------------------------------------------------------------------------
 
 
@@ -464,6 +475,8 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
 
     @handler
     async def presence(self, msg: VisitorPresence) -> None:
+        if msg.online:  # it reconnected: it is known to be there again
+            self.ctx.timers.cancel(f"presence:{self.key}")
         record = self.state
         if record is None or record.ticket.visitor_online == msg.online:
             return
@@ -475,6 +488,16 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             record.followup_due = None
             ticket.followup = None  # R16: back before it went out, nothing is sent
         await self._commit(batch, self._flags())
+
+    @handler
+    async def presence_unknown(self, msg: PresenceUnknown) -> None:
+        record = self.state
+        if record is not None and record.ticket.visitor_online:
+            self.ctx.timers.after(f"presence:{self.key}", msg.grace, self.address, PresenceLapsed())
+
+    @handler
+    async def presence_lapsed(self, msg: PresenceLapsed) -> None:
+        await self.presence(VisitorPresence(False))
 
     @handler
     async def followup_due(self, msg: FollowupDue) -> None:

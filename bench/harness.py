@@ -30,6 +30,11 @@ the module in ``bench/__init__.py`` (importing it is what registers it)::
             row("webhook raw hypercorn", raw_rate, "req/s", baseline_of="webhook engine"),
         ]
 
+A scenario that takes command-line options names them: ``@scenario("chaos",
+options=("trials", "store"))`` gets ``trials=`` and ``store=`` keyword arguments from
+``--trials N`` and ``--store KIND`` (None when not given); naming such an option for a
+scenario that does not take it is an error.
+
 A scenario is a plain (synchronous) function ``(quick, progress) -> list[Row]``. The
 harness calls it ``repeats`` times (``quick_repeats`` with ``--quick``), each call measuring
 the engine *and* its baselines once, and reports for every row name the **median** of the
@@ -110,7 +115,8 @@ class Progress(Protocol):
     def __call__(self, fraction: float, label: str = "") -> None: ...
 
 
-ScenarioFn = Callable[[bool, Progress], list[Row]]
+ScenarioFn = Callable[..., list[Row]]  # (quick, progress, **its options) -> rows
+OPTIONS = ("trials", "store")  # what `main` can pass to scenarios that name them
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Scenario:
     fn: ScenarioFn
     repeats: int = 5
     quick_repeats: int = 1
+    options: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -134,14 +141,18 @@ SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, *, repeats: int = 5, quick_repeats: int = 1
+    name: str, *, repeats: int = 5, quick_repeats: int = 1, options: tuple[str, ...] = ()
 ) -> Callable[[ScenarioFn], ScenarioFn]:
-    """Register the decorated function as scenario `name` (see the module docstring)."""
+    """Register the decorated function as scenario `name` (see the module docstring);
+    `options` are the command-line options (of `OPTIONS`) it takes as keywords."""
 
     def register(fn: ScenarioFn) -> ScenarioFn:
         if name in SCENARIOS and SCENARIOS[name].fn is not fn:
             raise ValueError(f"a scenario named {name!r} is already registered")
-        SCENARIOS[name] = Scenario(name, fn, repeats, quick_repeats)
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise ValueError(f"{name}: unknown option(s) {sorted(unknown)}; known: {OPTIONS}")
+        SCENARIOS[name] = Scenario(name, fn, repeats, quick_repeats, options)
         return fn
 
     return register
@@ -289,16 +300,22 @@ class ProgressBar:
 
 
 def run_scenario(
-    spec: Scenario, quick: bool, bar: ProgressBar, repeats: int | None = None
+    spec: Scenario,
+    quick: bool,
+    bar: ProgressBar,
+    repeats: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> ScenarioResult:
-    """Run `spec` its number of times (or `repeats`) and fold the rows into medians."""
+    """Run `spec` its number of times (or `repeats`) and fold the rows into medians;
+    `options` are passed to a scenario that names them."""
+    given = {k: v for k, v in (options or {}).items() if k in spec.options}
     n = repeats if repeats is not None else (spec.quick_repeats if quick else spec.repeats)
     bar.begin(spec.name, n)
     started = time.perf_counter()
     runs: list[list[Row]] = []
     for i in range(n):
         bar.start_repetition(i)
-        runs.append(spec.fn(quick, bar))
+        runs.append(spec.fn(quick, bar, **given))
     seconds = time.perf_counter() - started
     bar.end(f"{spec.name}: {n} run(s) in {seconds:.1f} s")
     return collect(spec.name, spec.description, runs, seconds)
@@ -507,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results folder (default bench-results/<time>/)")
     parser.add_argument("--repeats", type=int, help="runs per scenario (default: its own)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--trials", type=int, help="trials (scenarios that take it: chaos)")
+    parser.add_argument(
+        "--store", choices=("sqlite", "redis"), help="the store (scenarios that take it: chaos)"
+    )
     args = parser.parse_args([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     if args.list:
         for spec in SCENARIOS.values():
@@ -518,9 +539,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.trials is not None and args.trials < 1:
+        parser.error("--trials must be at least 1")
+    options = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    for option in options:
+        takers = [n for n in names if option in SCENARIOS[n].options]
+        if len(takers) < len(names):
+            others = ", ".join(n for n in names if n not in takers)
+            parser.error(f"--{option} is not an option of {others}")
     out: Path = args.out or Path("bench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     bar = ProgressBar()
-    results = [run_scenario(SCENARIOS[n], args.quick, bar, args.repeats) for n in names]
+    results = [run_scenario(SCENARIOS[n], args.quick, bar, args.repeats, options) for n in names]
     for path in write_results(out, results, args.quick):
         print(path)
     return 0

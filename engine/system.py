@@ -491,11 +491,13 @@ class Engine:
 
     def children(self) -> list[Child]:
         """The engine's services, as supervised children (timers, dead letters, host, ...)."""
+        # the host before the timers: timers already due fire as soon as the timers
+        # start, and a host starting after them would drop what they delivered
         return [
             Child("dead-letters", self.letters.run),
             Child("ask-deadlines", self.asks.run),
-            Child("timers", self.timers.run),
             Child("actor-host", self._host),
+            Child("timers", self.timers.run),
             Child("passivator", self._passivator),
         ]
 

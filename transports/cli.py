@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("--config", help="TOML configuration file (for server.store)")
     backup.add_argument("--store", help="sqlite:///PATH (default: server.store of the config)")
     backup.add_argument("file", help="the copy to write (must not exist yet)")
+    check = commands.add_parser("check", help="report the crash invariants a store breaks")
+    check.add_argument("--store", required=True, help="sqlite:///PATH or redis://HOST:PORT/DB")
     commands.add_parser("bench", help="the benchmark harness", add_help=False)
     return parser
 
@@ -98,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("the benchmarks run from the tidings command: tidings bench …")
     if args.command == "backup":
         return _backup(args)
+    if args.command == "check":
+        from tidings.transports.check import run
+
+        return run(args.store)
     overrides = {"server.host": args.host, "server.port": args.port, "server.store": args.store}
     try:
         config = load_config(args.config, overrides)
