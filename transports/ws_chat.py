@@ -104,20 +104,25 @@ def _decode(text: str) -> ChatFrame:
 
 async def _hello(ctx: Context, conn: Conn, inbox: Inbox, address: str) -> str | None:
     """Read `hello`, answer `ready` (and the greeting); the session, or None after 4400."""
-    text: str | None = None
-    with trio.move_on_after(HELLO_TIMEOUT_S):
-        text = await conn.receive()
-    if text is None:
-        await conn.close(4400, "no hello")
-        return None
-    try:
-        frame = _decode(text)
-    except InboxError as exc:  # a hello the server cannot use: nothing to resume
-        await conn.send(_error(exc.code, exc.detail))
-        await conn.close(4400, exc.code)
-        return None
-    except (NotJson, msgspec.ValidationError):
-        frame = None
+    deadline = trio.current_time() + HELLO_TIMEOUT_S
+    frame: ChatFrame | None = None
+    while True:
+        text: str | None = None
+        with trio.move_on_at(deadline):
+            text = await conn.receive()
+        if text is None:
+            await conn.close(4400, "no hello")
+            return None
+        try:
+            frame = _decode(text)
+        except InboxError as exc:
+            # JSON with a value the server cannot use (too deep, NUL): a bad value keeps
+            # the connection (contract v3); the client may say hello again.
+            await conn.send(_error(exc.code, exc.detail))
+            continue
+        except (NotJson, msgspec.ValidationError):
+            frame = None
+        break
     if not isinstance(frame, HelloFrame):
         await conn.send(_error("bad_frame", "the first frame must be hello"))
         await conn.close(4400, "hello first")

@@ -184,6 +184,12 @@ async def test_nul_or_lone_surrogate_in_text_is_bad_request_naming_it(
         await ws.send_message('{"type":"message","client_id":"c1","body":' + raw + "}")
         assert await recv(ws) == {"type": "error", "code": "bad_request", "detail": detail}
         assert await still_open(ws, {"type": "ping"}) == {"type": "pong"}
+    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:  # in hello, too
+        await ws.send_message('{"type":"hello","visitor":{"name":' + raw + "}}")
+        error = await recv(ws)
+        reason = detail.partition(": ")[2]
+        assert error == {"type": "error", "code": "bad_request", "detail": "visitor.name: " + reason}
+        assert (await hello(ws))["type"] == "ready"
     async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
         await agent(ws)
         await ws.send_message('{"id":1,"op":"quick_replies.add","name":"n","body":' + raw + "}")
