@@ -482,13 +482,12 @@ class Inbox:
             else:
                 phone = value
         else:
-            # Claims are kept by the session (the follow-up e-mail, R16, goes to the claimed
-            # address) and only the name goes on the profile: an e-mail or phone there would
-            # be indexed, and the host's next upsert by it would find this profile.
+            # Claims go on a profile of the session's own, unverified, so the directory
+            # never maps them: the host's next upsert by that e-mail or phone does not find
+            # this profile. The session keeps them too (R16 mails the claimed address).
             profile = thread.new_id("p", self.now())
             fields: dict[str, Any] = {"verified": False}
-            if name:
-                fields["name"] = name
+            fields.update((k, v) for k, v in (("name", name), ("email", email), ("phone", phone)) if v)
             await self.engine.ask(("profile", profile), Upsert(fields))
         token = secrets.token_urlsafe(24)  # 192 random bits
         hello = Hello(profile, email, name, phone)

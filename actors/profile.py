@@ -219,9 +219,12 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     async def upsert(self, msg: Upsert) -> Profile:
         profile = self.data.profile
         released: list[str] = []
+        # a visitor's unverified claims never match profiles (contract v3): only a
+        # verified profile's phone and e-mail are in the directory
+        verified = msg.fields.get("verified", profile.verified)
         for name in ("phone", "email"):
             new, old = msg.fields.get(name), getattr(profile, name)
-            if name not in msg.fields or new == old:
+            if name not in msg.fields or new == old or not verified:
                 continue
             if new:  # taken before the profile says so: a number never points nowhere
                 await self.ctx.ask(("directory", directory_key(name, new)), Claim(self.key))

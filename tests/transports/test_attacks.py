@@ -344,6 +344,7 @@ async def test_anonymous_hello_with_a_customers_email_does_not_take_over_the_pro
     assert ready["type"] == "ready" and ready["profile"] != customer.id
     own = await server.inbox.profile_get(ready["profile"])
     assert own.verified is False and own.name == "Mallory"
+    assert own.email == CUSTOMER  # the claim is kept on the session's own profile
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         r = await http.post("/api/profiles", json={"email": CUSTOMER, "name": "Updated"},
                             headers={"Authorization": "Bearer api-key"})  # fmt: skip
@@ -351,6 +352,14 @@ async def test_anonymous_hello_with_a_customers_email_does_not_take_over_the_pro
     assert r.json()["verified"] is True
     assert (await server.inbox.profile_get(customer.id)).name == "Updated"
     assert (await server.inbox.profile_get(ready["profile"])).name == "Mallory"
+    # a claim never matches profiles: a new e-mail claimed by a visitor, then upserted by
+    # the host, makes the host a profile of its own
+    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
+        other = await hello(ws, visitor={"email": "new@shop.example"})
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.post("/api/profiles", json={"email": "new@shop.example"},
+                            headers={"Authorization": "Bearer api-key"})  # fmt: skip
+    assert r.status_code == 200 and r.json()["id"] != other["profile"]
 
 
 async def test_a_signed_identity_joins_the_customers_profile() -> None:
