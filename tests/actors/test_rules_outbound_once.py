@@ -282,3 +282,17 @@ async def test_r27_a_reply_held_before_the_flag_existed_is_still_sent_once(
     await inbox.engine.tell(("ticket", ticket), ScheduledSend(held.id, PHONE))  # again
     await trio.sleep(120)
     assert twilioed.bodies() == ["good morning"]
+
+
+async def test_r09_the_thread_shows_a_refused_held_reply_as_failed_with_its_reason(
+    twilioed: Twilioed, autojump_clock: Clock
+) -> None:
+    inbox = twilioed.inbox
+    _, ticket = await twilioed.ticket_of_subscribed(location={"timezone": "Asia/Tokyo"})
+    held = await inbox.ticket_reply(ticket, "see you at 8", author="a1", schedule=True)
+    await inbox.receive_sms("SMin2", PHONE, "STOP")
+    await trio.sleep(9 * 3600)  # the hold ended; the profile had opted out meanwhile
+    thread_view = (await inbox.ticket_get(ticket)).messages
+    shown = next(m for m in thread_view if m.id == held.id)
+    assert (shown.status, shown.error_code) == ("failed", "not_subscribed")
+    assert twilioed.twilio.posts == 1  # the opt-out's confirmation only (R19)
