@@ -5,6 +5,7 @@ here, never from each other or from a conftest.)"""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from trio_websocket import WebSocketConnection
 
 from tidings.transports.config import load_config
 
@@ -226,3 +228,24 @@ async def twilio_stand_in(script: list[str] | None = None) -> AsyncIterator[Twil
         finally:
             stop.set()
             nursery.cancel_scope.deadline = trio.current_time() + 2
+
+
+# -- WebSocket clients --------------------------------------------------------------------
+
+
+def ws_url(server: Any, path: str) -> str:
+    return server.base_url.replace("http://", "ws://") + path
+
+
+async def recv(ws: WebSocketConnection) -> dict[str, Any]:
+    with trio.fail_after(5):
+        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
+
+
+async def call(ws: WebSocketConnection, rid: int, op: str, **args: Any) -> dict[str, Any]:
+    """Send a request; return its reply (skipping event frames)."""
+    await ws.send_message(json.dumps({"id": rid, "op": op, **args}))
+    while True:
+        frame = await recv(ws)
+        if frame.get("id") == rid:
+            return frame

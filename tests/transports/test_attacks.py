@@ -22,29 +22,19 @@ from trio_websocket import (
 )
 from twilio.request_validator import RequestValidator
 
-from tests.transports.helpers import AGENT_TOKEN, AUTH_TOKEN, MANAGER_TOKEN, make_config
+from tests.transports.helpers import (
+    AGENT_TOKEN,
+    AUTH_TOKEN,
+    MANAGER_TOKEN,
+    call,
+    make_config,
+    recv,
+    ws_url,
+)
 from tests.transports.serve_process import SERVE, child_env, serving
 from tidings.transports.cli import main
 from tidings.transports.config import ConfigError, load_config
 from tidings.transports.server import Running, running_server
-
-
-def ws_url(server: Running, path: str) -> str:
-    return server.base_url.replace("http://", "ws://") + path
-
-
-async def recv(ws: WebSocketConnection) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
-
-
-async def call(ws: WebSocketConnection, rid: int, op: str, **args: Any) -> dict[str, Any]:
-    """Send a request; return its reply (skipping event frames)."""
-    await ws.send_message(json.dumps({"id": rid, "op": op, **args}))
-    while True:
-        frame = await recv(ws)
-        if frame.get("id") == rid:
-            return frame
 
 
 async def agent(ws: WebSocketConnection, token: str = AGENT_TOKEN) -> None:

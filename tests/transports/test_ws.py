@@ -12,27 +12,9 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from tests.transports.helpers import AGENT_TOKEN, make_config
+from tests.transports.helpers import AGENT_TOKEN, call, make_config, recv, ws_url
 from tidings.transports.server import Running, running_server
 from tidings.transports.ws_common import BURST, RATE
-
-
-def ws_url(server: Running, path: str) -> str:
-    return server.base_url.replace("http://", "ws://") + path
-
-
-async def recv(ws: WebSocketConnection) -> dict[str, Any]:
-    with trio.fail_after(5):
-        return json.loads(await ws.get_message())  # type: ignore[no-any-return]
-
-
-async def call(ws: WebSocketConnection, rid: int, op: str, **args: Any) -> dict[str, Any]:
-    """Send a request; return its reply (skipping event frames)."""
-    await ws.send_message(json.dumps({"id": rid, "op": op, **args}))
-    while True:
-        frame = await recv(ws)
-        if frame.get("id") == rid:
-            return frame
 
 
 async def auth(ws: WebSocketConnection, token: str = AGENT_TOKEN) -> dict[str, Any]:
