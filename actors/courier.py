@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -328,13 +329,21 @@ class Courier:
             self.sent += 1
         return True
 
+    @staticmethod
+    async def _taken(ctx: ActorContext[Any], message_id: str, provider_id: str) -> bool:
+        """Whether `provider_id` is recorded for a message other than `message_id`."""
+        known = await ctx.store.get(f"provider:{provider_id}")
+        return known is not None and known.decode() != message_id
+
     async def _hand_off(self, ctx: ActorContext[Any], job_id: str, job: SmsJob) -> Sent | None:
         """The provider's outcome for `job`: found at the provider when in doubt, refused
         at hand-off, or sent now (after recording the intent). None: try again later."""
         owner = message_owner(job.ticket, job.profile)
         outbound = OutboundSms(job.message, job.to, job.sender, job.body, tuple(job.media))
         if job.attempt_at is not None:  # a provider call began and its outcome is unknown
-            found = await self.sms.find(outbound, job.attempt_at)
+            found = await self.sms.find(
+                outbound, job.attempt_at, taken=partial(self._taken, ctx, job.message)
+            )
             if found is not None:
                 log.info("SMS %s was taken by the provider already: %s", job.message, found)
                 return self._sent(job_id, job, found)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+Taken = Callable[[str], Awaitable[bool]]
+"""Whether a provider id already belongs to another message: an identical text sent
+earlier to the same number (an autoresponder twice) must not be taken for this one."""
 
 class DeliveryError(Exception):
     """A provider refused or could not take a message; `permanent` means do not retry.
@@ -48,7 +52,9 @@ class SmsProvider(Protocol):
 
     async def send(self, sms: OutboundSms) -> SmsReceipt: ...
 
-    async def find(self, sms: OutboundSms, since: float) -> SmsReceipt | None: ...
+    async def find(
+        self, sms: OutboundSms, since: float, *, taken: Taken | None = None
+    ) -> SmsReceipt | None: ...
 
     async def aclose(self) -> None: ...
 

@@ -29,7 +29,7 @@ import httpx
 import msgspec
 import trio
 
-from tidings.actors.outbound import DeliveryError, OutboundSms, SmsReceipt
+from tidings.actors.outbound import DeliveryError, OutboundSms, SmsReceipt, Taken
 
 __all__ = ["OutboxSms", "TwilioError", "TwilioSms"]
 
@@ -53,8 +53,11 @@ class OutboxSms:
         """The receipt given for `message_id`, None if it was never sent."""
         return self._receipts.get(message_id)
 
-    async def find(self, sms: OutboundSms, since: float) -> SmsReceipt | None:
-        """The receipt of `sms` if this outbox recorded it (it keeps what it sent)."""
+    async def find(
+        self, sms: OutboundSms, since: float, *, taken: Taken | None = None
+    ) -> SmsReceipt | None:
+        """The receipt of `sms` if this outbox recorded it (it keeps what it sent, by
+        message id, so `taken` is not needed)."""
         await trio.lowlevel.checkpoint()
         return self._receipts.get(sms.message_id)
 
@@ -280,11 +283,17 @@ class TwilioSms:
             ) from e
 
     async def find(
-        self, sms: OutboundSms, since: float, *, timeout: float | None = None
+        self,
+        sms: OutboundSms,
+        since: float,
+        *,
+        taken: Taken | None = None,
+        timeout: float | None = None,
     ) -> SmsReceipt | None:
         """The provider's receipt for `sms` if a message to the same number, from the same
         sender, with the same body, was created from `since` (epoch seconds, less
-        `CLOCK_SKEW_S`) on; None if the provider has none. Reads the first page (newest
+        `CLOCK_SKEW_S`) on, and whose sid `taken` does not give to another message; None if the
+        provider has none. Reads the first page (newest
         first) of `GET Messages.json?To=…&From=…&DateSent>=YYYY-MM-DD`, then, when that
         has none, of the list without the date: a message the provider still queues has
         no `date_sent` yet, so the date filter leaves it out. Raises a transient
@@ -294,7 +303,9 @@ class TwilioSms:
         # `DateSent>=YYYY-MM-DD` in the query string is the parameter `DateSent>`
         for params in ({**numbers, "DateSent>": day}, numbers):
             for listed in await self._list(params, timeout or self._request_timeout_s):
-                if _same_message(listed, sms, since - CLOCK_SKEW_S):
+                if _same_message(listed, sms, since - CLOCK_SKEW_S) and not (
+                    taken is not None and await taken(listed.sid)
+                ):
                     return SmsReceipt(provider_id=listed.sid, status=listed.status)
         return None
 

@@ -251,6 +251,23 @@ async def test_twilio_find_ignores_messages_created_before_the_attempt() -> None
     assert await twilio.find(SMS, after - 3600) == SmsReceipt("SM1", "queued")
 
 
+async def test_r30_twilio_find_skips_an_identical_text_that_belongs_to_another_message() -> None:
+    # an autoresponder sent twice to one number: the first one's sid is not the second's
+    first = {"sid": "SM1", "to": SMS.to, "from": SMS.sender, "body": SMS.body,
+             "date_created": "Mon, 01 Jan 2024 10:00:00 +0000"}  # fmt: skip
+    _, transport = scripted(listed(first), listed(first), listed(first), listed(first))
+    twilio = provider(transport)
+
+    async def taken(sid: str) -> bool:
+        return sid == "SM1"
+
+    async def free(sid: str) -> bool:
+        return False
+
+    assert await twilio.find(SMS, 1_704_103_200.0, taken=taken) is None
+    assert await twilio.find(SMS, 1_704_103_200.0, taken=free) == SmsReceipt("SM1", "queued")
+
+
 async def test_twilio_find_with_an_unreadable_list_is_transient() -> None:
     _, transport = scripted(httpx.Response(200, text="<html>"))
     with pytest.raises(TwilioError) as info:
