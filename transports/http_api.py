@@ -21,6 +21,7 @@ from starlette.responses import (
 )
 
 from tidings.actors.errors import InboxError
+from tidings.actors.inbox import ProfileFields
 from tidings.actors.model import Order
 from tidings.engine.store import Store, StoreError
 from tidings.transports.twilio_signature import is_valid
@@ -221,6 +222,7 @@ async def api_profiles(ctx: Context, data: Any) -> Any:
     """Upsert a profile."""
     if not isinstance(data, dict):
         raise InboxError("bad_request", "body: expected an object")
+    _convert(data, ProfileFields)  # refused here, naming the field; the inbox converts it again
     return await ctx.require_inbox().upsert_profile(data)
 
 
