@@ -116,7 +116,7 @@ class Progress(Protocol):
 
 
 ScenarioFn = Callable[..., list[Row]]  # (quick, progress, **its options) -> rows
-OPTIONS = ("trials", "store")  # what `main` can pass to scenarios that name them
+OPTIONS = ("trials", "store", "inputs")  # what `main` can pass to scenarios that name them
 
 
 @dataclass(frozen=True)
@@ -503,7 +503,8 @@ def write_results(out: Path, results: list[ScenarioResult], quick: bool) -> list
     return paths
 
 
-BENCH_EXTRA = ("matplotlib", "pykka")  # charts; the actors scenario's baseline
+BENCH_EXTRA = ("matplotlib", "pykka", "hypothesis", "schemathesis")  # charts; the actors
+# scenario's baseline; the fuzz scenario's inputs
 
 # -- command line -------------------------------------------------------------------------
 
@@ -528,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store", choices=("sqlite", "redis"), help="the store (scenarios that take it: chaos)"
     )
+    parser.add_argument("--inputs", type=int, help="inputs to send (scenarios that take it: fuzz)")
     args = parser.parse_args([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     if args.list:
         for spec in SCENARIOS.values():
@@ -539,8 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.trials is not None and args.trials < 1:
-        parser.error("--trials must be at least 1")
+    for name in ("trials", "inputs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
     options = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     for option in options:
         takers = [n for n in names if option in SCENARIOS[n].options]

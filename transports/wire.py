@@ -204,7 +204,8 @@ def refuse_bad_text(value: Any, prefix: str = "") -> None:
             continue
         # the name itself may be bad text: named with `\ud800` escapes, so the refusal
         # can be encoded as JSON (a lone surrogate cannot be)
-        where = f"{prefix}{path or 'frame'}".encode("utf-8", "backslashreplace").decode("utf-8")
+        where = f"{prefix}{path if path[:1] not in ('', '[') else 'frame' + path}"
+        where = where.encode("utf-8", "backslashreplace").decode("utf-8")
         if "\x00" in item:
             raise InboxError("bad_request", f"{where}: must not contain NUL characters")
         if _LONE_SURROGATE.search(item):
