@@ -59,3 +59,12 @@ async def test_profile_field_of_the_wrong_type_is_bad_request_naming_the_field(s
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"
     assert r.json()["error"]["detail"].startswith("email: ")
+
+
+async def test_bad_text_in_a_body_that_is_a_list_is_refused_naming_its_place_in_the_frame(
+    server: Running,
+) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.post("/api/orders", content='[{"a":"x\\u0000"}]', headers={"Authorization": "Bearer api-key"})
+    assert r.status_code == 400
+    assert r.json() == {"error": {"code": "bad_request", "detail": "frame[0].a: must not contain NUL characters"}}
