@@ -79,7 +79,7 @@ def server() -> Iterator[dict[str, str]]:
     threading.Thread(target=pump, daemon=True).start()
     urls: dict[str, str] = {}
     try:
-        while "console" not in urls or "demo agent token" not in urls:
+        while not {"console", "demo agent token", "api key"} <= urls.keys():
             line = lines.get(timeout=20)
             assert line is not None, "the server exited early"
             name, _, value = line.strip().partition(": ")
