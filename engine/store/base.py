@@ -87,8 +87,8 @@ class Batch:
     timer_deletes: set[str] = field(default_factory=set)
     index_puts: list[IndexEntry] = field(default_factory=list)
     index_deletes: list[tuple[str, str]] = field(default_factory=list)
-    text_puts: list[TextEntry] = field(default_factory=list)
-    text_deletes: list[tuple[str, str]] = field(default_factory=list)
+    text_puts: dict[tuple[str, str], TextEntry] = field(default_factory=dict)  # by (index, member)
+    text_deletes: set[tuple[str, str]] = field(default_factory=set)
 
     def put(self, key: str, value: bytes) -> None:
         """Set `key` to `value` (a later delete of the same key in this batch wins)."""
@@ -130,17 +130,16 @@ class Batch:
     def index_text(self, index: str, member: str, score: float, text: str) -> None:
         """Put `member` in text index `index` with `score`, found by the words of `text`
         (replacing what it had); a text without words takes it out."""
-        self.text_puts = [e for e in self.text_puts if (e.index, e.member) != (index, member)]
         found = tuple(words(text))
         if found:
-            self.text_puts.append(TextEntry(index, member, score, found))
+            self.text_puts[index, member] = TextEntry(index, member, score, found)
         else:
-            self.text_deletes.append((index, member))
+            self.unindex_text(index, member)
 
     def unindex_text(self, index: str, member: str) -> None:
         """Take `member` out of text index `index`."""
-        self.text_puts = [e for e in self.text_puts if (e.index, e.member) != (index, member)]
-        self.text_deletes.append((index, member))
+        self.text_puts.pop((index, member), None)
+        self.text_deletes.add((index, member))
 
     def __bool__(self) -> bool:
         return bool(

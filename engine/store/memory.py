@@ -42,7 +42,7 @@ class MemoryStore:
         self._check()
         if self.fail_writes:
             raise StoreError("write refused (fail_writes is set)")
-        for score in [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts]:
+        for score in [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]:
             if math.isnan(score):
                 raise StoreError("batch refused: NaN score")
         for due, _ in batch.timers.values():
@@ -64,7 +64,7 @@ class MemoryStore:
             self._indexes[entry.index][entry.member] = (entry.score, entry.tags)
         for index, member in batch.text_deletes:
             self._texts[index].pop(member, None)
-        for text in batch.text_puts:
+        for text in batch.text_puts.values():
             self._texts[text.index][text.member] = (text.score, frozenset(text.words))
         await trio.lowlevel.cancel_shielded_checkpoint()
         return list(range(first, first + len(batch.events)))

@@ -254,7 +254,7 @@ class RedisStore(OpenedStore):
 
     def _encode(self, batch: Batch) -> _Call:
         """The commit script's KEYS and ARGV for `batch`."""
-        scores = [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts]
+        scores = [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]
         if any(math.isnan(score) for score in scores) or any(
             math.isnan(due) for due, _ in batch.timers.values()
         ):
@@ -298,7 +298,7 @@ class RedisStore(OpenedStore):
             root = self._text_root(index)
             keys.append(root + "words")
             args += [member, root + "w:"]
-        for text in batch.text_puts:
+        for text in batch.text_puts.values():
             root = self._text_root(text.index)
             keys.append(root + "words")
             args += [text.member, root + "w:", _num(text.score), _tags_encoder.encode(text.words)]

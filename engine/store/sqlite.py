@@ -453,7 +453,7 @@ def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:
         sqlite_index.put(conn, entry)
     for index, member in batch.text_deletes:
         sqlite_text.delete(conn, index, member)
-    for text in batch.text_puts:
+    for text in batch.text_puts.values():
         sqlite_text.put(conn, text)
     return seqs
 
