@@ -511,6 +511,19 @@ async def text_model(query: str, texts: dict[str, tuple[float, str]]) -> list[tu
     return await model.text_query("tx", query, 10)
 
 
+async def test_a_failed_batch_leaves_no_text_entry_behind(store: Store) -> None:
+    """The text index is written with the batch or not at all: a record and its entry
+    never part (the last write, a NaN score, is refused by every backend)."""
+    batch = Batch()
+    batch.put("msg:doomed", b"record")
+    batch.index_text("tx", "doomed", 1.0, "doomed order")
+    batch.index_text("tx", "nan", math.nan, "doomed order")
+    with pytest.raises(StoreError):
+        await store.commit(batch)
+    assert await store.get("msg:doomed") is None
+    assert await store.text_query("tx", "doomed", 10) == []
+
+
 async def test_text_put_again_replaces_and_unindex_removes(store: Store) -> None:
     await index_texts(store, "tx", {"a": (1.0, "red apple"), "b": (2.0, "red car")})
     await index_texts(store, "tx", {"a": (3.0, "green apple")})
