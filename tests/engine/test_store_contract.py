@@ -13,7 +13,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store
+from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore
 from tidings.engine.store.sqlite import SqliteStore
@@ -555,6 +555,41 @@ async def test_text_after_cursor_pages_through_ties(store: Store) -> None:
     assert [len(p) for p in pages] == [4, 4, 2]
 
 
+@pytest.mark.parametrize("few", [0, 3, 10_000])
+async def test_sqlite_text_plans_agree_with_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    """Both plans of `sqlite_text.query` (read every match; walk members by score) give
+    what the memory model gives, page after page."""
+    monkeypatch.setattr(sqlite_text, "FEW", few)
+    texts = {f"m{i:02d}": (float(i % 7), f"w{i % 2} w{i % 3} w{i % 5} x") for i in range(60)}
+    async with SqliteStore(tmp_path / "plans.db") as store:
+        await index_texts(store, "tx", texts)
+        await index_texts(store, "other", {"m99": (9.0, "w0 w1 x")})  # another index
+        for query in ("w0", "w1 w2", "w0 w0 w4", "x", "w9"):
+            for page in (1, 4, 50):
+                assert await all_text_pages(store, query, page) == await all_text_pages(
+                    await model_of(texts), query, page
+                ), (query, page)
+
+
+async def model_of(texts: dict[str, tuple[float, str]]) -> Store:
+    model = MemoryStore()
+    await index_texts(model, "tx", texts)
+    return model
+
+
+async def all_text_pages(
+    store: Store, query: str, page: int, index: str = "tx"
+) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    after: tuple[float, str] | None = None
+    while chunk := await store.text_query(index, query, page, after=after):
+        rows += chunk
+        after = (chunk[-1][1], chunk[-1][0])
+    return rows
+
+
 _vocabulary = st.sampled_from(["order", "Ordine", "perché", "PERCHE", "1001", "città", "ship"])
 
 
@@ -581,15 +616,9 @@ async def test_text_matches_the_memory_model(
                 batch.index_text(index, member, score, text)
             await s.commit(batch)
 
-        async def all_pages(s: Store) -> list[tuple[str, float]]:
-            rows: list[tuple[str, float]] = []
-            after: tuple[float, str] | None = None
-            while chunk := await s.text_query(index, query, page, after=after):
-                rows += chunk
-                after = (chunk[-1][1], chunk[-1][0])
-            return rows
-
-        assert await all_pages(store) == await all_pages(model)
+        assert await all_text_pages(store, query, page, index) == await all_text_pages(
+            model, query, page, index
+        )
     finally:
         await store.aclose()
 
