@@ -114,11 +114,12 @@ class InboxContext:
         return self.clock.now()
 
     def render(self, text: str) -> str:
-        """A message template filled with the brand's fields (R20)."""
+        """A message template filled with the brand's fields (R20); a clause naming a
+        field the brand has not set (no support e-mail) is left out."""
         template = self._templates.get(text)
         if template is None:
             template = self._templates[text] = Template(text, settings_rules.TEMPLATE_FIELDS)
-        return template.render(self.account.template_values())
+        return template.render(self.account.template_values(), leave_out_empty=True)
 
     def sender_address(self) -> str:
         """The address e-mails come from."""
