@@ -167,7 +167,11 @@ async def test_note_shape_and_message_created_event(
     since = inbox.last_seq
     note = await inbox.ticket_note(ticket, "Customer is a VIP, ship express", author="a1")
     assert (note.kind, note.direction, note.author, note.status) == ("note", "outbound", "a1", None)
-    assert (note.ticket, note.channel, note.body) == (ticket, "sms", "Customer is a VIP, ship express")
+    assert (note.ticket, note.channel, note.body) == (
+        ticket,
+        "sms",
+        "Customer is a VIP, ship express",
+    )
     assert note.encoding is None and note.segments is None and note.provider_id is None
     events = await harness.events(since)
     assert [e["event"] for e in events] == ["message.created"]
