@@ -11,14 +11,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.transports.browser import ARGS, ARTIFACTS, CHROMIUM, ROOT, TIMEOUT_MS
-from tests.transports.browser import need_browser, serve_console
+from tests.transports.browser import (
+    ARGS,
+    ARTIFACTS,
+    CHROMIUM,
+    ROOT,
+    TIMEOUT_MS,
+    need_browser,
+    serve_console,
+)
 
 SAM, ANA = "sam-token", "ana-token"
 AGENTS = [
