@@ -18,7 +18,7 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 | Key family | Owner (the only writer) | Who else may read |
 |---|---|---|
 | `profile:{id}` | ProfileActor `{id}` | — |
-| `ticket:{id}` (with its replies' request ids), indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
+| `ticket:{id}` (with its replies' and notes' request ids), indexes `tickets`, `waiting` (tagged with the assignee) | TicketActor `{id}` | `listing` (ticket pages) |
 | `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
 | `msg:{id}` | the message's ticket, else its profile (which also stores a blocked profile's web chat messages) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
 | `provider:{sid}` | the message's owner | `Inbox.sms_status` |
