@@ -270,3 +270,51 @@ async def test_an_in_doubt_service_message_is_found_by_its_service_not_resent() 
     assert fake.posts == 1  # R30: looked up, not posted again
     assert fake.messages[0]["from"] == POOL_NUMBER
     assert all("From" not in q and q["To"] == PHONE for q in fake.lookups)
+
+
+BAD_VALUES: list[Any] = [
+    None,
+    1,
+    -1.5,
+    True,
+    [],
+    {},
+    ["a1"],
+    {"id": "a1"},
+    "",
+    "a\x00",
+    "\ud800",
+]
+
+
+async def test_team_ops_answer_bad_input_with_bad_request_naming_the_argument(
+    server: Running,
+) -> None:
+    ticket = await sms_ticket(server)
+    cases = [
+        ("ticket.assign", {"ticket": ticket, "agent": "a1"}, "agent"),
+        ("ticket.assign", {"ticket": ticket, "agent": "a1"}, "ticket"),
+        ("ticket.note", {"ticket": ticket, "body": "hi"}, "body"),
+        ("ticket.note", {"ticket": ticket, "body": "hi"}, "ticket"),
+        ("tickets.list", {}, "assignee"),
+    ]
+    async with agent(server) as ws:
+        rid = 0
+        for op, good, argument in cases:
+            for value in BAD_VALUES:
+                if argument == "agent" and value is None:
+                    continue  # null unassigns
+                if argument == "assignee" and value is None:
+                    continue  # null is "no filter"
+                rid += 1
+                frame = json.dumps({"id": rid, "op": op, **good, argument: value})
+                await ws.send_message(frame)
+                while (reply := await recv(ws)).get("id") != rid:
+                    pass
+                where = f"{op} {argument}={value!r}: {reply}"
+                assert reply["ok"] is False, where
+                code, detail = reply["error"]["code"], reply["error"]["detail"]
+                if code == "not_found":  # a string that names no ticket or agent
+                    assert isinstance(value, str) and argument in ("ticket", "agent"), where
+                else:
+                    assert code == "bad_request" and detail.startswith(argument), where
