@@ -1,49 +1,36 @@
 """The console's search box in headless Chromium (contract v3, "Team workflow"): it
 shows matching customers and messages, opens a message's ticket and a customer's
-profile. Writes tests/artifacts/console-search.png (the README's screenshot)."""
+profile. It takes the README's screenshot of a search (`TIDINGS_README_SCREENSHOTS=1`
+writes it to `docs/screenshots/`, as tests/transports/test_browser_team.py does)."""
 
 from __future__ import annotations
 
-import httpx
-
-from tests.transports.test_browser import (  # noqa: F401 (the `server` fixture)
-    ARGS,
-    ARTIFACTS,
-    CHROMIUM,
-    TIMEOUT_MS,
-    XSS,
-    _need_browser,
+from tests.transports.browser import ARGS, CHROMIUM, TIMEOUT_MS, need_browser
+from tests.transports.test_browser import XSS
+from tests.transports.test_browser_team import (  # noqa: F401 (the `server` fixture)
+    SAM,
+    screenshot,
     server,
+    sms_from,
 )
 
 PHONE = "+393331234567"
 
 
-def _seed(base: str, api_key: str) -> None:
+def _seed(base: str) -> None:
     """A customer with a conversation about order 1001, and another with no match."""
-    with httpx.Client(base_url=base, timeout=10) as client:
-        for phone, name in ((PHONE, "Giulia Rossi"), ("+393339876543", "Marco Bianchi")):
-            r = client.post("/api/profiles", headers={"Authorization": f"Bearer {api_key}"},
-                            json={"phone": phone, "name": name})  # fmt: skip
-            assert r.status_code == 200, r.text
-        for sid, phone, body in (
-            ("SM1", PHONE, "Buongiorno, perché l'ordine 1001 non è ancora arrivato?"),
-            ("SM2", "+393339876543", "Posso cambiare l'indirizzo dell'ordine 1002?"),
-            ("SM3", PHONE, f"Ordine 1001: {XSS}"),
-        ):
-            r = client.post("/sms/inbound", data={"MessageSid": sid, "From": phone,
-                                                   "To": "+15550001111", "Body": body})  # fmt: skip
-            assert r.status_code == 200, r.text
+    sms_from(base, "Giulia Rossi", PHONE, "SM1", "Buongiorno, perché l'ordine 1001 non è ancora arrivato?")
+    sms_from(base, "Marco Bianchi", "+393339876543", "SM2", "Posso cambiare l'indirizzo dell'ordine 1002?")
+    sms_from(base, "Giulia Rossi", PHONE, "SM3", f"Ordine 1001: {XSS}")
 
 
 def test_console_search_opens_the_ticket_and_the_profile(server: dict[str, str]) -> None:  # noqa: F811
-    _need_browser()
+    need_browser()
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     console_url = server["console"]
-    _seed(console_url.rstrip("/"), server["api key"])
+    _seed(console_url.rstrip("/"))
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -52,7 +39,7 @@ def test_console_search_opens_the_ticket_and_the_profile(server: dict[str, str])
             page.set_default_timeout(TIMEOUT_MS)
             dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(f"{console_url}?token={server['demo agent token']}")
+            page.goto(f"{console_url}?token={SAM}")
             expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
             expect(page.get_by_test_id("ticket-row")).to_have_count(2)
 
@@ -74,7 +61,7 @@ def test_console_search_opens_the_ticket_and_the_profile(server: dict[str, str])
             expect(found.first).to_contain_text(XSS)
             assert page.locator("#search-results img").count() == 0
             expect(found.nth(1)).to_contain_text("Giulia Rossi")
-            page.screenshot(path=str(ARTIFACTS / "console-search.png"))
+            screenshot(page, "console-search.png")
 
             # A message opens its ticket.
             found.nth(1).click()
