@@ -156,6 +156,7 @@ def op_arguments(pool: Pool) -> dict[str, dict[str, S[Any]]]:
             "attributed_to": either(st.sampled_from(["campaign:c1", "flow:f1", "campaign:", "x:y"])),
             "order": either(st.sampled_from(["activity", "waiting", "random"])),
             "limit": either(st.integers(-5, 300)), "cursor": either(texts),
+            "assignee": either(st.sampled_from(["me", "none", "owner", "support", "nobody"])),
         },
         "ticket.get": {"ticket": ticket},
         "ticket.reply": {
@@ -164,6 +165,8 @@ def op_arguments(pool: Pool) -> dict[str, dict[str, S[Any]]]:
         },
         "ticket.set_state": {"ticket": ticket, "state": either(STATES), "until": either(dates)},
         "ticket.mark": {"ticket": ticket, "read": either(st.booleans())},
+        "ticket.assign": {"ticket": ticket, "agent": either(st.sampled_from([None, "owner", "support", "nobody"]))},
+        "ticket.note": {"ticket": ticket, "body": either(texts)},
         "profile.get": {"profile": profile, "metric": either(st.sampled_from(["Placed Order", "Clicked SMS link"]))},
         "profile.block": {"profile": profile},
         "profile.unblock": {"profile": profile},
@@ -175,6 +178,9 @@ def op_arguments(pool: Pool) -> dict[str, dict[str, S[Any]]]:
         "quick_replies.update": {"quick_reply": reply, "name": either(texts), "body": either(texts)},
         "quick_replies.delete": {"quick_reply": reply},
         "subscribe": {"since": either(since)},
+        "messages.search": {"q": either(st.sampled_from(["hi", "end", "HELLO there", ""]) | texts),
+                            "limit": either(st.integers(-5, 100)), "cursor": either(texts)},
+        "profiles.search": {"q": either(st.sampled_from(["Casey", "+1555", "acme.example", ""]) | texts)},
     }  # fmt: skip
 
 
