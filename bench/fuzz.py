@@ -200,8 +200,10 @@ def _keys(frame: str | bytes | None) -> set[str]:
 
 
 def _names(detail: str, names: set[str]) -> bool:
-    """Whether `detail` starts with one of `names` (an argument), then `:`, `.` or `[`."""
-    return any(detail.startswith(n) and detail[len(n) : len(n) + 1] in (":", ".", "[") for n in names)
+    """Whether `detail` starts with one of `names` (an argument; lone surrogates escaped
+    as `\\ud800`), then `:`, `.` or `[`."""
+    escaped = {n.encode("utf-8", "backslashreplace").decode("utf-8") for n in names}  # as refusals name them
+    return any(detail.startswith(n) and detail[len(n) : len(n) + 1] in (":", ".", "[") for n in escaped)
 
 
 @dataclass
@@ -454,7 +456,9 @@ async def api(target: Target, client: httpx.AsyncClient, case: Any, auth: str) -
     elif auth == "none":
         headers.pop("Authorization", None)
     headers.setdefault("Content-Type", "application/json")
-    r = await client.post(target.base + path, content=body or b"", headers=headers)
+    r = await _send(target, client, "POST", target.base + path, content=body or b"", headers=headers)
+    if r is None:
+        return
     if not _status(target, r, (path, body, headers)):
         return
     try:
@@ -474,6 +478,20 @@ async def api(target: Target, client: httpx.AsyncClient, case: Any, auth: str) -
     properties = document(version())["components"]["schemas"]
     names |= {p for s in properties.values() for p in s.get("properties", {})}
     target.refusal(path, error, names, (path, body, r.status_code))
+
+
+async def _send(target: Target, client: httpx.AsyncClient, method: str, url: str,
+                **kwargs: Any) -> httpx.Response | None:  # fmt: skip
+    """The answer to one request, or None after counting a connection closed without one.
+    A kept-alive connection the server closed as it idled may break the first try: only a
+    second try on a new connection that breaks as well is the input's doing."""
+    for attempt in (1, 2):
+        try:
+            return await client.request(method, url, **kwargs)
+        except httpx.RemoteProtocolError as exc:
+            if attempt == 2:
+                target.report.fail("connection cut", (method, url[:200], kwargs, str(exc)))
+    return None
 
 
 def _status(target: Target, r: httpx.Response, example: Any) -> bool:
@@ -496,8 +514,8 @@ async def webhook(target: Target, client: httpx.AsyncClient, path: str, params: 
             headers["X-Twilio-Signature"] = compute_signature(AUTH_TOKEN, url, params)
         except UnicodeEncodeError:
             pass  # a lone surrogate cannot be signed; sent unsigned
-    r = await client.post(url, content=body.encode("utf-8", "surrogatepass"), headers=headers)
-    if _status(target, r, (path, params, signed)) and r.status_code == 200:
+    r = await _send(target, client, "POST", url, content=body.encode("utf-8", "surrogatepass"), headers=headers)
+    if r is not None and _status(target, r, (path, params, signed)) and r.status_code == 200:
         target.report.accepted["webhook"] += 1
         if not signed:
             target.report.fail("store unexplained", ("an unsigned webhook was accepted", path, params))
@@ -512,8 +530,9 @@ def _quote(text: str) -> str:
 async def link(target: Target, client: httpx.AsyncClient, code: str) -> None:
     """`GET /l/{code}`."""
     target.report.inputs["link"] += 1
-    r = await client.get(target.base + "/l/" + _quote(code), follow_redirects=False)
-    _status(target, r, ("link", code))
+    r = await _send(target, client, "GET", target.base + "/l/" + _quote(code))
+    if r is not None:
+        _status(target, r, ("link", code))
 
 
 # -- the run ----------------------------------------------------------------------------------
