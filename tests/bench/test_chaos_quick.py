@@ -36,12 +36,13 @@ def test_quick_chaos_kills_restarts_and_counts_violations_by_kind(
     assert "violations: sms_sent_twice (sqlite)" in markdown
 
 
-def test_chaos_options_go_only_to_scenarios_that_take_them(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(("option", "taker"), [("trials", "chaos"), ("inputs", "fuzz")])
+def test_scenario_options_go_only_to_scenarios_that_take_them(
+    option: str, taker: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        bench.main(["actors", "--trials", "2"])
+        bench.main(["actors", f"--{option}", "2"])
     assert exc.value.code == 2
-    assert "--trials is not an option of actors" in capsys.readouterr().err
+    assert f"--{option} is not an option of actors" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        bench.main(["chaos", "--trials", "0"])
+        bench.main([taker, f"--{option}", "0"])

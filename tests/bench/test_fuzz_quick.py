@@ -31,11 +31,3 @@ def test_bench_fuzz_sends_the_inputs_asked_for_and_writes_every_figure(
     assert figures["tidings check violations"] == 0
     assert "failures: ws 1011" in (tmp_path / "results.md").read_text()
 
-
-def test_inputs_option_goes_only_to_the_fuzz(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["actors", "--inputs", "5"])
-    assert exc.value.code == 2
-    assert "--inputs is not an option of actors" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        bench.main(["fuzz", "--inputs", "0"])
