@@ -313,8 +313,9 @@ def _judge_agent(target: Target, role: str, sent: dict[int, Any], keys: set[str]
         target.refusal("agent frame", reply, keys, reply)
         return
     rid = reply.get("id")
-    if rid not in sent:
-        return  # the answer to a raw frame that happened to carry an integer id
+    if rid not in sent:  # the answer to a raw frame that happened to carry an integer id
+        _explain(target, None, reply.get("result"))
+        return
     op, request = sent.pop(rid)
     if reply.get("ok") is False:
         error = reply.get("error")
@@ -323,13 +324,20 @@ def _judge_agent(target: Target, role: str, sent: dict[int, Any], keys: set[str]
             target.report.fail("malformed refusal", ("forbidden to a role that may", op, role))
         return
     target.report.accepted["agent op"] += 1
-    result = reply.get("result")
-    if op in ("quick_replies.add", "quick_replies.update") and isinstance(result, dict):
+    _explain(target, op, reply.get("result"))
+
+
+def _explain(target: Target, op: str | None, result: Any) -> None:
+    """Remember what an accepted request made: `op`'s result (by its shape when the op is
+    not known: a raw frame that was a request)."""
+    if not isinstance(result, dict):
+        return
+    if op in ("quick_replies.add", "quick_replies.update") or (op is None and set(result) == {"id", "name", "body"}):
         target.quick_replies.add(result["id"])
         target.pool.add("quick_replies", result["id"])
-    elif op in ("settings.get", "settings.update"):
+    elif op in ("settings.get", "settings.update") or (op is None and "quiet_hours" in result):
         target.settings_answers.append(result)
-    elif op == "subscribe" and isinstance(result, dict):
+    elif op == "subscribe":
         target.pool.last_seq = max(target.pool.last_seq, result.get("seq", 0))
 
 

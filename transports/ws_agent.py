@@ -313,7 +313,10 @@ async def _authenticate(ctx: Context, conn: Conn) -> AgentConfig | None:
     with trio.move_on_after(AUTH_TIMEOUT_S):
         text = await conn.receive()
         try:
-            auth = msgspec.convert(decode_json(text), type=Auth)
+            value = decode_json(text)
+            # no token holds bad text, and msgspec cannot match a key with a lone surrogate
+            refuse_bad_text(value)
+            auth = msgspec.convert(value, type=Auth)
         except (msgspec.ValidationError, InboxError):
             auth = Auth("", "")
         except NotJson:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import httpx
-from trio_websocket import open_websocket_url
+import pytest
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.transports.helpers import AGENT_TOKEN, call, recv, ws_url
 from tidings.transports.server import Running
@@ -68,3 +69,15 @@ async def test_bad_text_in_a_body_that_is_a_list_is_refused_naming_its_place_in_
         r = await http.post("/api/orders", content='[{"a":"x\\u0000"}]', headers={"Authorization": "Bearer api-key"})
     assert r.status_code == 400
     assert r.json() == {"error": {"code": "bad_request", "detail": "frame[0].a: must not contain NUL characters"}}
+
+
+async def test_lone_surrogate_in_a_key_of_the_auth_frame_is_refused_with_4403_not_1011(
+    server: Running,
+) -> None:
+    # msgspec cannot match such a key against the `Auth` struct: it raised, uncaught
+    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
+        await ws.send_message('{"type":"auth","token":"t",' + SURROGATE_KEY + ":true}")
+        assert await recv(ws) == {"type": "error", "code": "forbidden", "detail": "unknown token"}
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 4403
