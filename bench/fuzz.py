@@ -133,6 +133,7 @@ class Report:
     accepted: Counter[str] = field(default_factory=Counter)  # by kind of input
     rss_kib: dict[str, int] = field(default_factory=dict)
     rss_trend: list[int] = field(default_factory=list)  # KiB after each 1,000 inputs
+    events: int = 0  # in the event log at the end (the server keeps the newest in memory)
     check: str = ""
     seconds: float = 0.0
 
@@ -162,7 +163,7 @@ class Report:
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.inputs.items()))})",
             f"  RSS: {rss}; growth after warm-up {self.growth_mib:+.1f} MiB (flat: < {FLAT_MIB:g})",
             f"  RSS after each 1,000 inputs: {', '.join(f'{v / 1024:.1f}' for v in self.rss_trend)} MiB",
-            f"  check: {self.check}",
+            f"  events logged: {self.events}; check: {self.check}",
             f"  HTTP statuses: {dict(sorted(self.statuses.items()))}; closes: {dict(sorted(self.closes.items()))}",
             f"  accepted: {dict(sorted(self.accepted.items()))}; error codes: {dict(sorted(self.errors.items()))}",
         ]
@@ -686,6 +687,8 @@ async def _explained(target: Target) -> None:
             cursor = page["cursor"]
             if cursor is None:
                 break
+        await conn.send_message(json.dumps({"id": 4, "op": "subscribe", "since": 2**53}))
+        target.report.events = json.loads(await conn.get_message())["result"]["seq"]
 
 
 async def oversized(target: Target) -> None:
@@ -768,6 +771,7 @@ def fuzz_scenario(quick: bool, progress: Progress, inputs: int | None = None) ->
             note=f"flat means < {FLAT_MIB:g} MiB"),
         row("tidings check violations", report.failures["check"], "stores", better="lower",
             note=report.check.splitlines()[-1] if report.check else None),
+        row("events logged", report.events, "events"),
         row("duration", report.seconds, "s", better="lower"),
     ]  # fmt: skip
     rows += [
