@@ -71,13 +71,14 @@ FAILURES = (
 )  # fmt: skip
 WARMUP = 1_000
 # Growth of the server's RSS allowed after the warm-up ("flat"). What a run may keep in
-# memory without leaking: the actors of the records it makes and touches (resident until
-# idle for the engine's 120 s, then passivated), the SQLite page cache (2 MiB by default)
-# and the freed memory CPython's and glibc's allocators keep. Together they level off: in
-# 10,000 inputs the RSS grew 3.5, 2.3, 1.2, 0.8, 0.8, 0.4, 0.2, 0.4, 0.1, 0.1 MiB per 1,000
-# (7.4 MiB after the first 1,000). A leak of 2 KiB per input (a frame's worth kept per
-# request) would add 17.6 MiB over the 9,000 inputs after the warm-up, so 16 MiB tells the
-# two apart in the bench; in the 1,000-input test it only catches leaks over ~30 KiB an input.
+# memory without leaking: the actors of the records it makes and touches (a hello makes
+# a session and a profile; actors stay resident until idle for the engine's 120 s), the
+# event log's replay cache (the newest 50,000 events, `engine/eventlog.py`; about one
+# event per two inputs here), the SQLite page cache (2 MiB by default) and the freed
+# memory the allocators keep. Two 10,000-input runs grew 7.4 and 11.9 MiB over the 9,000
+# inputs after the warm-up (0.8 to 1.4 KiB an input). A leak of 2 KiB per input (a
+# frame's worth kept per request) would add 17.6 MiB, so 16 MiB tells the two apart in
+# the bench; in the 1,000-input test it only catches leaks over ~30 KiB an input.
 FLAT_MIB = 16.0
 EXAMPLE_TIMEOUT_S = 60.0  # a hang guard, not a speed test
 AGENTS = {"owner": "fuzz-owner-token", "support": "fuzz-support-token"}
