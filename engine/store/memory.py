@@ -22,6 +22,7 @@ class MemoryStore:
         self._kv: dict[str, bytes] = {}
         self._logs: defaultdict[str, list[bytes]] = defaultdict(list)
         self._events: list[bytes] = []
+        self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
         self._closed = False
@@ -51,7 +52,7 @@ class MemoryStore:
         self._kv.update(batch.puts)
         for stream, record in batch.appends:
             self._logs[stream].append(record)
-        first = len(self._events) + 1
+        first = self._dropped + len(self._events) + 1
         self._events.extend(batch.events)
         for key in batch.timer_deletes:
             self._timers.pop(key, None)
@@ -82,12 +83,29 @@ class MemoryStore:
 
     async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
         self._check()
-        start = max(seq, 0)
-        return [(i + 1, e) for i, e in enumerate(self._events[start : start + limit], start)]
+        start = max(seq - self._dropped, 0)
+        found = self._events[start : start + limit]
+        return [(i + 1, e) for i, e in enumerate(found, self._dropped + start)]
 
     async def last_event_seq(self) -> int:
         self._check()
-        return len(self._events)
+        return self._dropped + len(self._events)
+
+    async def first_event_seq(self) -> int:
+        self._check()
+        return self._dropped + 1
+
+    async def drop_events(self, through: int) -> None:
+        self._check()
+        gone = min(max(through - self._dropped, 0), len(self._events))
+        del self._events[:gone]
+        self._dropped += gone
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        self._check()
+        log = self._logs.get(stream)
+        if log is not None and len(log) > keep:
+            del log[: len(log) - max(keep, 0)]
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
         self._check()
