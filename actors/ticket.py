@@ -253,7 +253,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         message.ticket = self.key
         thread.record(batch, msg.message)
         if msg.idem_key:
-            batch.put(msg.idem_key, message.id.encode())
+            thread.remember(app, batch, msg.idem_key, message.id)
         if msg.autoreply:
             autoreply = thread.outbound(
                 app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,

@@ -141,6 +141,7 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     new_sessions_per_ip_per_min: int = 30
     body_timeout_s: float = 10.0
     events_kept_days: float = 7.0
+    idempotency_kept_days: float = 7.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -513,5 +514,9 @@ def _checked(config: Config) -> Config:
     _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
     if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
         raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
+    if not math.isfinite(limits.idempotency_kept_days) or limits.idempotency_kept_days < 7:
+        raise ConfigError(
+            "limits.idempotency_kept_days", "must be 7 or more (a MessageSid is kept 7 days at least)"
+        )
 
     return msgspec.structs.replace(config, server=server, sms=sms, agents=agents, chat=chat)
