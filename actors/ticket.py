@@ -510,7 +510,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             self.ctx.store, thread.stream("webchat", ticket.profile, self.key), 5
         )
         account = app.account
-        link = followup_email.chat_link(account.public_url, record.session or "")
+        link = followup_email.chat_link(account.chat_page(), record.session or "")
         composed = followup_email.compose(
             account.name,
             link,

@@ -165,6 +165,7 @@ async def running_server(
                 support_email=config.email.support_address,
                 sms_sender=config.sms.sender,
                 public_url=base,
+                chat_page_url=config.chat.page_url,
             )
             timing = Timing(**msgspec.structs.asdict(config.timing))
             try:

@@ -468,3 +468,21 @@ async def stored_events(server: Running) -> list[dict[str, Any]]:
             if seq >= last:
                 break
     return out
+
+
+async def test_server_passes_chat_page_url_and_limits_to_the_inbox() -> None:
+    config = make_config(
+        **{
+            "chat.page_url": "https://shop.acme.example/help",
+            "limits.events_kept_days": 2.0,
+            "limits.idempotency_kept_days": 9.0,
+        }
+    )
+    async with running_server(config) as server:
+        assert server.inbox.account.chat_page() == "https://shop.acme.example/help"
+        assert server.inbox.engine.retention.events_kept_s == 2 * 86400
+        assert server.inbox.app.idempotency_kept_s == 9 * 86400
+    async with running_server(make_config()) as server:  # the defaults
+        assert server.inbox.account.chat_page() == server.base_url + "/chat"
+        assert server.inbox.engine.retention.events_kept_s == 7 * 86400
+        assert server.inbox.app.idempotency_kept_s == 7 * 86400
