@@ -124,6 +124,11 @@ async def last_messages(store: Store, log: str, n: int = THREAD_VIEW) -> list[Me
     return [_decode_stored(raw).message for raw in raws if raw]
 
 
+def for_customer(messages: list[Message]) -> list[Message]:
+    """`messages` without the agents' private notes: what the customer may see."""
+    return [m for m in messages if m.kind != "note"]
+
+
 def outbound(
     app: InboxContext,
     batch: Batch,
@@ -140,7 +145,8 @@ def outbound(
 ) -> Message:
     """Write an outbound message into `batch`: SMS gets short links (R17), its encoding
     and segments (R26) and status `queued`. `send_sms` queues it for the courier; a
-    `held` one (R27) is queued later, once, by its ticket's `send:` timer."""
+    `held` one (R27) is queued later, once, by its ticket's `send:` timer. A `note` is
+    private: it is written as it is, with no status, and never sent."""
     message_id = new_id("m", now)
     message = Message(
         id=message_id,
@@ -154,7 +160,7 @@ def outbound(
         created_at=iso(now),
         author=author,
     )
-    if channel == "sms":
+    if channel == "sms" and kind != "note":
         if app.settings.sms.shorten_links:
             make_code = links.message_link_codes(app.link_secret, message_id)
             message.body, made = links.shorten(body, make_code, app.account.public_url)

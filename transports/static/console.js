@@ -17,6 +17,7 @@ const KIND_LABELS = {
   autoresponder: "Autoresponder",
   welcome: "Welcome message",
   office_hours: "Office hours message",
+  note: "Private note",
 };
 const ERROR_TEXT = {
   not_subscribed: "This profile is not subscribed to SMS, so the reply was not sent.",
@@ -51,7 +52,9 @@ const state = {
   cursor: null,
   listLoading: false,
   listGeneration: 0,
-  filters: { state: "", unread: "", channel: "", order: "activity", attributed: "" },
+  filters: { state: "", unread: "", channel: "", order: "activity", attributed: "", assignee: "" },
+  agentIds: new Set(), // agent ids seen (ours, and assignees), offered by the assign control
+  composeMode: "reply", // "reply" or "note" (a private note)
 
   profiles: new Map(), // id -> Profile (for names in the list)
   profileRequests: new Map(),
@@ -234,6 +237,7 @@ async function onReady(agent) {
   state.authed = true;
   state.attempt = 0;
   state.agent = agent || null;
+  noteAgentId(agent?.id);
   sessionStorage.setItem(TOKEN_KEY, state.token);
   showApp();
   setConnection("connected", "Live");
@@ -326,6 +330,7 @@ function onEvent(frame) {
 }
 
 function upsertTicket(ticket, created = false) {
+  noteAgentId(ticket.assignee);
   const prev = state.tickets.get(ticket.id);
   state.tickets.set(ticket.id, prev ? { ...prev, ...ticket } : ticket);
   ensureProfile(ticket.profile);
@@ -349,7 +354,7 @@ function matchesFilters(t) {
   if (f.unread === "true" && !t.unread) return false;
   if (f.unread === "false" && t.unread) return false;
   if (f.channel && t.channel !== f.channel) return false;
-  return true;
+  return matchesAssignee(t);
 }
 
 function belongsToThread(m) {
@@ -422,6 +427,7 @@ function listArgs() {
   if (f.unread) args.unread = f.unread === "true";
   if (f.channel) args.channel = f.channel;
   if (f.attributed) args.attributed_to = f.attributed;
+  if (f.assignee) args.assignee = f.assignee;
   return args;
 }
 
@@ -516,7 +522,8 @@ function renderRow(t) {
       "div",
       { class: "row-main" },
       h("div", { class: "row-top" }, h("span", { class: "row-name", testid: "ticket-row-name" }, profileName(t.profile)), h("time", { class: "row-time", datetime: t.last_activity_at }, formatTime(t.last_activity_at))),
-      h("div", { class: "row-sub" }, sub),
+      renderPreview(t),
+      h("div", { class: "row-sub" }, sub, assigneeChip(t)),
     ),
   );
 }
@@ -646,6 +653,7 @@ function renderTicket() {
     ended.textContent = "";
   }
 
+  renderAssignment(t);
   renderOfflineBanner(t, p);
   renderReplyState(t, p);
   updateSegmentCount();
@@ -700,12 +708,13 @@ function replyBlockReason(t, p) {
 }
 
 function renderReplyState(t, p) {
-  const reason = replyBlockReason(t, p);
+  // A private note may be written on any ticket, closed or blocked: it is never sent.
+  const reason = state.composeMode === "note" ? null : replyBlockReason(t, p);
   const disabled = !!reason || state.sending;
   $("reply-body").disabled = !!reason;
   $("reply-media").disabled = !!reason;
   $("reply-send").disabled = disabled;
-  $("quick-replies-toggle").disabled = !!reason;
+  $("quick-replies-toggle").disabled = !!reason || state.composeMode === "note";
   const note = $("reply-disabled-reason");
   note.hidden = !reason;
   note.textContent = reason || "";
@@ -807,7 +816,7 @@ function updateSegmentCount() {
   const el = $("segment-count");
   const t = currentTicket();
   const body = $("reply-body").value;
-  if (t && t.channel === "sms") {
+  if (t && t.channel === "sms" && state.composeMode !== "note") {
     const c = countSegments(body);
     el.textContent = `${c.encoding} · ${c.length}/${Math.max(c.segments, 1) * c.perSegment} · ${c.segments} segment${c.segments === 1 ? "" : "s"}`;
     el.dataset.segments = String(c.segments);
@@ -825,6 +834,7 @@ function updateSegmentCount() {
 }
 
 async function sendReply(extra = {}) {
+  if (state.composeMode === "note" && !extra.send_anyway && !extra.schedule) return sendNote();
   const t = currentTicket();
   if (!t || state.sending) return;
   let args;
@@ -1425,6 +1435,122 @@ async function saveSettings(ev) {
   }
 }
 
+// ---------------------------------------------------------------- team workflow
+// Assignment (the "Assigned to me" and "Unassigned" views, the assign control), private
+// notes and the one-line preview of each ticket (contract v3, "Team workflow").
+
+function bindTeamUi() {
+  for (const btn of document.querySelectorAll("[data-view]")) {
+    btn.addEventListener("click", () => setView(btn.dataset.view));
+  }
+  $("assign-me").addEventListener("click", () => assignTicket(state.agent?.id ?? null));
+  $("unassign").addEventListener("click", () => assignTicket(null));
+  $("assign-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = $("assign-agent").value.trim();
+    if (id) assignTicket(id);
+  });
+  for (const btn of document.querySelectorAll(".compose-mode")) {
+    btn.addEventListener("click", () => setComposeMode(btn.dataset.mode));
+  }
+}
+
+function setView(assignee) {
+  state.filters.assignee = assignee;
+  for (const btn of document.querySelectorAll("[data-view]")) {
+    btn.setAttribute("aria-selected", String(btn.dataset.view === assignee));
+  }
+  refreshList().catch(toastErrorUnlessOffline);
+}
+
+function matchesAssignee(t) {
+  const wanted = state.filters.assignee;
+  if (!wanted) return true;
+  if (wanted === "none") return !t.assignee;
+  return t.assignee === (wanted === "me" ? state.agent?.id : wanted);
+}
+
+function agentLabel(id) {
+  if (!id) return "nobody";
+  if (id === state.agent?.id) return "you";
+  return id;
+}
+
+function noteAgentId(id) {
+  if (!id || state.agentIds.has(id)) return;
+  state.agentIds.add(id);
+  setChildren($("agent-options"), [...state.agentIds].sort().map((value) => h("option", { value })));
+}
+
+function assigneeChip(t) {
+  if (!t.assignee) return null;
+  const mine = t.assignee === state.agent?.id;
+  return h("span", { class: "chip chip-assignee" + (mine ? " mine" : ""), testid: "ticket-row-assignee", title: `Assigned to ${agentLabel(t.assignee)}` }, `→ ${agentLabel(t.assignee)}`);
+}
+
+function renderPreview(t) {
+  const last = t.last_message;
+  if (!last) return null;
+  const who = last.direction === "inbound" ? "" : last.kind === "support" ? "Reply: " : `${KIND_LABELS[last.kind] || last.kind}: `;
+  const text = who + String(last.body || "").replace(/\s+/g, " ").trim();
+  return h("div", { class: "row-preview", testid: "ticket-row-preview", title: text, data: { direction: last.direction } }, text);
+}
+
+function renderAssignment(t) {
+  const label = $("ticket-assignee");
+  label.textContent = t.assignee ? `Assigned to ${agentLabel(t.assignee)}` : "Unassigned";
+  label.dataset.assignee = t.assignee || "";
+  $("assign-me").hidden = !state.agent || t.assignee === state.agent.id;
+  $("unassign").hidden = !t.assignee;
+}
+
+async function assignTicket(agent) {
+  const t = currentTicket();
+  if (!t) return;
+  try {
+    const res = await request("ticket.assign", { ticket: t.id, agent });
+    if (res?.ticket) upsertTicket(res.ticket);
+    $("assign-agent").value = "";
+  } catch (err) {
+    toastErrorUnlessOffline(err);
+  }
+}
+
+function setComposeMode(mode) {
+  state.composeMode = mode === "note" ? "note" : "reply";
+  const note = state.composeMode === "note";
+  $("reply-form").dataset.mode = state.composeMode;
+  for (const btn of document.querySelectorAll(".compose-mode")) {
+    btn.setAttribute("aria-selected", String(btn.dataset.mode === state.composeMode));
+  }
+  $("note-hint").hidden = !note;
+  $("reply-media").hidden = note;
+  $("reply-body").placeholder = note ? "Write a private note for your team… (Enter to add)" : "Write a reply… (Enter to send, Shift+Enter for a new line)";
+  $("reply-send").textContent = note ? "Add note" : "Send";
+  if (note) closeQuickReplies();
+  renderReplyState(currentTicket(), state.profile);
+  updateSegmentCount();
+}
+
+async function sendNote() {
+  const t = currentTicket();
+  const body = $("reply-body").value;
+  if (!t || state.sending || !body.trim()) return;
+  state.sending = true;
+  renderReplyState(t, state.profile);
+  try {
+    const res = await request("ticket.note", { ticket: t.id, body });
+    if ($("reply-body").value === body) $("reply-body").value = "";
+    if (res?.message && state.current === t.id) addMessage(res.message);
+  } catch (err) {
+    toastErrorUnlessOffline(err);
+  } finally {
+    state.sending = false;
+    renderReplyState(currentTicket(), state.profile);
+    updateSegmentCount();
+  }
+}
+
 // ---------------------------------------------------------------- toasts
 
 function errorText(err) {
@@ -1575,6 +1701,8 @@ function bindStaticUi() {
 
   $("settings-open").addEventListener("click", openSettings);
   $("settings-form").addEventListener("submit", saveSettings);
+
+  bindTeamUi();
 
   window.addEventListener("online", () => {
     if (!state.ws && state.token && !state.signedOut) connect();
