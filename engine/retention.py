@@ -28,7 +28,7 @@ import trio
 
 from tidings.engine.clock import WallClock
 from tidings.engine.eventlog import EventLog
-from tidings.engine.store.base import Batch, Store
+from tidings.engine.store.base import Batch, Store, StoreError
 
 log = logging.getLogger("tidings.engine")
 
@@ -68,10 +68,14 @@ class Retention:
         self.every = every
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep now and then every `every` seconds."""
+        """Sweep now and then every `every` seconds. A sweep the store refuses is tried
+        again at the next one: housekeeping never takes the engine down."""
         task_status.started()
         while True:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except StoreError as exc:
+                log.warning("retention sweep failed, next try in %g s: %s", self.every, exc)
             await trio.sleep(self.every)
 
     async def sweep(self) -> None:

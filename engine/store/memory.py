@@ -33,14 +33,17 @@ class MemoryStore:
         if self._closed:
             raise StoreError("store is closed")
 
+    def _check_write(self) -> None:
+        self._check()
+        if self.fail_writes:
+            raise StoreError("write refused (fail_writes is set)")
+
     async def commit(self, batch: Batch) -> list[int]:
         # Apply before yielding: a checkpoint first would let trio reorder concurrent
         # commits, and the protocol applies them in call order. Cancellation is only
         # honoured before anything is applied.
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check()
-        if self.fail_writes:
-            raise StoreError("write refused (fail_writes is set)")
+        self._check_write()
         for entry in batch.index_puts:
             if math.isnan(entry.score):
                 raise StoreError("batch refused: NaN score")
@@ -96,13 +99,13 @@ class MemoryStore:
         return self._dropped + 1
 
     async def drop_events(self, through: int) -> None:
-        self._check()
+        self._check_write()
         gone = min(max(through - self._dropped, 0), len(self._events))
         del self._events[:gone]
         self._dropped += gone
 
     async def trim_log(self, stream: str, keep: int) -> None:
-        self._check()
+        self._check_write()
         log = self._logs.get(stream)
         if log is not None and len(log) > keep:
             del log[: len(log) - max(keep, 0)]

@@ -6,6 +6,7 @@ trio's MockClock."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -187,14 +188,22 @@ async def test_events_older_than_kept_are_dropped_and_oldest_reported(
     assert all(at > START + DAY for at, _ in marks)  # the marks are bounded too
 
 
-async def test_the_retention_service_sweeps_on_its_own_every_hour(
-    clock: trio.testing.MockClock,
-) -> None:
+@asynccontextmanager
+async def marked_old_event() -> AsyncIterator[tuple[MemoryStore, Engine]]:
+    """An engine sweeping hourly, keeping events a day, whose event 1 ("old") the first
+    hourly sweep has marked."""
     store = MemoryStore()
     options = {"clock": TrioWallClock(START), "events_kept_s": DAY, "retention_every": 3600.0}
     async with open_engine(store, [Speaker], **options) as engine:
         await say(engine, "old")
-        await trio.sleep(3600 + 1)  # a sweep marks it
+        await trio.sleep(3600 + 1)
+        yield store, engine
+
+
+async def test_the_retention_service_sweeps_on_its_own_every_hour(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with marked_old_event() as (store, engine):
         await say(engine, "new")
         await trio.sleep(DAY - 2)
         assert engine.events.oldest == 1
@@ -204,6 +213,18 @@ async def test_the_retention_service_sweeps_on_its_own_every_hour(
         await trio.sleep(3600)  # and the one a day after "new" was marked
         assert engine.events.oldest == 3
         assert await store.events_since(0, 10) == []
+
+
+async def test_a_sweep_the_store_refuses_is_tried_again_an_hour_later(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with marked_old_event() as (store, engine):
+        store.fail_writes = True
+        await trio.sleep(DAY + 3600)  # every sweep since failed; the engine runs on
+        assert engine.events.oldest == 1
+        store.fail_writes = False
+        await trio.sleep(3600)
+        assert engine.events.oldest == 2
 
 
 # -- keys with an expiry ------------------------------------------------------------------
