@@ -17,10 +17,10 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 
 | Key family | Owner (the only writer) | Who else may read |
 |---|---|---|
-| `profile:{id}` | ProfileActor `{id}` | — |
+| `profile:{id}`, its entry in the `profiles` text index | ProfileActor `{id}` | `search` (`messages.search` reads the name, phone and e-mail) |
 | `ticket:{id}` (with its replies' and notes' request ids), indexes `tickets`, `waiting` (tagged with the assignee) | TicketActor `{id}` | `listing` (ticket pages) |
 | `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
-| `msg:{id}` | the message's ticket, else its profile (which also stores a blocked profile's web chat messages) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
+| `msg:{id}` and its entry in the `messages` text index | the message's ticket, else its profile (which also stores a blocked profile's web chat messages, not indexed) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status`, `search` |
 | `provider:{sid}` | the message's owner | `Inbox.sms_status` |
 | `link:{code}` | the owner of the message it is in | `Inbox.follow_link` |
 | `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked); written with an expiry (`idempotency_kept_s`), after which the engine's retention forgets it | ProfileActor (retried deliveries) |

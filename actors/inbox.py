@@ -22,7 +22,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from tidings.actors import invariants, listing, snooze, thread
+from tidings.actors import invariants, listing, search, snooze, thread
 from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import IDEMPOTENCY_KEPT_S, InboxContext
@@ -319,6 +319,19 @@ class Inbox:
     def badge_get(self) -> int:
         """R18: how many profiles have an open ticket with unread messages."""
         return self.app.badge
+
+    # -- search -----------------------------------------------------------------------------
+
+    async def messages_search(
+        self, q: str, limit: int = 20, cursor: str | None = None
+    ) -> search.MessagePage:
+        """Messages whose body has every word of `q`, newest first, with who they are from
+        or to; `limit` 1..50 per page, `cursor` from the previous page."""
+        return await search.messages(self.engine.store, q, limit, cursor)
+
+    async def profiles_search(self, q: str) -> list[Profile]:
+        """Up to 20 profiles whose name, e-mail and phone hold every word of `q`."""
+        return [await self.profile_get(p) for p in await search.profile_ids(self.engine.store, q)]
 
     # -- profiles ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.actors import links, segments
+from tidings.actors import links, searchable, segments
 from tidings.actors.context import InboxContext
 from tidings.actors.model import (
     Channel,
@@ -74,11 +74,13 @@ def remember(app: InboxContext, batch: Batch, idem_key: str, message_id: str) ->
 
 
 def record(batch: Batch, stored: StoredMessage, *, new: bool = True) -> None:
-    """Write `stored` (and, when `new`, append it to its thread and announce it)."""
+    """Write `stored` (and, when `new`, append it to its thread, index it for search and
+    announce it)."""
     message = stored.message
     batch.put(message_key(message.id), encode(stored))
     if new:
         batch.append(stream(message.channel, message.profile, message.ticket), message.id.encode())
+        searchable.index_message(batch, message)
         event(batch, "message.created", {"message": message})
 
 

@@ -122,6 +122,16 @@ class Subscribe(_Args):
     since: int | None = None
 
 
+class MessagesSearch(_Args):
+    q: str
+    limit: int = 20
+    cursor: str | None = None
+
+
+class ProfilesSearch(_Args):
+    q: str
+
+
 class Session:
     """One agent connection."""
 
@@ -197,6 +207,12 @@ class Session:
     async def quick_replies_delete(self, a: QuickReplyArg) -> Any:
         await self.inbox.quick_reply_delete(a.quick_reply)
         return {"deleted": True}
+
+    async def messages_search(self, a: MessagesSearch) -> Any:
+        return await self.inbox.messages_search(a.q, a.limit, a.cursor)
+
+    async def profiles_search(self, a: ProfilesSearch) -> Any:
+        return await self.inbox.profiles_search(a.q)
 
     async def subscribe(self, a: Subscribe) -> Any:
         since = a.since or 0
@@ -287,6 +303,8 @@ OPS: dict[str, tuple[Callable[[Session, Any], Awaitable[Any]], type[_Args]]] = {
     "quick_replies.update": (Session.quick_replies_update, QuickReplyUpdate),
     "quick_replies.delete": (Session.quick_replies_delete, QuickReplyArg),
     "subscribe": (Session.subscribe, Subscribe),
+    "messages.search": (Session.messages_search, MessagesSearch),
+    "profiles.search": (Session.profiles_search, ProfilesSearch),
 }
 
 
