@@ -59,13 +59,15 @@ class ConfigError(Exception):
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """`[server]`: where the engine listens, its store, and its public address."""
+    """`[server]`: where the engine listens, its store, its public address, and the
+    reverse proxies whose `X-Forwarded-For` names the client (`trusted_proxies`)."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     store: str = DEFAULT_STORE
     public_url: str = ""
     access_log: bool = False
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -144,6 +146,7 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     new_sessions_per_ip_per_min: int = 30
     body_timeout_s: float = 10.0
     events_kept_days: float = 7.0
+    idempotency_kept_days: float = 7.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -367,6 +370,14 @@ def _http_url(field_path: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _network(field_path: str, value: str) -> str:
+    """An IP address or network ("10.0.0.7", "10.0.0.0/8", "fd00::/8"), normalised."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ConfigError(field_path, "must be an IP address or network (CIDR)") from None
+
+
 def _origin(field_path: str, value: str) -> str:
     """A browser origin: `scheme://host[:port]`, nothing after it."""
     url = _http_url(field_path, value)
@@ -450,6 +461,10 @@ def _checked(config: Config) -> Config:
         server = msgspec.structs.replace(
             server, public_url=_http_url("server.public_url", server.public_url)
         )
+    proxies = [
+        _network(f"server.trusted_proxies[{i}]", p) for i, p in enumerate(server.trusted_proxies)
+    ]
+    server = msgspec.structs.replace(server, trusted_proxies=proxies)
 
     account = config.account
     try:
@@ -529,5 +544,9 @@ def _checked(config: Config) -> Config:
     _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
     if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
         raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
+    if not math.isfinite(limits.idempotency_kept_days) or limits.idempotency_kept_days < 7:
+        raise ConfigError(
+            "limits.idempotency_kept_days", "must be 7 or more (a MessageSid is kept 7 days at least)"
+        )
 
     return msgspec.structs.replace(config, server=server, sms=sms, agents=agents, chat=chat)

@@ -29,6 +29,7 @@ from tidings.transports.wire import MAX_FRAME, Context, PerAddress
 __all__ = ["Running", "serve", "running_server", "demo_credentials"]
 
 GRACEFUL_S = 2.0
+DAY_S = 86400.0
 
 
 @dataclass
@@ -165,6 +166,7 @@ async def running_server(
                 support_email=config.email.support_address,
                 sms_sender=config.sms.sender,
                 public_url=base,
+                chat_page_url=config.chat.page_url,
             )
             timing = Timing(**msgspec.structs.asdict(config.timing))
             try:
@@ -175,6 +177,8 @@ async def running_server(
                     sms=sms,
                     mail=mail,
                     settings=config.settings,
+                    events_kept_s=config.limits.events_kept_days * DAY_S,
+                    idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
                 ) as inbox:
                     ctx.inbox = inbox
                     app.state.metrics.watch(inbox)
