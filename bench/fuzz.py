@@ -71,14 +71,16 @@ FAILURES = (
 )  # fmt: skip
 WARMUP = 1_000
 # Growth of the server's RSS allowed after the warm-up ("flat"). What a run may keep in
-# memory without leaking: the actors of the records it makes and touches (a hello makes
-# a session and a profile; actors stay resident until idle for the engine's 120 s), the
-# event log's replay cache (the newest 50,000 events, `engine/eventlog.py`; about one
-# event per two inputs here), the SQLite page cache (2 MiB by default) and the freed
-# memory the allocators keep. Two 10,000-input runs grew 7.4 and 11.9 MiB over the 9,000
-# inputs after the warm-up (0.8 to 1.4 KiB an input). A leak of 2 KiB per input (a
-# frame's worth kept per request) would add 17.6 MiB, so 16 MiB tells the two apart in
-# the bench; in the 1,000-input test it only catches leaks over ~30 KiB an input.
+# memory without leaking: the event log's replay cache (the newest 50,000 events,
+# `engine/eventlog.py`: a run logs about 0.6 event an input and keeps them all), the
+# actors of the records it makes and touches (a hello makes a session and a profile;
+# actors stay resident until idle for the engine's 120 s), the SQLite page cache (2 MiB
+# by default) and the freed memory the allocators keep. Two 10,000-input runs grew 7.4
+# and 11.9 MiB over the 9,000 inputs after the warm-up (0.8 to 1.4 KiB an input); a
+# 20,000-input run grew 16.2 MiB over 19,000, slower in its second half (0.6 KiB an
+# input), as the caches fill. A leak of 2 KiB per input (a frame's worth kept per request)
+# would add 17.6 MiB over 9,000 inputs, so 16 MiB tells the two apart in the bench; in the
+# 1,000-input test it only catches leaks over ~30 KiB an input.
 FLAT_MIB = 16.0
 EXAMPLE_TIMEOUT_S = 60.0  # a hang guard, not a speed test
 AGENTS = {"owner": "fuzz-owner-token", "support": "fuzz-support-token"}
