@@ -148,6 +148,14 @@ async def server_process(
                     nursery.cancel_scope.cancel()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far, from ``/proc/<pid>/stat``."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # the command name (field 2) may hold spaces: count fields after its closing ")"
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tidings_serve(*extra: str, store: str = "memory://") -> Any:
     """`server_process` for ``tidings serve --port 0 --store STORE EXTRA…``."""
     argv = ["-m", "tidings.transports.cli", "serve", "--port", "0", "--store", store, *extra]
