@@ -105,6 +105,10 @@ WEBSOCKET_EXPECTED = [  # a real `tidings serve` subprocess against a bare echo
     "echo round trip p50, 100 visitors",
     "engine visitor→agent p99, 100 visitors",
     "echo round trip p99, 100 visitors",
+    "engine server CPU per message, 100 visitors",
+    "echo server CPU per message, 100 visitors",
+    "engine clients' CPU per message (2 processes + agent), 100 visitors",
+    "echo clients' CPU per message (2 processes), 100 visitors",
 ]
 
 WEBHOOK_EXPECTED = [  # real `tidings serve` subprocesses (SQLite) against a bare route
