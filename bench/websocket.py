@@ -594,6 +594,14 @@ def _cpu_share(o: Outcome, cpu_s: float) -> float:
     return cpu_s / o.messages * 1e6
 
 
+def _lower_pair(name: str, value: float, base: str, base_value: float, unit: str) -> list[Row]:
+    """An engine row where lower is better, and its echo baseline `base`."""
+    return [
+        row(name, value, unit, better="lower"),
+        row(base, base_value, unit, baseline_of=name, better="lower"),
+    ]
+
+
 def say_step(progress: Progress, name: str, fraction: float, what: str) -> None:
     """Report `what` of the `name` run, which starts at `fraction` of the repetition."""
     progress(fraction, f"{name}: {what}")
@@ -630,29 +638,21 @@ def websocket(quick: bool, progress: Progress) -> list[Row]:
         rows += [
             row(tput, engine.rate, "msgs/s", note=lost),
             row(f"trio-websocket echo, {label}", echo.rate, "msgs/s", baseline_of=tput),
-            row(p50, engine.p50_ms, "ms", better="lower"),
-            row(
-                f"echo round trip p50, {label}", echo.p50_ms, "ms", baseline_of=p50, better="lower"
-            ),
-            row(p99, engine.p99_ms, "ms", better="lower"),
-            row(
-                f"echo round trip p99, {label}", echo.p99_ms, "ms", baseline_of=p99, better="lower"
-            ),
-            row(cpu, _cpu_share(engine, engine.server_cpu_s), "µs", better="lower"),
-            row(
+            *_lower_pair(p50, engine.p50_ms, f"echo round trip p50, {label}", echo.p50_ms, "ms"),
+            *_lower_pair(p99, engine.p99_ms, f"echo round trip p99, {label}", echo.p99_ms, "ms"),
+            *_lower_pair(
+                cpu,
+                _cpu_share(engine, engine.server_cpu_s),
                 f"echo server CPU per message, {label}",
                 _cpu_share(echo, echo.server_cpu_s),
                 "µs",
-                baseline_of=cpu,
-                better="lower",
             ),
-            row(clients, _cpu_share(engine, engine.clients_cpu_s), "µs", better="lower"),
-            row(
+            *_lower_pair(
+                clients,
+                _cpu_share(engine, engine.clients_cpu_s),
                 f"echo clients' CPU per message ({CLIENT_PROCESSES} processes), {label}",
                 _cpu_share(echo, echo.clients_cpu_s),
                 "µs",
-                baseline_of=clients,
-                better="lower",
             ),
         ]
     progress(1.0, "done")
