@@ -3,7 +3,8 @@ Prometheus text format through prometheus-client.
 
 Each app has a `Metrics` of its own, with its own `CollectorRegistry` (no global state:
 one process may run several servers). The gauges and counters are read from the engine
-at scrape time; the histograms are observed as things happen:
+at scrape time (with the webhook service's delivered, retried and failed counts); the
+histograms are observed as things happen:
 
 - ``tidings_commit_latency_seconds``: every `Engine.commit` (through its commit observer),
 - ``tidings_first_response_seconds``: a ticket's first answer by an agent (R28),
