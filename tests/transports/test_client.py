@@ -4,9 +4,12 @@ going on from the last `seq` after the server went away and came back."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zoneinfo
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,36 @@ async def test_subscribe_goes_on_from_the_last_seq_after_the_server_comes_back(
     finally:
         await store.aclose()
     assert seqs == list(range(1, last + 1))  # none missed, none twice
+
+
+def _readme_agent_example() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("An agent client over `/ws/agent`", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_agent_example_replies_and_prints_the_events(server: Running) -> None:
+    manager = make_config().agents[2]  # the example's agent may be any inbox role
+    await server.inbox.upsert_profile({"phone": PHONE, "consent": {"transactional": True}})
+    await server.inbox.receive_sms("SM1", PHONE, "where is my order?")
+    code = _readme_agent_example().replace("ws://127.0.0.1:8080", ws_url(server, ""))
+    printed = b""
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                [sys.executable, "-c", code, manager.token],
+                stdout=subprocess.PIPE,
+                check=False,
+            )  # fmt: skip
+        )
+        with trio.fail_after(20):
+            while b"message.created" not in printed.split(b"It ships today!", 1)[-1]:
+                chunk = await process.stdout.receive_some()
+                assert chunk, printed
+                printed += chunk
+        process.kill()
+    lines = printed.decode().splitlines()
+    assert "'role': 'manager'" in lines[0]
+    assert "It ships today!" in lines[1] and "'author': 'a3'" in lines[1]
+    assert lines[2].startswith("1 message.created {'message': {")
