@@ -67,6 +67,7 @@ from tidings.actors.model import Message, StoredMessage
 from tidings.actors.ticket import TICKETS, TicketRecord
 from tidings.bench.harness import Progress, Row, row, scenario
 from tidings.bench.websocket import Server, server_process
+from tidings.client import AgentError, Disconnected, ReplyTimeout, open_agent_client
 from tidings.engine import Store
 from tidings.engine.store import open_store
 from tidings.transports.check import check_store
@@ -90,6 +91,8 @@ DROPPED = (  # what a client sees when the server dies under it
     ConnectionTimeout,
     DisconnectionTimeout,
     HandshakeError,
+    Disconnected,
+    ReplyTimeout,
 )
 KINDS = (
     "inbound_lost",
@@ -383,18 +386,14 @@ async def status_worker(load: Load, client: httpx.AsyncClient) -> None:
 async def agent_worker(load: Load) -> None:
     rng = load.rng
     ws_base = load.base.replace("http://", "ws://", 1)
-    async with open_websocket_url(ws_base + "/ws/agent") as ws:
-        await ws.send_message(json.dumps({"type": "auth", "token": load.token}))
-        await ws.get_message()
-        ids = iter(range(10**9))
+    async with open_agent_client(ws_base + "/ws/agent", load.token) as agent:
 
         async def op(name: str, **args: Any) -> Any:
-            rid = next(ids)
-            await ws.send_message(json.dumps({"id": rid, "op": name, **args}))
-            while True:
-                frame = json.loads(await ws.get_message())
-                if frame.get("id") == rid:
-                    return frame.get("result") if frame.get("ok") else None
+            """The op's result, None when refused (a dropped connection ends the worker)."""
+            try:
+                return await agent.call(name, **args)
+            except AgentError:
+                return None
 
         while True:
             page = await op("tickets.list", state="open", limit=50)
