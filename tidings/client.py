@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -327,7 +327,7 @@ class AgentClient:
             raise waiter.error
         return waiter.result
 
-    async def subscribe(self, since: int = 0) -> AsyncIterator[Event]:
+    async def subscribe(self, since: int = 0) -> AsyncGenerator[Event, None]:
         """Events with `seq > since`: replayed, then live, across reconnects, until the
         client closes. One subscription per client."""
         send, receive = trio.open_memory_channel[Event](math.inf)
