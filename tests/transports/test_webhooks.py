@@ -435,15 +435,6 @@ async def test_a_new_webhook_starts_from_now_and_events_while_stopped_are_delive
 # -- pending deliveries across a kill -9 ----------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The store the killed server and its successor share."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hooks.db'}"
-    url: str = request.getfixturevalue("redis_url")
-    return url
-
-
 async def test_pending_deliveries_survive_kill_9_and_keep_their_delivery_ids(
     tmp_path: Path, store_url: str
 ) -> None:
