@@ -106,13 +106,15 @@ class _Body(msgspec.Struct):
 
 class _Pending(msgspec.Struct):
     """A delivery not yet answered with `2xx`: its webhook, event name and body, when it
-    was first written (its 24 hours run from there), and how many attempts failed."""
+    was first written (its 24 hours run from there), how many attempts failed, and when
+    the next one is due (its score in `PENDING`)."""
 
     hook: str
     event: str
     body: msgspec.Raw
     first_at: float
     failures: int = 0
+    next_at: float = 0.0
 
 
 class _Hook:
@@ -210,7 +212,7 @@ class Webhooks:
     def _add(batch: Batch, hook: _Hook, seq: int, logged: _Logged, now: float) -> None:
         delivery = new_id("wh", now)
         body = msgspec.json.encode(_Body(delivery, logged.event, seq, logged.data, iso(now)))
-        pending = _Pending(hook.id, logged.event, msgspec.Raw(body), now)
+        pending = _Pending(hook.id, logged.event, msgspec.Raw(body), now, next_at=now)
         batch.put(_key(delivery), msgspec.json.encode(pending))
         batch.index(PENDING, delivery, now, hook.tag)
 
@@ -260,6 +262,8 @@ class Webhooks:
         if raw is None:
             return
         pending = msgspec.json.decode(raw, type=_Pending)
+        if pending.next_at > engine.clock.now():
+            return  # rescheduled since the scheduler read the index: not due yet
         problem = await self._post(hook, delivery, pending)
         now = engine.clock.now()
         batch = Batch()
@@ -273,10 +277,11 @@ class Webhooks:
             self.retried += 1
             pending.failures += 1
             delay = retry_delay(pending.failures)
+            pending.next_at = now + delay
             log.warning("webhook %s: delivery %s failed (%s), next try in %g s",
                         hook.url, delivery, problem, delay)  # fmt: skip
             batch.put(_key(delivery), msgspec.json.encode(pending))
-            batch.index(PENDING, delivery, now + delay, hook.tag)
+            batch.index(PENDING, delivery, pending.next_at, hook.tag)
             await engine.commit(batch)
             return
         batch.delete(_key(delivery))
