@@ -12,7 +12,8 @@ objects as dicts); `call(op, **args)` sends any op. Replies are matched to reque
 of its code (`NotFound`, `BadRequest`, `QuietHours`, …), carrying `code`, `detail` and
 the error's other fields. When the connection drops, calls waiting for a reply raise
 `Disconnected` (the server may or may not have carried them out), and the client
-connects again, with backoff, until it is closed; `subscribe` then goes on from the last
+connects again, with backoff, until it is closed (a call made meanwhile waits for the
+connection, within the client's `timeout`, else raises `ReplyTimeout`); `subscribe` then goes on from the last
 `seq` it yielded, so no event is missed or repeated. This module uses only the wire: it
 imports nothing of the server.
 """
@@ -45,6 +46,7 @@ log = logging.getLogger("tidings.client")
 
 JSON = dict[str, Any]
 MAX_FRAME = 16 * 1024 * 1024  # what the client accepts (a page of tickets can be large)
+DROPPED = "the connection to /ws/agent dropped"
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -271,8 +273,10 @@ class AgentClient:
             self._connected = trio.Event()
             self._ws = None
             for waiter in self._pending.values():
-                waiter.settle(error=Disconnected("the connection to /ws/agent dropped"))
+                waiter.settle(error=Disconnected(DROPPED))
             current = None if self._closed else await self._reconnect()
+        self._closed = True
+        self._connected.set()  # calls waiting for a connection find none: Disconnected
         if self._events is not None:
             self._events.close()
 
@@ -313,11 +317,13 @@ class AgentClient:
         try:
             with trio.fail_after(self._timeout):
                 await self._connected.wait()
-                assert self._ws is not None
+                ws = self._ws
+                if ws is None:  # dropped again meanwhile, or the client is closed
+                    raise Disconnected(DROPPED)
                 try:
-                    await self._ws.send_message(_encode({"id": rid, "op": op, **args}).decode())
+                    await ws.send_message(_encode({"id": rid, "op": op, **args}).decode())
                 except ConnectionClosed:
-                    raise Disconnected("the connection to /ws/agent dropped") from None
+                    raise Disconnected(DROPPED) from None
                 await waiter.done.wait()
         except trio.TooSlowError:
             raise ReplyTimeout(f"{op}: no reply in {self._timeout:g} s") from None
