@@ -357,12 +357,14 @@ class AgentClient:
     async def tickets_list(
         self, *, state: str | None = None, unread: bool | None = None,
         channel: str | None = None, attributed_to: str | None = None,
-        order: str | None = None, limit: int | None = None, cursor: str | None = None,
+        assignee: str | None = None, order: str | None = None, limit: int | None = None,
+        cursor: str | None = None,
     ) -> JSON:  # fmt: skip
-        """`{"tickets": [Ticket…], "cursor"}`; arguments left None are not sent."""
+        """`{"tickets": [Ticket…], "cursor"}`; arguments left None are not sent
+        (`assignee`: an agent id, `"me"` or `"none"`)."""
         return await self._op("tickets.list", state=state, unread=unread, channel=channel,
-                                 attributed_to=attributed_to, order=order, limit=limit,
-                                 cursor=cursor)  # fmt: skip
+                              attributed_to=attributed_to, assignee=assignee, order=order,
+                              limit=limit, cursor=cursor)  # fmt: skip
 
     async def ticket_get(self, ticket: str) -> JSON:
         """`{"ticket", "messages", "profile"}`."""
@@ -380,9 +382,30 @@ class AgentClient:
         """`{"ticket": Ticket}`."""
         return await self._op("ticket.set_state", ticket=ticket, state=state, until=until)
 
+    async def ticket_assign(self, ticket: str, agent: str | None) -> JSON:
+        """`{"ticket": Ticket}`, assigned to `agent` (None: unassigned)."""
+        result: JSON = await self.call("ticket.assign", ticket=ticket, agent=agent)
+        return result
+
+    async def ticket_note(self, ticket: str, body: str) -> JSON:
+        """`{"message": Message}`: a private note, never sent to the customer."""
+        return await self._op("ticket.note", ticket=ticket, body=body)
+
     async def ticket_mark(self, ticket: str, read: bool) -> JSON:
         """`{"ticket": Ticket}`."""
         return await self._op("ticket.mark", ticket=ticket, read=read)
+
+    async def messages_search(
+        self, q: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> JSON:
+        """`{"results": [{"message", "profile"}…], "cursor"}`: messages with every word
+        of `q`, newest first."""
+        return await self._op("messages.search", q=q, limit=limit, cursor=cursor)
+
+    async def profiles_search(self, q: str) -> list[JSON]:
+        """`[Profile…]` whose name, e-mail or phone matches `q` (at most 20)."""
+        found: list[JSON] = await self.call("profiles.search", q=q)
+        return found
 
     async def profile_get(self, profile: str, metric: str | None = None) -> JSON:
         """The `Profile`, its activity filtered by `metric`."""

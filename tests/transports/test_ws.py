@@ -77,6 +77,14 @@ async def test_agent_ops_list_reply_settings_quick_replies(server: Running) -> N
         reply = await agent.ticket_reply(ticket, "On its way")
         assert reply["message"]["author"] == "a1"
         assert (await agent.ticket_mark(ticket, read=True))["ticket"]["unread"] is False
+        assert (await agent.ticket_assign(ticket, "a1"))["ticket"]["assignee"] == "a1"
+        assert [t["id"] for t in (await agent.tickets_list(assignee="me"))["tickets"]] == [ticket]
+        assert (await agent.ticket_assign(ticket, None))["ticket"]["assignee"] is None
+        note = (await agent.ticket_note(ticket, "Checked with the warehouse"))["message"]
+        assert (note["kind"], note["author"], note["status"]) == ("note", "a1", None)
+        [found] = (await agent.messages_search("ORDER where"))["results"]
+        assert found["message"]["body"] == "where is my order?"
+        assert [p["phone"] for p in await agent.profiles_search("+15551230000")] == ["+15551230000"]
         snoozed = await agent.ticket_set_state(ticket, "snoozed", until="tomorrow")
         assert snoozed["ticket"]["state"] == "snoozed" and snoozed["ticket"]["snoozed_until"]
         closed = await agent.ticket_set_state(ticket, "closed")
