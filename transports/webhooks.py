@@ -20,8 +20,8 @@ Isolation: the inbox never waits for this service. The consumer only reads the e
 scheduler and `concurrency` senders, each attempt bounded by `timeout_s`, so a slow or
 dead receiver holds only its own senders.
 
-Keys (this service is their only writer): `webhooks:cursor` (the consumer's cursor and
-the first event each webhook wants), `webhook:{delivery id}` (a pending delivery) and
+Keys (this service is their only writer): `webhooks:cursor` (the consumer's cursor, and for
+each webhook the last event before it was added), `webhook:{delivery id}` (a pending delivery) and
 the index `webhooks` (pending deliveries by next attempt time, tagged `hook=<webhook>`).
 """
 
