@@ -22,10 +22,10 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from tidings.actors import invariants, listing, snooze, thread
+from tidings.actors import invariants, listing, search, snooze, thread
 from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
-from tidings.actors.context import InboxContext
+from tidings.actors.context import IDEMPOTENCY_KEPT_S, InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
@@ -320,6 +320,19 @@ class Inbox:
         """R18: how many profiles have an open ticket with unread messages."""
         return self.app.badge
 
+    # -- search -----------------------------------------------------------------------------
+
+    async def messages_search(
+        self, q: str, limit: int = 20, cursor: str | None = None
+    ) -> search.MessagePage:
+        """Messages whose body has every word of `q`, newest first, with who they are from
+        or to; `limit` 1..50 per page, `cursor` from the previous page."""
+        return await search.messages(self.engine.store, q, limit, cursor)
+
+    async def profiles_search(self, q: str) -> list[Profile]:
+        """Up to 20 profiles whose name, e-mail and phone hold every word of `q`."""
+        return [await self.profile_get(p) for p in await search.profile_ids(self.engine.store, q)]
+
     # -- profiles ---------------------------------------------------------------------------
 
     async def profile_get(self, profile: str, metric: str | None = None) -> Profile:
@@ -612,8 +625,14 @@ class Inbox:
         """The last event sequence number so far (0 if none)."""
         return self.engine.events.last_seq
 
-    def events(self, since: int = 0) -> AsyncIterator[tuple[int, bytes]]:
-        """Agent events with seq > `since`: replayed, then live, gap-free."""
+    @property
+    def oldest_seq(self) -> int:
+        """The smallest event sequence number still kept (1 until retention drops events)."""
+        return self.engine.events.oldest
+
+    def events(self, since: int = 0) -> AsyncIterator[tuple[int | None, bytes]]:
+        """Agent events with seq > `since`: replayed (from `oldest_seq` on), then live,
+        gap-free; live-only events (`visitor.typing`) come with seq None."""
         return self.engine.events.subscribe(since)
 
 
@@ -641,14 +660,18 @@ async def open_inbox(
     clock: WallClock | None = None,
     link_secret: bytes | None = None,
     services: Iterable[Child] = (),
+    idempotency_kept_s: float = IDEMPOTENCY_KEPT_S,
     **engine_options: Any,
 ) -> AsyncIterator[Inbox]:
     """Run an inbox on `store` until the block exits. `settings` seeds the settings only
-    on a store that has none yet; `services` run beside it (e.g. a web server)."""
+    on a store that has none yet; `services` run beside it (e.g. a web server).
+    Idempotency keys are kept `idempotency_kept_s`; `engine_options` go to the engine
+    (e.g. `events_kept_s`, how long events are kept)."""
     clock = clock or SystemClock()
     account = account or Account()
     courier = Courier(account, clock, sms, mail)
     app = InboxContext(clock, account, timing or Timing(), courier)
+    app.idempotency_kept_s = idempotency_kept_s
     async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
         inbox = Inbox(engine, app, courier)

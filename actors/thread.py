@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.actors import links, segments
+from tidings.actors import links, searchable, segments
 from tidings.actors.context import InboxContext
 from tidings.actors.model import (
     Channel,
@@ -29,7 +29,7 @@ from tidings.actors.model import (
     iso,
     status_moves_forward,
 )
-from tidings.engine import Batch, Store
+from tidings.engine import Batch, Store, expire_at
 
 THREAD_VIEW = 50  # R09: opening a ticket shows the last 50 messages
 
@@ -56,17 +56,31 @@ def message_key(message_id: str) -> str:
     return f"msg:{message_id}"
 
 
+def event_payload(name: str, data: dict[str, Any]) -> bytes:
+    """An agent event (PROTOCOL.md event names) as the event log carries it."""
+    return encode(Event(name, data))
+
+
 def event(batch: Batch, name: str, data: dict[str, Any]) -> None:
-    """Add an agent event (PROTOCOL.md event names) to `batch`."""
-    batch.event(encode(Event(name, data)))
+    """Add an agent event to `batch`."""
+    batch.event(event_payload(name, data))
+
+
+def remember(app: InboxContext, batch: Batch, idem_key: str, message_id: str) -> None:
+    """Write the idempotency key `idem_key` for the message `message_id`: a retry within
+    `limits.idempotency_kept_days` finds it; retention forgets it after that."""
+    batch.put(idem_key, message_id.encode())
+    expire_at(batch, idem_key, app.now() + app.idempotency_kept_s)
 
 
 def record(batch: Batch, stored: StoredMessage, *, new: bool = True) -> None:
-    """Write `stored` (and, when `new`, append it to its thread and announce it)."""
+    """Write `stored` (and, when `new`, append it to its thread, index it for search and
+    announce it)."""
     message = stored.message
     batch.put(message_key(message.id), encode(stored))
     if new:
         batch.append(stream(message.channel, message.profile, message.ticket), message.id.encode())
+        searchable.index_message(batch, message)
         event(batch, "message.created", {"message": message})
 
 

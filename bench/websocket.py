@@ -2,7 +2,7 @@
 
 The engine runs as a real ``tidings serve --port 0 --store memory://`` subprocess (the
 in-memory store, so the figure is the transports and the actors, not a disk). One agent
-connects to ``/ws/agent``, authenticates with the demo token and ``subscribe``s; then
+connects to ``/ws/agent`` (with ``tidings.client``) as the demo agent and ``subscribe``s; then
 ``N`` visitors connect to ``/ws/chat``, say ``hello`` and each send one warm-up message
 (which creates their ticket), 64 at a time. Once the agent has seen every warm-up
 message, the timed phase sends ``rate × seconds`` messages open-loop at ``rate`` msg/s in
@@ -52,6 +52,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.client import open_agent_client
 
 ROOT = Path(__file__).resolve().parents[1]
 # Connections being opened (and warmed up) at the same time: below the engine's 64
@@ -201,8 +202,8 @@ trio.run(main)
 
 # -- clients ------------------------------------------------------------------------------
 #
-# The visitors run in CLIENT_PROCESSES worker processes (`client_process`), each with a share of them; the agent (engine runs) runs in the scenario's
-# process. Workers and the scenario speak JSON lines: a worker prints `{"warm":…}` once its
+# The visitors run in CLIENT_PROCESSES worker processes (`client_process`), each with a
+# share of them; the agent (engine runs) runs in the scenario's process. Workers and the scenario speak JSON lines: a worker prints `{"warm":…}` once its
 # visitors are connected and warmed up, reads `{"t0":…}` (time.monotonic() of message 0,
 # the same clock in every process), sends its share of the schedule, and prints its
 # `{"sent":…,"acked":…}` (monotonic times by body) with the CPU it used meanwhile.
@@ -210,22 +211,12 @@ trio.run(main)
 CLIENT_PROCESSES = 2
 
 
-class _EvMessage(msgspec.Struct):
-    body: str = ""
-
-
-class _EvData(msgspec.Struct):
-    message: _EvMessage | None = None
-
-
 class _Frame(msgspec.Struct):
     """The parts of any server frame the clients look at (others are ignored)."""
 
     type: str = ""
-    event: str = ""
     client_id: str | None = None
     code: str = ""  # of error frames
-    data: _EvData | None = None
 
 
 _decode = msgspec.json.Decoder(_Frame).decode
@@ -234,7 +225,7 @@ _decode = msgspec.json.Decoder(_Frame).decode
 def _parse(text: str | bytes) -> _Frame:
     try:
         return _decode(text)
-    except msgspec.DecodeError:  # an event whose data is not the shape above
+    except msgspec.DecodeError:  # a frame whose fields are not the shape above
         return _Frame()
 
 
@@ -370,7 +361,7 @@ async def _client_main(spec: ClientSpec) -> None:
     """A worker process: its visitors, driven by the scenario over stdin/stdout."""
     run = Run(spec)
     stdin = _Lines(trio.lowlevel.FdStream(os.dup(0)))
-    gate = trio.Semaphore(CONNECT_AT_ONCE)
+    gate = trio.Semaphore(max(1, CONNECT_AT_ONCE // CLIENT_PROCESSES))  # all workers: ≤ CONNECT_AT_ONCE
     async with trio.open_nursery() as nursery:
         for v in range(spec.first, spec.last):
             nursery.start_soon(_visitor, v, run, gate)
@@ -420,19 +411,15 @@ class Agent:
 
 
 async def _agent(url: str, token: str, agent: Agent, ready: trio.Event) -> None:
-    async with open_websocket_url(url, disconnect_timeout=5) as ws:
-        await ws.send_message(msgspec.json.encode({"type": "auth", "token": token}).decode())
-        assert _parse(await ws.get_message()).type == "ready"
-        await ws.send_message('{"id":1,"op":"subscribe"}')
+    async with open_agent_client(url, token) as client:
+        events = client.subscribe(since=0)  # replays from the start: nothing sent is missed
         ready.set()
         with agent.scope:
-            while True:
-                frame = _parse(await ws.get_message())
-                if frame.event != "message.created" or frame.data is None:
+            async for event in events:
+                message = event.data.get("message") if event.event == "message.created" else None
+                if not isinstance(message, dict):
                     continue
-                if frame.data.message is None:
-                    continue
-                body = frame.data.message.body
+                body = message.get("body", "")
                 if body.startswith("w-"):
                     agent.warm_seen += 1
                     if agent.warm_seen >= agent.visitors - agent.failed:

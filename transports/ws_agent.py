@@ -122,6 +122,16 @@ class Subscribe(_Args):
     since: int | None = None
 
 
+class MessagesSearch(_Args):
+    q: str
+    limit: int = 20
+    cursor: str | None = None
+
+
+class ProfilesSearch(_Args):
+    q: str
+
+
 class Session:
     """One agent connection."""
 
@@ -198,6 +208,12 @@ class Session:
         await self.inbox.quick_reply_delete(a.quick_reply)
         return {"deleted": True}
 
+    async def messages_search(self, a: MessagesSearch) -> Any:
+        return await self.inbox.messages_search(a.q, a.limit, a.cursor)
+
+    async def profiles_search(self, a: ProfilesSearch) -> Any:
+        return await self.inbox.profiles_search(a.q)
+
     async def subscribe(self, a: Subscribe) -> Any:
         since = a.since or 0
         if since < 0:
@@ -205,18 +221,22 @@ class Session:
         if self.stream_scope is not None:
             self.stream_scope.cancel()
         scope = self.stream_scope = trio.CancelScope()
-        last = self.inbox.last_seq
+        last, oldest = self.inbox.last_seq, self.inbox.oldest_seq
         events = self.inbox.events(since)
         self.nursery.start_soon(self._stream, scope, events)
-        return {"seq": last}
+        # since < oldest - 1: the events between were dropped (retention); the replay
+        # starts at oldest and the client reloads what it shows
+        return {"seq": last, "oldest": oldest}
 
     async def _stream(self, scope: trio.CancelScope, events: Any) -> None:
         """Replay, then live: `{"type":"event","seq",…payload}`."""
         with scope:
             try:
                 async for seq, payload in events:
-                    # payload is `{"event":…,"data":…}`; splice in type and seq.
-                    await self.conn.send(b'{"type":"event","seq":%d,' % seq + payload[1:])
+                    # payload is `{"event":…,"data":…}`; splice in type and seq (null:
+                    # a live-only event, not stored and never replayed)
+                    head = b"null" if seq is None else b"%d" % seq
+                    await self.conn.send(b'{"type":"event","seq":' + head + b"," + payload[1:])
             except Closed:
                 self.nursery.cancel_scope.cancel()
 
@@ -283,6 +303,8 @@ OPS: dict[str, tuple[Callable[[Session, Any], Awaitable[Any]], type[_Args]]] = {
     "quick_replies.update": (Session.quick_replies_update, QuickReplyUpdate),
     "quick_replies.delete": (Session.quick_replies_delete, QuickReplyArg),
     "subscribe": (Session.subscribe, Subscribe),
+    "messages.search": (Session.messages_search, MessagesSearch),
+    "profiles.search": (Session.profiles_search, ProfilesSearch),
 }
 
 

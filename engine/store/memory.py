@@ -11,6 +11,7 @@ import trio
 
 from tidings.engine.store.base import Batch, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
+from tidings.engine.store.text import words
 
 
 class MemoryStore:
@@ -22,8 +23,10 @@ class MemoryStore:
         self._kv: dict[str, bytes] = {}
         self._logs: defaultdict[str, list[bytes]] = defaultdict(list)
         self._events: list[bytes] = []
+        self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
+        self._texts: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
         self._closed = False
         self.schema_version = SCHEMA_VERSION
         self.fail_writes = False  # tests set this to see failed writes surface
@@ -32,16 +35,19 @@ class MemoryStore:
         if self._closed:
             raise StoreError("store is closed")
 
+    def _check_write(self) -> None:
+        self._check()
+        if self.fail_writes:
+            raise StoreError("write refused (fail_writes is set)")
+
     async def commit(self, batch: Batch) -> list[int]:
         # Apply before yielding: a checkpoint first would let trio reorder concurrent
         # commits, and the protocol applies them in call order. Cancellation is only
         # honoured before anything is applied.
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check()
-        if self.fail_writes:
-            raise StoreError("write refused (fail_writes is set)")
-        for entry in batch.index_puts:
-            if math.isnan(entry.score):
+        self._check_write()
+        for score in [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]:
+            if math.isnan(score):
                 raise StoreError("batch refused: NaN score")
         for due, _ in batch.timers.values():
             if math.isnan(due):
@@ -51,7 +57,7 @@ class MemoryStore:
         self._kv.update(batch.puts)
         for stream, record in batch.appends:
             self._logs[stream].append(record)
-        first = len(self._events) + 1
+        first = self._dropped + len(self._events) + 1
         self._events.extend(batch.events)
         for key in batch.timer_deletes:
             self._timers.pop(key, None)
@@ -60,6 +66,10 @@ class MemoryStore:
             self._indexes[index].pop(member, None)
         for entry in batch.index_puts:
             self._indexes[entry.index][entry.member] = (entry.score, entry.tags)
+        for index, member in batch.text_deletes:
+            self._texts[index].pop(member, None)
+        for text in batch.text_puts.values():
+            self._texts[text.index][text.member] = (text.score, frozenset(text.words))
         await trio.lowlevel.cancel_shielded_checkpoint()
         return list(range(first, first + len(batch.events)))
 
@@ -82,12 +92,29 @@ class MemoryStore:
 
     async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
         self._check()
-        start = max(seq, 0)
-        return [(i + 1, e) for i, e in enumerate(self._events[start : start + limit], start)]
+        start = max(seq - self._dropped, 0)
+        found = self._events[start : start + limit]
+        return [(i + 1, e) for i, e in enumerate(found, self._dropped + start)]
 
     async def last_event_seq(self) -> int:
         self._check()
-        return len(self._events)
+        return self._dropped + len(self._events)
+
+    async def first_event_seq(self) -> int:
+        self._check()
+        return self._dropped + 1
+
+    async def drop_events(self, through: int) -> None:
+        self._check_write()
+        gone = min(max(through - self._dropped, 0), len(self._events))
+        del self._events[:gone]
+        self._dropped += gone
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        self._check_write()
+        log = self._logs.get(stream)
+        if log is not None and len(log) > keep:
+            del log[: len(log) - max(keep, 0)]
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
         self._check()
@@ -119,6 +146,22 @@ class MemoryStore:
                 rows = [r for r in rows if r < after]
         elif after is not None:
             rows = rows[bisect.bisect_right(rows, after) :]
+        return [(m, s) for s, m in rows[:limit]]
+
+    async def text_query(
+        self, index: str, query: str, limit: int, *, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        self._check()
+        wanted = frozenset(words(query))
+        if not wanted or limit <= 0:
+            return []
+        rows = sorted(
+            ((score, member) for member, (score, have) in self._texts.get(index, {}).items()
+             if wanted <= have),
+            reverse=True,
+        )  # fmt: skip
+        if after is not None:
+            rows = [r for r in rows if r < after]
         return [(m, s) for s, m in rows[:limit]]
 
     async def index_count(self, index: str, tags: frozenset[str]) -> int:

@@ -13,7 +13,7 @@ flusher hands every batch waiting at that moment to the one write connection, in
 worker thread, which applies them in ONE transaction (one fsync), each batch inside its
 own SAVEPOINT so that a batch that fails is rolled back alone and only its caller gets
 `StoreError` (group commit). The sorted indexes' tables and statements are in
-`sqlite_index`.
+`sqlite_index`, the text indexes' (FTS5) in `sqlite_text`.
 
 Schema: table ``meta`` holds ``schema_version`` (see `schema`); `open` refuses a newer
 one and migrates an older one, one version per transaction (`MIGRATIONS`).
@@ -36,10 +36,16 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from tidings.engine.store import sqlite_index
+from tidings.engine.store import sqlite_index, sqlite_text
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
-from tidings.engine.store.schema import SCHEMA_VERSION, check_readable, timer_payload_v2
+from tidings.engine.store.schema import (
+    SCHEMA_VERSION,
+    V3_BLOCKED_THREADS,
+    check_readable,
+    index_text_v3,
+    timer_payload_v2,
+)
 
 _T = TypeVar("_T")
 
@@ -78,7 +84,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-_SCHEMA: Final = _TABLES + sqlite_index.SCHEMA
+_SCHEMA: Final = _TABLES + sqlite_index.SCHEMA + sqlite_text.SCHEMA
 
 
 class SqliteStore(OpenedStore):
@@ -134,7 +140,10 @@ class SqliteStore(OpenedStore):
             check_readable(_stored_version(conn))  # before a newer layout is touched
             conn.executescript(_SCHEMA)
             self.schema_version = _migrate(conn)
-            self._last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            self._last_seq = conn.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),"
+                " COALESCE((SELECT value FROM meta WHERE key='last_event_seq'), 0))"
+            ).fetchone()[0]
             inline = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             inline.execute("PRAGMA query_only=1")
             inline.execute("PRAGMA busy_timeout=5000")
@@ -279,8 +288,11 @@ class SqliteStore(OpenedStore):
 
     async def log_length(self, stream: str) -> int:
         """How many records `stream` holds."""
+        # a log's records are numbered without holes; `trim_log` drops only its oldest
         return await self._read(
-            _scalar, "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE stream=?", (stream,)
+            _scalar,
+            "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM logs WHERE stream=?",
+            (stream,),
         )
 
     async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
@@ -295,6 +307,54 @@ class SqliteStore(OpenedStore):
         self._check()
         # Only the writer moves it, after the transaction is durable.
         return self._last_seq
+
+    async def first_event_seq(self) -> int:
+        """The smallest event sequence number still kept (the next one when none is)."""
+        first: int | None = await self._read(_scalar, "SELECT MIN(seq) FROM events", ())
+        return first if first is not None else self._last_seq + 1
+
+    async def drop_events(self, through: int) -> None:
+        """Drop the events with sequence number <= `through`."""
+        # the number reached is recorded too: with every event dropped, MAX(seq) is gone
+        await self._write(
+            ("DELETE FROM events WHERE seq <= ?", (through,)),
+            (
+                "INSERT INTO meta (key, value) VALUES ('last_event_seq', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value=MAX(value, excluded.value)",
+                (self._last_seq,),
+            ),
+        )
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        """Drop all but the newest `keep` records of `stream`."""
+        await self._write(
+            (
+                "DELETE FROM logs WHERE stream=? AND seq <="
+                " (SELECT MAX(seq) FROM logs WHERE stream=?) - ?",
+                (stream, stream, max(keep, 0)),
+            )
+        )
+
+    async def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """`statements` in a transaction of their own, on the write connection."""
+        self._check()
+        await trio.to_thread.run_sync(self._write_sync, statements, limiter=self._write_limiter)
+
+    def _write_sync(self, statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
+        conn = self._write_conn
+        if conn is None:
+            raise StoreError("store is closed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"write failed: {exc}") from exc
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
         """Durable timers due at or before `until`, earliest first, at most `limit`."""
@@ -327,6 +387,15 @@ class SqliteStore(OpenedStore):
         """How many members of `index` have all `tags`."""
         return await self._read(sqlite_index.count, index, tags)
 
+    async def text_query(
+        self, index: str, query: str, limit: int, *, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Members of text index `index` with every word of `query` (see `Store.text_query`)."""
+        if limit <= 0:
+            self._check()
+            return []
+        return await self._read(sqlite_text.query, index, query, limit, after)
+
 
 # -- schema versions (run in the opening thread) --------------------------------------
 
@@ -347,7 +416,25 @@ def _timers_v2(conn: sqlite3.Connection) -> None:
     conn.executemany("UPDATE timers SET payload=? WHERE key=?", changed)
 
 
-MIGRATIONS: Final = (_timers_v2,)
+def _text_v3(conn: sqlite3.Connection) -> None:
+    """2 → 3: index the stored messages and profiles (`schema.index_text_v3`)."""
+    blocked = frozenset(
+        record.decode()
+        for (record,) in conn.execute(
+            "SELECT record FROM logs WHERE stream >= ? AND stream < ?",
+            (V3_BLOCKED_THREADS, V3_BLOCKED_THREADS[:-1] + ";"),
+        )
+    )
+    for low, high in (("msg:", "msg;"), ("profile:", "profile;")):
+        rows = conn.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ?", (low, high))
+        while chunk := rows.fetchmany(_CHUNK):
+            batch = Batch()
+            for key, value in chunk:
+                index_text_v3(batch, key, value, blocked)
+            _apply(conn, batch, 0)
+
+
+MIGRATIONS: Final = (_timers_v2, _text_v3)
 """``MIGRATIONS[n - 1]`` takes a store of version n to n + 1."""
 
 
@@ -418,6 +505,10 @@ def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:
         sqlite_index.delete(conn, index, member)
     for entry in batch.index_puts:
         sqlite_index.put(conn, entry)
+    for index, member in batch.text_deletes:
+        sqlite_text.delete(conn, index, member)
+    for text in batch.text_puts.values():
+        sqlite_text.put(conn, text)
     return seqs
 
 

@@ -61,6 +61,7 @@ const state = {
   attributions: new Map(), // "campaign:id" -> name
 
   current: null, // open ticket id
+  profileOpen: null, // id of a profile shown without a ticket (from search)
   messages: [],
   profile: null, // profile of the open ticket (unfiltered activity)
   activityMetric: "",
@@ -562,6 +563,7 @@ function noteAttribution(m) {
 // ---------------------------------------------------------------- ticket view
 
 async function openTicket(id) {
+  state.profileOpen = null; // a profile shown without a ticket (search)
   if (state.current !== id) {
     state.current = id;
     state.messages = [];
@@ -613,7 +615,8 @@ function renderTicket() {
   $("no-ticket").hidden = !!t;
   $("ticket-view").hidden = !t;
   if (!t) {
-    setChildren($("profile-pane"));
+    if (state.profileOpen) renderProfile();
+    else setChildren($("profile-pane"));
     return;
   }
   const p = state.profile && state.profile.id === t.profile ? state.profile : state.profiles.get(t.profile);
@@ -994,7 +997,7 @@ function renderProfile() {
   const pane = $("profile-pane");
   const t = currentTicket();
   const p = state.profile;
-  if (!t || !p || p.id !== t.profile) {
+  if (!p || p.id !== (t ? t.profile : state.profileOpen)) {
     setChildren(pane, t ? h("p", { class: "muted" }, "Loading profile…") : null);
     return;
   }
@@ -1435,6 +1438,124 @@ async function saveSettings(ev) {
   }
 }
 
+// ---------------------------------------------------------------- search
+// messages.search and profiles.search (contract v3, "Team workflow"). A message opens its
+// ticket; a customer opens their profile in the profile pane.
+
+const search = { q: "", cursor: null, generation: 0 };
+
+function bindSearch() {
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    runSearch($("search-q").value.trim()).catch(toastErrorUnlessOffline);
+  });
+  $("search-q").addEventListener("input", (ev) => {
+    if (!ev.target.value.trim()) closeSearch();
+  });
+  $("search-more").addEventListener("click", () => moreMessages().catch(toastErrorUnlessOffline));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && !$("search-results").hidden) closeSearch();
+  });
+  document.addEventListener("click", (ev) => {
+    if (!$("search-results").hidden && !ev.target.closest(".search")) closeSearch();
+  });
+}
+
+function closeSearch() {
+  search.generation += 1;
+  $("search-results").hidden = true;
+}
+
+async function runSearch(q) {
+  if (!q) return closeSearch();
+  const generation = ++search.generation;
+  const [profiles, page] = await Promise.all([
+    request("profiles.search", { q }),
+    request("messages.search", { q }),
+  ]);
+  if (generation !== search.generation) return; // a newer search was started
+  search.q = q;
+  search.cursor = page.cursor;
+  setChildren($("search-profiles"), profiles.length ? profiles.map(renderProfileResult) : searchEmpty("No customers."));
+  setChildren($("search-messages"), page.results.length ? page.results.map(renderMessageResult) : searchEmpty("No messages."));
+  $("search-more").hidden = !page.cursor;
+  $("search-results").hidden = false;
+}
+
+async function moreMessages() {
+  const generation = search.generation;
+  const page = await request("messages.search", { q: search.q, cursor: search.cursor });
+  if (generation !== search.generation) return;
+  search.cursor = page.cursor;
+  $("search-messages").append(...page.results.map(renderMessageResult));
+  $("search-more").hidden = !page.cursor;
+}
+
+function searchEmpty(text) {
+  return h("li", { class: "empty" }, text);
+}
+
+function searchResult(testid, open, ...children) {
+  const onKey = (ev) => {
+    if (ev.key === "Enter") open();
+  };
+  return h("li", { testid, tabindex: "0", on: { click: open, keydown: onKey } }, ...children);
+}
+
+function renderProfileResult(p) {
+  const open = () => {
+    closeSearch();
+    openProfile(p);
+  };
+  const contact = [p.phone, p.email].filter(Boolean).join(" · ");
+  return searchResult("search-profile", open, h("span", { class: "search-who" }, p.name || contact || "Visitor"), p.name && contact ? h("span", { class: "muted" }, " " + contact) : null);
+}
+
+function renderMessageResult({ message: m, profile: p }) {
+  const open = () => {
+    closeSearch();
+    if (m.ticket) openTicket(m.ticket);
+    else openProfile(p);
+  };
+  const who = p.name || p.phone || p.email || "Visitor";
+  return searchResult(
+    "search-message",
+    open,
+    h("span", { class: "search-when" }, formatTime(m.created_at)),
+    h("span", { class: "search-who" }, m.direction === "inbound" ? who : `To ${who}`),
+    h("span", { class: "search-body" }, highlight(m.body.length > 200 ? m.body.slice(0, 200) + "…" : m.body, search.q)),
+  );
+}
+
+// Words as the server compares them: letters and digits, without case or accents.
+function foldWord(word) {
+  return word.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase();
+}
+
+/** `text` as text nodes, with the words of `q` in <mark> (never markup from the text). */
+function highlight(text, q) {
+  const wanted = new Set((q.match(/[\p{L}\p{N}]+/gu) || []).map(foldWord));
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(/[\p{L}\p{N}]+/gu)) {
+    if (!wanted.has(foldWord(match[0]))) continue;
+    parts.push(text.slice(last, match.index), h("mark", {}, match[0]));
+    last = match.index + match[0].length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+
+/** Show a customer's profile without a ticket (a search result). */
+async function openProfile(p) {
+  state.current = null;
+  state.profileOpen = p.id;
+  history.replaceState(null, "", location.pathname + location.search);
+  setProfile(await request("profile.get", { profile: p.id }));
+  renderList();
+  renderTicket();
+}
+
 // ---------------------------------------------------------------- team workflow
 // Assignment (the "Assigned to me" and "Unassigned" views, the assign control), private
 // notes and the one-line preview of each ticket (contract v3, "Team workflow").
@@ -1698,6 +1819,8 @@ function bindStaticUi() {
     const pop = $("quick-replies");
     if (!pop.hidden && !ev.target.closest(".qr-wrap")) closeQuickReplies();
   });
+
+  bindSearch();
 
   $("settings-open").addEventListener("click", openSettings);
   $("settings-form").addEventListener("submit", saveSettings);
