@@ -35,6 +35,7 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 | `quick_reply:{id}`, index `quick_replies` | `Inbox` quick-reply commands | `Inbox.quick_replies_list` |
 | `link_secret` | `open_inbox`, once per store | — |
 | `demo_credentials` | `transports.server`, before the engine starts | `transports.server` |
+| `webhooks:cursor`, `webhook:{delivery}`, index `webhooks` | the webhook service (`transports/webhooks.py`): the cursor with the deliveries it writes, a delivery with its attempt's outcome | — |
 | durable timers (`snooze:`, `followup:`, `send:`) | the engine's timer service, set and cancelled in the TicketActor's batches | the timer service |
 | event log, dead letters | the engine (`Engine.commit`, `DeadLetters`); retention drops events older than `events_kept_s`, the dead-letter writer keeps the newest 10,000 | `Inbox.events`, `/metrics` |
 | `retention:events`, index `expiring` | the engine's retention service (marks of event ages; keys written with an expiry, filed by their owners' batches) | — |

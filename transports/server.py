@@ -24,6 +24,7 @@ from tidings.transports.app import build_app
 from tidings.transports.config import AgentConfig, Config
 from tidings.transports.mail import OutboxMail, SmtpMail
 from tidings.transports.sms_providers import OutboxSms, TwilioSms
+from tidings.transports.webhooks import running_webhooks
 from tidings.transports.wire import MAX_FRAME, Context, PerAddress
 
 __all__ = ["Running", "serve", "running_server", "demo_credentials"]
@@ -179,9 +180,9 @@ async def running_server(
                     settings=config.settings,
                     events_kept_s=config.limits.events_kept_days * DAY_S,
                     idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
-                ) as inbox:
+                ) as inbox, running_webhooks(config.webhooks, inbox) as webhooks:
                     ctx.inbox = inbox
-                    app.state.metrics.watch(inbox)
+                    app.state.metrics.watch(inbox, webhooks)
                     try:
                         yield Running(local, inbox, sms, mail, ctx, token, key)
                     finally:

@@ -33,6 +33,7 @@ from tests.transports.helpers import (
     ws_url,
 )
 from tests.transports.serve_process import SERVE, child_env, serving
+from tidings.client import Forbidden, open_agent_client
 from tidings.engine import Batch
 from tidings.engine.retention import MARKS
 from tidings.engine.store.memory import MemoryStore
@@ -52,22 +53,19 @@ OUTSIDE = {"notifications": {"new_ticket_email": {"enabled": True, "recipients":
 
 
 async def test_support_agent_cannot_redirect_new_ticket_emails(server: Running) -> None:
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await agent(ws)
-        reply = await call(ws, 1, "settings.update", settings=OUTSIDE)
-        assert reply["ok"] is False and reply["error"]["code"] == "forbidden"
-        assert "settings.update" in reply["error"]["detail"]
+    async with open_agent_client(ws_url(server, "/ws/agent"), AGENT_TOKEN) as support:
+        with pytest.raises(Forbidden) as refused:
+            await support.settings_update(OUTSIDE)
+        assert "settings.update" in refused.value.detail
         # the connection stays open and the settings are unchanged
-        settings = (await call(ws, 2, "settings.get"))["result"]
+        settings = await support.settings_get()
         assert settings["notifications"]["new_ticket_email"]["recipients"] == []
 
 
 async def test_manager_may_update_settings(server: Running) -> None:
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await agent(ws, MANAGER_TOKEN)
-        reply = await call(ws, 1, "settings.update", settings=OUTSIDE)
-        assert reply["ok"] is True
-        assert reply["result"]["notifications"]["new_ticket_email"]["recipients"] == ["x@evil.example"]
+    async with open_agent_client(ws_url(server, "/ws/agent"), MANAGER_TOKEN) as manager:
+        settings = await manager.settings_update(OUTSIDE)
+        assert settings["notifications"]["new_ticket_email"]["recipients"] == ["x@evil.example"]
 
 
 # -- credentials ----------------------------------------------------------------------------
