@@ -6,8 +6,8 @@ Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ti
 (keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
 `provider:`, `link:` and `idem:sms:` keys and outbox jobs (with the courier's attempts),
 appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
-pass through it (R04, R15), the courier asks it before handing over a held or in-doubt
-SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
+pass through it (R04, R15), a ticket asks it before it opens or reopens (`MayOpen`), the
+courier asks it before handing over a held or in-doubt SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
 Its phone and e-mail mappings belong to the directory: it claims and releases them there.
 """
 
@@ -32,6 +32,7 @@ from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
+    MayOpen,
     Reply,
     StatusUpdate,
     TicketFlag,
@@ -169,11 +170,12 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
 
     kind = "profile"
     state_type = ProfileState
-    __slots__ = ("known", "recent")
+    __slots__ = ("known", "opening", "recent")
 
     async def on_activate(self) -> None:
         self.known = self.state is not None  # False: not_found until something is written
         self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
+        self.opening: set[str] = set()  # tickets allowed to open whose flag has not come
         state = self.state
         if state is not None and state.source is not None and state.source.received_at is None:
             # saved when `source` was the last one sent, received or not
@@ -300,8 +302,16 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     async def set_blocked(self, msg: SetBlocked) -> tuple[Profile, list[str]]:
         self.data.profile.blocked = msg.blocked
         await self._commit(Batch())
-        to_close = list(self.data.tickets) if msg.blocked else []
+        # the tickets it knows open, and those allowed to open whose flag is still on its
+        # way: their close is queued behind the opening turn (R15)
+        to_close = sorted({*self.data.tickets, *self.opening}) if msg.blocked else []
         return self._view(), to_close
+
+    @handler
+    async def may_open(self, msg: MayOpen) -> None:
+        if self.data.profile.blocked:
+            raise InboxError("blocked", "the profile is blocked")
+        self.opening.add(msg.ticket)
 
     # -- SMS -------------------------------------------------------------------------------
 
@@ -477,6 +487,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     @handler
     async def ticket_flag(self, msg: TicketFlag) -> None:
         state = self.data
+        self.opening.discard(msg.ticket)  # known from here on by its state
         if msg.state == "closed":
             state.tickets.pop(msg.ticket, None)
         else:

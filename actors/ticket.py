@@ -33,6 +33,7 @@ from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
+    MayOpen,
     Reply,
     StatusUpdate,
     TicketFlag,
@@ -172,6 +173,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         if ticket.state == "closed" and before and before[0] != "closed" and record.session:
             self.ctx.app.sessions.deliver(record.session, {"type": "closed", "ticket": self.key})
 
+    async def _may_open(self, profile: str) -> None:
+        """R15: ask the profile, the owner of blocking, before the ticket opens or reopens;
+        it refuses with `blocked`. Asked inside this turn, so a block that follows the
+        answer queues its close behind this turn's commit."""
+        await self.ctx.ask(("profile", profile), MayOpen(self.key))
+
     # -- inbound ----------------------------------------------------------------------------
 
     def _create(self, msg: TicketInbound, now: float) -> TicketRecord:
@@ -217,6 +224,11 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         known = await thread.load(store, message.id)
         if known is not None:  # delivered twice: stored once (R30)
             return known.message
+        current = self.state.ticket if self.state is not None else None
+        if current is not None and current.state == "closed" and current.channel == "webchat":
+            raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
+        if current is None or current.state == "closed":
+            await self._may_open(message.profile)
         now = app.now()
         batch = Batch()
         created = self.state is None
@@ -229,8 +241,6 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             before = self._flags()
         record = self.state
         ticket = record.ticket
-        if ticket.state == "closed" and ticket.channel == "webchat":
-            raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
         if ticket.state == "snoozed":
             self.ctx.timers.cancel_durable(batch, f"snooze:{self.key}")
             record.snooze_due = None
@@ -358,11 +368,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         before = self._flags()
         batch = Batch()
         now = app.now()
-        if msg.state == "open":
-            if ticket.state == "closed" and ticket.channel == "webchat":
+        if msg.state == "open" and ticket.state == "closed":
+            if ticket.channel == "webchat":
                 raise InboxError(
                     "cannot_reopen", "a closed web chat ticket cannot be reopened (R07)"
                 )
+            await self._may_open(ticket.profile)
         elif msg.state == "snoozed":
             if msg.until is None:
                 raise bad_request(
