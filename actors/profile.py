@@ -4,11 +4,13 @@ messages it owns (R30), and which of its tickets are open and unread (the badge,
 
 Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ticket
 (keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
-`provider:`, `link:` and `idem:sms:` keys and outbox jobs (with the courier's attempts),
-appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
-pass through it (R04, R15), a ticket asks it before it opens or reopens (`MayOpen`), the
-courier asks it before handing over a held or in-doubt SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
-Its phone and e-mail mappings belong to the directory: it claims and releases them there.
+`provider:`, `link:` and `idem:sms:` keys and outbox jobs (with the courier's attempts:
+a `MessageOwner`, like the ticket), appended to `thread:sms:{id}`. It is the owner of
+consent and blocking, so agent replies pass through it (R04, R15), a ticket asks it
+before it opens or reopens (`MayOpen`), the courier asks it before handing over a held
+or in-doubt SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its
+consent. Its phone and e-mail mappings belong to the directory: it claims and releases
+them there.
 """
 
 from __future__ import annotations
@@ -18,15 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from tidings.actors import keywords, thread
-from tidings.actors.context import InboxContext
-from tidings.actors.courier import (
-    Attempting,
-    MayText,
-    Sent,
-    record_attempt,
-    refusal,
-    remove_job,
-)
+from tidings.actors.courier import MayText, refusal
 from tidings.actors.directory import Claim, Release, directory_key
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
@@ -34,7 +28,6 @@ from tidings.actors.handoff import (
     CarrierOptOut,
     MayOpen,
     Reply,
-    StatusUpdate,
     TicketFlag,
     TicketInbound,
 )
@@ -49,7 +42,8 @@ from tidings.actors.model import (
     encode,
     iso,
 )
-from tidings.engine import Batch, Forward, Request, StatefulActor, handler
+from tidings.actors.owner import MessageOwner
+from tidings.engine import Batch, Forward, Request, handler
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50
@@ -165,7 +159,7 @@ class Stored(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
-class ProfileActor(StatefulActor[InboxContext, ProfileState]):
+class ProfileActor(MessageOwner[ProfileState]):
     """One customer. Its key is the profile id; its state is kept at `profile:{key}`."""
 
     kind = "profile"
@@ -440,34 +434,12 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         profile = self.data.profile
         return refusal(profile.blocked, profile.subscribed, msg.needs_consent)
 
-    @handler
-    async def attempting(self, msg: Attempting) -> bool:
-        batch = Batch()
-        found = await record_attempt(self.ctx.store, batch, msg)
-        await self.ctx.commit(batch)
-        return found
-
-    @handler
-    async def sent(self, msg: Sent) -> None:
-        batch = Batch()
-        if await thread.set_status(
-            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
-        ):
-            self._received(msg.message, msg.status)
-        remove_job(batch, msg.job)
-        if msg.error_code == CARRIER_OPT_OUT:  # the provider refused it for that reason
-            self._withdraw_consent()
-        await self._commit(batch)
-
-    @handler
-    async def status_update(self, msg: StatusUpdate) -> None:
-        batch = Batch()
-        store = self.ctx.store
-        if await thread.set_status(
-            store, batch, msg.message, msg.status, error_code=msg.error_code
-        ):
-            self._received(msg.message, msg.status)
-        if msg.error_code == CARRIER_OPT_OUT:
+    async def delivered(
+        self, batch: Batch, message: str, moved_to: Status | None, error_code: str | None
+    ) -> None:
+        if moved_to is not None:
+            self._received(message, moved_to)
+        if error_code == CARRIER_OPT_OUT:  # the provider refused it for that reason
             self._withdraw_consent()
         await self._commit(batch)
 

@@ -7,7 +7,8 @@ Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messa
 ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
 idempotency keys, appended to `thread:webchat:{id}` or the profile's `thread:sms:`; the
 outbox jobs it queued (their SMS and its e-mails), on which it records the courier's
-attempts (`Attempting`) and which it removes when the courier reports them done; its
+attempts (`Attempting`) and which it removes when the courier reports them done (as a
+`MessageOwner`, like the profile); its
 durable timers (`snooze:`, `followup:`, `send:`). Its record keeps the request ids of its
 last replies, so a turn the engine retries after its commit writes no second message.
 A held reply (R27) is queued once, by its `held` flag, when its `send:` timer fires.
@@ -20,28 +21,20 @@ import html
 import msgspec
 
 from tidings.actors import followup_email, quiet_hours, snooze, thread
-from tidings.actors.context import InboxContext
-from tidings.actors.courier import (
-    Attempting,
-    Mailed,
-    Sent,
-    has_job,
-    record_attempt,
-    remove_job,
-)
+from tidings.actors.courier import Mailed, has_job, remove_job
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
     MayOpen,
     Reply,
-    StatusUpdate,
     TicketFlag,
     TicketInbound,
 )
-from tidings.actors.model import Followup, Message, Ticket, TicketState, iso
+from tidings.actors.model import Followup, Message, Status, Ticket, TicketState, iso
 from tidings.actors.outbound import Email
-from tidings.engine import Batch, Request, StatefulActor, handler
+from tidings.actors.owner import MessageOwner
+from tidings.engine import Batch, Request, handler
 from tidings.engine.clock import to_datetime
 
 TICKETS = "tickets"  # index: every ticket by last activity
@@ -123,7 +116,7 @@ class PresenceLapsed(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
-class TicketActor(StatefulActor[InboxContext, TicketRecord]):
+class TicketActor(MessageOwner[TicketRecord]):
     """One ticket. Its key is the ticket id; its state is kept at `ticket:{key}`."""
 
     kind = "ticket"
@@ -446,36 +439,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
 
     # -- its messages' delivery (the ticket owns the messages it wrote) --------------------
 
-    @handler
-    async def attempting(self, msg: Attempting) -> bool:
-        batch = Batch()
-        found = await record_attempt(self.ctx.store, batch, msg)
+    async def delivered(
+        self, batch: Batch, message: str, moved_to: Status | None, error_code: str | None
+    ) -> None:
         await self.ctx.commit(batch)
-        return found
-
-    @handler
-    async def sent(self, msg: Sent) -> None:
-        batch = Batch()
-        await thread.set_status(
-            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
-        )
-        remove_job(batch, msg.job)
-        await self.ctx.commit(batch)
-        self._carrier_opt_out(msg.error_code)
-
-    @handler
-    async def status_update(self, msg: StatusUpdate) -> None:
-        batch = Batch()
-        await thread.set_status(
-            self.ctx.store, batch, msg.message, msg.status, error_code=msg.error_code
-        )
-        await self.ctx.commit(batch)
-        self._carrier_opt_out(msg.error_code)
-
-    def _carrier_opt_out(self, error_code: str | None) -> None:
-        """The provider said the recipient opted out at the carrier: tell the profile,
-        the owner of consent."""
         if error_code == CARRIER_OPT_OUT and self.state is not None:
+            # the recipient opted out at the carrier: the profile, owner of consent, is told
             self.ctx.tell_nowait(("profile", self.state.ticket.profile), CarrierOptOut())
 
     @handler
