@@ -6,22 +6,18 @@ chosen read or commit until the test lets it go makes each interleaving happen e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 import trio.testing
 
-from tests.actors.helpers import ACCOUNT, PHONE, START, Harness
+from tests.actors.helpers import PHONE, Harness
 from tidings.actors import invariants
-from tidings.actors.brand import Timing
 from tidings.actors.errors import InboxError
-from tidings.actors.inbox import open_inbox
 from tidings.actors.model import Message
-from tidings.engine import Batch, TrioWallClock
+from tidings.engine import Batch
 from tidings.engine.store.memory import MemoryStore
-from tidings.transports.mail import OutboxMail
-from tidings.transports.sms_providers import OutboxSms
 
 
 class HeldStore(MemoryStore):
@@ -52,13 +48,8 @@ class HeldStore(MemoryStore):
 
 
 @pytest.fixture
-async def held(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Harness]:
-    store = HeldStore()
-    sms, mail = OutboxSms(), OutboxMail()
-    async with open_inbox(
-        store, account=ACCOUNT, timing=Timing(), sms=sms, mail=mail, clock=TrioWallClock(START)
-    ) as inbox:
-        yield Harness(inbox, sms, mail, store)
+def store() -> HeldStore:
+    return HeldStore()
 
 
 def opening_a_ticket(batch: Batch) -> bool:
@@ -70,12 +61,10 @@ def reading_a_message(key: str) -> bool:
 
 
 async def block_while_held(
-    harness: Harness, profile: str, deliver: Callable[[], Awaitable[Message]]
+    harness: Harness, store: HeldStore, profile: str, deliver: Callable[[], Awaitable[Message]]
 ) -> Message:
-    """Start `deliver`; once the store holds it, block `profile`; then let it go. Returns
+    """Start `deliver`; once `store` holds it, block `profile`; then let it go. Returns
     what `deliver` answered, after the block finished."""
-    store = harness.store
-    assert isinstance(store, HeldStore)
     got: list[Message] = []
     blocked = trio.Event()
 
@@ -108,31 +97,31 @@ async def assert_consistent(harness: Harness, profile: str) -> None:
 
 
 async def test_r15_a_block_after_the_ticket_was_allowed_to_open_closes_it(
-    held: Harness, autojump_clock: trio.testing.MockClock
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
 ) -> None:
-    inbox, store = held.inbox, held.store
-    assert isinstance(store, HeldStore)
-    profile = await held.subscribed_profile()
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
     store.hold_commit = opening_a_ticket  # the new SMS ticket's first commit
-    message = await block_while_held(held, profile, lambda: inbox.receive_sms("SM1", PHONE, "hi"))
+    message = await block_while_held(
+        harness, store, profile, lambda: inbox.receive_sms("SM1", PHONE, "hi")
+    )
     assert message.ticket is not None  # it opened before the block, and the block closed it
     assert (await inbox.ticket_get(message.ticket)).ticket.state == "closed"
-    await assert_consistent(held, profile)
+    await assert_consistent(harness, profile)
 
 
 async def test_r15_an_sms_whose_ticket_is_blocked_before_it_opens_is_stored_without_one(
-    held: Harness, autojump_clock: trio.testing.MockClock
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
 ) -> None:
-    inbox, store = held.inbox, held.store
-    assert isinstance(store, HeldStore)
-    profile = await held.subscribed_profile()
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
     first = await inbox.receive_sms("SM1", PHONE, "hello")
     assert first.ticket is not None
     await inbox.ticket_set_state(first.ticket, "closed")  # the profile lists no ticket now
     since = inbox.last_seq
     store.hold_read = reading_a_message  # the ticket, routed to by the profile, is held
     message = await block_while_held(
-        held, profile, lambda: inbox.receive_sms("SM2", PHONE, "again")
+        harness, store, profile, lambda: inbox.receive_sms("SM2", PHONE, "again")
     )
     assert message.ticket is None  # stored by the blocked profile (R15)
     assert (await inbox.ticket_get(first.ticket)).ticket.state == "closed"
@@ -140,20 +129,22 @@ async def test_r15_an_sms_whose_ticket_is_blocked_before_it_opens_is_stored_with
     assert again.id == message.id
     thread = await store.log_tail(f"thread:sms:{profile}", 10)
     assert thread.count(message.id.encode()) == 1
-    told = [e["event"] for e in await held.events(since)]
+    told = [e["event"] for e in await harness.events(since)]
     assert "ticket.updated" not in told, told  # nothing reopened, not even for a moment
-    await assert_consistent(held, profile)
+    await assert_consistent(harness, profile)
 
 
 async def test_r15_a_chat_message_whose_ticket_is_blocked_before_it_opens_is_kept_by_the_profile(
-    held: Harness, autojump_clock: trio.testing.MockClock
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
 ) -> None:
-    inbox, store = held.inbox, held.store
-    assert isinstance(store, HeldStore)
+    inbox = harness.inbox
     ready = await inbox.chat_hello(None, identity=("phone", PHONE))
     store.hold_read = reading_a_message  # the new ticket, after the profile said "not blocked"
     message = await block_while_held(
-        held, ready.profile, lambda: inbox.chat_message(ready.session, "hi", client_id="c1")
+        harness,
+        store,
+        ready.profile,
+        lambda: inbox.chat_message(ready.session, "hi", client_id="c1"),
     )
     assert message.ticket is None
     kept = await store.log_tail(f"thread:webchat-blocked:{ready.profile}", 10)
@@ -161,14 +152,14 @@ async def test_r15_a_chat_message_whose_ticket_is_blocked_before_it_opens_is_kep
     resent = await inbox.chat_message(ready.session, "hi", client_id="c1")
     assert resent.id == message.id  # the widget's resend stores nothing new (R30)
     assert (await inbox.tickets_list(channel="webchat")).tickets == []
-    await assert_consistent(held, ready.profile)
+    await assert_consistent(harness, ready.profile)
 
 
 async def test_r15_an_agent_cannot_reopen_a_blocked_profiles_ticket(
-    held: Harness, autojump_clock: trio.testing.MockClock
+    harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    inbox = held.inbox
-    profile = await held.subscribed_profile()
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
     ticket = (await inbox.receive_sms("SM1", PHONE, "hello")).ticket
     assert ticket is not None
     await inbox.profile_block(profile)
