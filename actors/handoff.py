@@ -49,6 +49,12 @@ class MayOpen(Request[None]):
     ticket: str
 
 
+class ProfileBlocked(msgspec.Struct):
+    """The ticket's profile was blocked: the ticket closes (R15; profile → ticket, told
+    from the turn that commits the block, so the closes are queued whatever becomes of
+    whoever asked for the block)."""
+
+
 class TicketInbound(Request[Message]):
     """An inbound support message for a ticket, which it opens, reopens or wakes
     (profile or visitor → ticket)."""

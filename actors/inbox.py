@@ -306,10 +306,10 @@ class Inbox:
     async def profile_block(self, profile: str, blocked: bool = True) -> Profile:
         """Block (closing its open tickets) or unblock a profile (R15)."""
         await self.profile_get(profile)
-        view, to_close = await self.engine.ask(("profile", profile), SetBlocked(blocked))
-        for ticket in to_close:
+        view, closing = await self.engine.ask(("profile", profile), SetBlocked(blocked))
+        for ticket in closing:  # the profile told them to close: answered once they did
             try:
-                await self.ticket_set_state(ticket, "closed")
+                await self._ticket(ticket)  # queued behind the close
             except InboxError as exc:
                 if exc.code != "not_found":
                     raise

@@ -27,6 +27,7 @@ from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
     MayOpen,
+    ProfileBlocked,
     Reply,
     TicketFlag,
     TicketInbound,
@@ -106,7 +107,7 @@ class AddOrder(Request[None]):
 
 
 class SetBlocked(Request[tuple[Profile, list[str]]]):
-    """Block or unblock (R15); answers the profile and its tickets that must close."""
+    """Block or unblock (R15); answers the profile and the tickets it told to close."""
 
     blocked: bool
 
@@ -297,8 +298,11 @@ class ProfileActor(MessageOwner[ProfileState]):
         self.data.profile.blocked = msg.blocked
         await self._commit(Batch())
         # the tickets it knows open, and those allowed to open whose flag is still on its
-        # way: their close is queued behind the opening turn (R15)
+        # way (their close is queued behind the opening turn), told from this turn: they
+        # close even if the asker goes away (R15)
         to_close = sorted({*self.data.tickets, *self.opening}) if msg.blocked else []
+        for ticket in to_close:
+            self.ctx.tell_nowait(("ticket", ticket), ProfileBlocked())
         return self._view(), to_close
 
     @handler

@@ -27,6 +27,7 @@ from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
     MayOpen,
+    ProfileBlocked,
     Reply,
     TicketFlag,
     TicketInbound,
@@ -389,6 +390,12 @@ class TicketActor(MessageOwner[TicketRecord]):
         ticket.state = msg.state
         await self._commit(batch, before)
         return ticket
+
+    @handler
+    async def profile_blocked(self, msg: ProfileBlocked) -> None:
+        record = self.state
+        if record is not None and record.ticket.state != "closed":  # else: nothing opened
+            await self.set_state(SetState("closed"))
 
     @handler
     async def mark(self, msg: Mark) -> Ticket:

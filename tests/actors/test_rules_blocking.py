@@ -169,3 +169,21 @@ async def test_r15_an_agent_cannot_reopen_a_blocked_profiles_ticket(
     assert (await inbox.ticket_get(ticket)).ticket.state == "closed"
     await inbox.profile_block(profile, blocked=False)
     assert (await inbox.ticket_set_state(ticket, "open")).state == "open"
+
+
+async def test_r15_a_block_whose_asker_goes_away_still_closes_the_tickets(
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
+    ticket = (await inbox.receive_sms("SM1", PHONE, "hello")).ticket
+    assert ticket is not None
+    await trio.sleep(1)  # the profile knows its ticket
+    store.hold_commit = lambda batch: f"profile:{profile}" in batch.puts  # the block's commit
+    with trio.move_on_after(1):  # the agent's connection closes while the block commits
+        await inbox.profile_block(profile)
+    assert store.reached.is_set()
+    store.release.set()
+    await trio.sleep(1)
+    assert (await inbox.ticket_get(ticket)).ticket.state == "closed"
+    await assert_consistent(harness, profile)
