@@ -62,6 +62,7 @@ from tidings.actors.profile import (
 from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
     Assign,
+    FlagAgain,
     GetTicket,
     Mark,
     Note,
@@ -191,8 +192,10 @@ class Inbox:
         self.app.badge = await engine.store.index_count(BADGE, frozenset())
 
     async def _tell_profiles(self, snap: invariants.Snapshot) -> None:
-        """Tell each profile whose view of its tickets (or badge entry) is wrong the state
-        of those tickets again, as the tickets would have after their commits."""
+        """Have each profile whose view of its tickets (or badge entry) is wrong told the
+        state of those tickets again, by the tickets themselves: a ticket may have moved
+        since `snap` was read (a snooze due during the downtime wakes it now), and its
+        own flag comes after any it sent since."""
         engine = self.engine
         wrong: dict[str, set[str]] = {}
         for violation in invariants.badge(snap) + invariants.profile_tickets(snap):
@@ -204,11 +207,10 @@ class Inbox:
             wrong.setdefault(profile, set()).update(named or state.unread)
         for profile, tickets in wrong.items():
             for ticket in sorted(tickets):
-                record = snap.tickets.get(ticket)
-                flag = TicketFlag(ticket, "closed", False)  # gone: it counts as closed
-                if record is not None:
-                    flag = TicketFlag(ticket, record.ticket.state, record.ticket.unread)
-                await engine.tell(("profile", profile), flag)
+                if ticket in snap.tickets:  # answered once its flag is on its way
+                    await engine.ask(("ticket", ticket), FlagAgain())
+                else:  # gone: it counts as closed
+                    await engine.tell(("profile", profile), TicketFlag(ticket, "closed", False))
             # answered after the flags sent before it: the profile has them all
             await engine.ask(("profile", profile), GetProfile())
 

@@ -102,6 +102,11 @@ class GetTicket(Request[Ticket]):
     pass
 
 
+class FlagAgain(Request[None]):
+    """Tell the profile the ticket's state and read flag again, as they are now (the
+    start-up repair of a profile's view: after any flag the ticket sent before)."""
+
+
 class Wake(msgspec.Struct, tag="ticket.wake"):
     """A snooze ran out (durable timer)."""
 
@@ -464,6 +469,13 @@ class TicketActor(MessageOwner[TicketRecord]):
         record = self.state
         if record is not None and record.ticket.state != "closed":  # else: nothing opened
             await self.set_state(SetState("closed"))
+
+    @handler
+    async def flag_again(self, msg: FlagAgain) -> None:
+        record = self.state
+        if record is not None:
+            flag = TicketFlag(self.key, record.ticket.state, record.ticket.unread)
+            self.ctx.tell_nowait(("profile", record.ticket.profile), flag)
 
     @handler
     async def mark(self, msg: Mark) -> Ticket:
