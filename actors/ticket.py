@@ -289,7 +289,7 @@ class TicketActor(MessageOwner[TicketRecord]):
         thread.record(batch, msg.message)
         ticket.last_message = LastMessage.of(message)
         if msg.idem_key:
-            batch.put(msg.idem_key, message.id.encode())
+            thread.remember(app, batch, msg.idem_key, message.id)
         if msg.autoreply:
             autoreply = thread.outbound(
                 app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,
@@ -580,7 +580,7 @@ class TicketActor(MessageOwner[TicketRecord]):
             )
         )[-5:]
         account = app.account
-        link = followup_email.chat_link(account.public_url, record.session or "")
+        link = followup_email.chat_link(account.chat_page(), record.session or "")
         composed = followup_email.compose(
             account.name,
             link,

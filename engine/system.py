@@ -22,7 +22,7 @@ dropped from memory, and for `quarantine_s` seconds (doubling for each repeated
 quarantine, up to `quarantine_max_s`) messages to it are dead-lettered as "quarantined";
 the first message after that activates it afresh. Actor failures never reach the
 supervisor: only the engine's services (actor host, timers, dead-letter writer, ask
-deadlines, passivator) and those given to `open_engine` are restarted under the OTP
+deadlines, passivator, retention) and those given to `open_engine` are restarted under the OTP
 semantics of `supervisor.Supervisor`.
 """
 
@@ -52,6 +52,7 @@ from tidings.engine.errors import (
 )
 from tidings.engine.eventlog import EventLog
 from tidings.engine.messages import Address, Request
+from tidings.engine.retention import Retention
 from tidings.engine.store.base import Batch, Store
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.timers import TimerFire, Timers
@@ -87,6 +88,9 @@ class Engine:
         checkpoint_every: int = 64,
         timer_window: float = 60.0,
         deadline_compaction: int = 100_000,
+        events_kept_s: float = 7 * 86400.0,
+        retention_every: float = 3600.0,
+        dead_letters_kept: int = 10_000,
     ) -> None:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
@@ -105,7 +109,15 @@ class Engine:
         self.commit_observer: Callable[[float], None] | None = None
         self.kinds: dict[str, type[Actor[Any]]] = {}
         self.events = EventLog(store)
-        self.letters = DeadLetters(self.commit, self.clock)
+        self.letters = DeadLetters(self.commit, self.clock, store, keep=dead_letters_kept)
+        self.retention = Retention(
+            store,
+            self.events,
+            self.clock,
+            self.commit,
+            events_kept_s=events_kept_s,
+            every=retention_every,
+        )
         self.asks = AskDeadlines(deadline_compaction)
         self.timers = Timers(
             store,
@@ -265,6 +277,11 @@ class Engine:
         if seqs:
             self.events.published(seqs, batch.events)
         return seqs
+
+    def announce(self, payload: bytes) -> None:
+        """Push a live-only event to the event log's subscribers connected now: it is not
+        stored, takes no sequence number and is never replayed."""
+        self.events.announce(payload)
 
     # -- running ------------------------------------------------------------------------
 
@@ -499,6 +516,7 @@ class Engine:
             Child("actor-host", self._host),
             Child("timers", self.timers.run),
             Child("passivator", self._passivator),
+            Child("retention", self.retention.run),
         ]
 
     async def _stop(self) -> None:

@@ -24,11 +24,13 @@ from tidings.transports.app import build_app
 from tidings.transports.config import AgentConfig, Config
 from tidings.transports.mail import OutboxMail, SmtpMail
 from tidings.transports.sms_providers import OutboxSms, TwilioSms
+from tidings.transports.webhooks import running_webhooks
 from tidings.transports.wire import MAX_FRAME, Context, PerAddress
 
 __all__ = ["Running", "serve", "running_server", "demo_credentials"]
 
 GRACEFUL_S = 2.0
+DAY_S = 86400.0
 
 
 @dataclass
@@ -165,6 +167,7 @@ async def running_server(
                 support_email=config.email.support_address,
                 sms_sender=config.sms.sender,
                 public_url=base,
+                chat_page_url=config.chat.page_url,
             )
             timing = Timing(**msgspec.structs.asdict(config.timing))
             try:
@@ -175,9 +178,11 @@ async def running_server(
                     sms=sms,
                     mail=mail,
                     settings=config.settings,
-                ) as inbox:
+                    events_kept_s=config.limits.events_kept_days * DAY_S,
+                    idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
+                ) as inbox, running_webhooks(config.webhooks, inbox) as webhooks:
                     ctx.inbox = inbox
-                    app.state.metrics.watch(inbox)
+                    app.state.metrics.watch(inbox, webhooks)
                     try:
                         yield Running(local, inbox, sms, mail, ctx, token, key)
                     finally:
