@@ -13,7 +13,8 @@ profile (`handoff.message_owner`): that actor writes it, its `provider:`, `link:
 idempotency keys and its outbox job, and takes its delivery status (the courier's `Sent`,
 `Inbox.sms_status`). Others read, never write. Consent and blocking belong to the profile:
 the courier asks it (`MayText`) before handing over a held, scheduled or in-doubt SMS,
-and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierOptOut`).
+a ticket asks it (`MayOpen`) before it opens or reopens, and a ticket told of a carrier
+opt-out (ErrorCode 21610) passes it on (`CarrierOptOut`).
 
 | Key family | Owner (the only writer) | Who else may read |
 |---|---|---|

@@ -40,6 +40,21 @@ class TicketFlag(msgspec.Struct):
     unread: bool
 
 
+class MayOpen(Request[None]):
+    """May the ticket open or reopen now (ticket → profile, the owner of blocking, asked
+    inside the ticket's turn before it commits)? The profile refuses with `blocked` (R15);
+    else it counts the ticket among those a block closes until the ticket's flag arrives,
+    so a block that comes before that flag still closes it."""
+
+    ticket: str
+
+
+class ProfileBlocked(msgspec.Struct):
+    """The ticket's profile was blocked: the ticket closes (R15; profile → ticket, told
+    from the turn that commits the block, so the closes are queued whatever becomes of
+    whoever asked for the block)."""
+
+
 class TicketInbound(Request[Message]):
     """An inbound support message for a ticket, which it opens, reopens or wakes
     (profile or visitor → ticket)."""

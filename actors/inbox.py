@@ -62,6 +62,7 @@ from tidings.actors.profile import (
 from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
     Assign,
+    FlagAgain,
     GetTicket,
     Mark,
     Note,
@@ -191,8 +192,10 @@ class Inbox:
         self.app.badge = await engine.store.index_count(BADGE, frozenset())
 
     async def _tell_profiles(self, snap: invariants.Snapshot) -> None:
-        """Tell each profile whose view of its tickets (or badge entry) is wrong the state
-        of those tickets again, as the tickets would have after their commits."""
+        """Have each profile whose view of its tickets (or badge entry) is wrong told the
+        state of those tickets again, by the tickets themselves: a ticket may have moved
+        since `snap` was read (a snooze due during the downtime wakes it now), and its
+        own flag comes after any it sent since."""
         engine = self.engine
         wrong: dict[str, set[str]] = {}
         for violation in invariants.badge(snap) + invariants.profile_tickets(snap):
@@ -204,11 +207,10 @@ class Inbox:
             wrong.setdefault(profile, set()).update(named or state.unread)
         for profile, tickets in wrong.items():
             for ticket in sorted(tickets):
-                record = snap.tickets.get(ticket)
-                flag = TicketFlag(ticket, "closed", False)  # gone: it counts as closed
-                if record is not None:
-                    flag = TicketFlag(ticket, record.ticket.state, record.ticket.unread)
-                await engine.tell(("profile", profile), flag)
+                if ticket in snap.tickets:  # answered once its flag is on its way
+                    await engine.ask(("ticket", ticket), FlagAgain())
+                else:  # gone: it counts as closed
+                    await engine.tell(("profile", profile), TicketFlag(ticket, "closed", False))
             # answered after the flags sent before it: the profile has them all
             await engine.ask(("profile", profile), GetProfile())
 
@@ -342,9 +344,14 @@ class Inbox:
     async def profile_block(self, profile: str, blocked: bool = True) -> Profile:
         """Block (closing its open tickets) or unblock a profile (R15)."""
         await self.profile_get(profile)
-        view, to_close = await self.engine.ask(("profile", profile), SetBlocked(blocked))
-        for ticket in to_close:
-            await self.ticket_set_state(ticket, "closed")
+        view, closing = await self.engine.ask(("profile", profile), SetBlocked(blocked))
+        for ticket in closing:  # the profile told them to close: answered once they did
+            try:
+                await self._ticket(ticket)  # queued behind the close
+            except InboxError as exc:
+                if exc.code != "not_found":
+                    raise
+                # allowed to open just before the block, but its opening did not commit
         return view
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
@@ -447,9 +454,17 @@ class Inbox:
         profile = await self._resolve("phone", phone)
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
-        answer = await self.engine.ask(
-            ("profile", profile), InboundSms(sid, phone, body, list(media))
-        )
+        while True:
+            try:
+                answer = await self.engine.ask(
+                    ("profile", profile), InboundSms(sid, phone, body, list(media))
+                )
+                break
+            except InboxError as exc:
+                if exc.code != "blocked":
+                    raise
+                # blocked after the profile routed it, before its ticket opened (R15):
+                # asked again, the profile stores it itself, under the same message id
         self.inbound_count += 1
         # a keyword or a blocked profile's message is stored by the profile; any other is
         # forwarded to the SMS ticket, which answers with the stored message

@@ -10,7 +10,7 @@ consistency"):
 |---|---|---|
 | `badge` | the `badge` index = the profiles with an open unread ticket | reconciled on start |
 | `profile_tickets` | a profile's own list of its open, snoozed and unread tickets is right | reconciled on start |
-| `blocked_open` | no open or snoozed ticket on a blocked profile | reconciled on start |
+| `blocked_open` | no open or snoozed ticket on a blocked profile | the profile's leave (`MayOpen`); reconciled on start |
 | `sms_tickets` | a profile has at most one open or snoozed SMS ticket | atomic (the profile's `sms_ticket`) |
 | `session_tickets` | a web chat session has at most one open or snoozed ticket | reconciled on start |
 | `outbox_orphan` | every outbox job refers to a stored message (SMS) or ticket (e-mail) | atomic (the owner's batch) |

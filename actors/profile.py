@@ -5,10 +5,12 @@ messages it owns (R30), and which of its tickets are open and unread (the badge,
 Keys it owns: `profile:{id}`; its `badge` and `profiles` (search) index entries; the
 messages without a ticket (keywords and their replies, campaigns, flows, a blocked
 profile's SMS) with their `provider:`, `link:` and `idem:sms:` keys and outbox jobs
-(with the courier's attempts), appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
-pass through it (R04, R15), the courier asks it before handing over a held or in-doubt
-SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
-Its phone and e-mail mappings belong to the directory: it claims and releases them there.
+(with the courier's attempts: a `MessageOwner`, like the ticket), appended to
+`thread:sms:{id}`. It is the owner of consent and blocking, so agent replies pass
+through it (R04, R15), a ticket asks it before it opens or reopens (`MayOpen`), the
+courier asks it before handing over a held or in-doubt SMS (`MayText`), and a carrier
+opt-out (ErrorCode 21610) withdraws its consent. Its phone and e-mail mappings belong
+to the directory: it claims and releases them there.
 """
 
 from __future__ import annotations
@@ -18,22 +20,15 @@ from typing import Any, Literal
 import msgspec
 
 from tidings.actors import keywords, searchable, thread
-from tidings.actors.context import InboxContext
-from tidings.actors.courier import (
-    Attempting,
-    MayText,
-    Sent,
-    record_attempt,
-    refusal,
-    remove_job,
-)
+from tidings.actors.courier import MayText, refusal
 from tidings.actors.directory import Claim, Release, directory_key
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
+    MayOpen,
+    ProfileBlocked,
     Reply,
-    StatusUpdate,
     TicketFlag,
     TicketInbound,
 )
@@ -48,7 +43,8 @@ from tidings.actors.model import (
     encode,
     iso,
 )
-from tidings.engine import Batch, Forward, Request, StatefulActor, handler
+from tidings.actors.owner import MessageOwner
+from tidings.engine import Batch, Forward, Request, handler
 
 ACTIVITY_KEPT = 200
 ORDERS_KEPT = 50
@@ -111,7 +107,7 @@ class AddOrder(Request[None]):
 
 
 class SetBlocked(Request[tuple[Profile, list[str]]]):
-    """Block or unblock (R15); answers the profile and its tickets that must close."""
+    """Block or unblock (R15); answers the profile and the tickets it told to close."""
 
     blocked: bool
 
@@ -164,12 +160,12 @@ class Stored(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
-class ProfileActor(StatefulActor[InboxContext, ProfileState]):
+class ProfileActor(MessageOwner[ProfileState]):
     """One customer. Its key is the profile id; its state is kept at `profile:{key}`."""
 
     kind = "profile"
     state_type = ProfileState
-    __slots__ = ("known", "recent", "indexed")
+    __slots__ = ("indexed", "known", "opening", "recent")
 
     async def on_activate(self) -> None:
         self.known = self.state is not None  # False: not_found until something is written
@@ -177,6 +173,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         # every save puts it there when it changed (schema version 3 indexed older ones)
         self.indexed = None if self.state is None else searchable.profile_text(self.state.profile)
         self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
+        self.opening: set[str] = set()  # tickets allowed to open whose flag has not come
         state = self.state
         if state is not None and state.source is not None and state.source.received_at is None:
             # saved when `source` was the last one sent, received or not
@@ -307,8 +304,19 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     async def set_blocked(self, msg: SetBlocked) -> tuple[Profile, list[str]]:
         self.data.profile.blocked = msg.blocked
         await self._commit(Batch())
-        to_close = list(self.data.tickets) if msg.blocked else []
+        # the tickets it knows open, and those allowed to open whose flag is still on its
+        # way (their close is queued behind the opening turn), told from this turn: they
+        # close even if the asker goes away (R15)
+        to_close = sorted({*self.data.tickets, *self.opening}) if msg.blocked else []
+        for ticket in to_close:
+            self.ctx.tell_nowait(("ticket", ticket), ProfileBlocked())
         return self._view(), to_close
+
+    @handler
+    async def may_open(self, msg: MayOpen) -> None:
+        if self.data.profile.blocked:
+            raise InboxError("blocked", "the profile is blocked")
+        self.opening.add(msg.ticket)
 
     # -- SMS -------------------------------------------------------------------------------
 
@@ -437,34 +445,12 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         profile = self.data.profile
         return refusal(profile.blocked, profile.subscribed, msg.needs_consent)
 
-    @handler
-    async def attempting(self, msg: Attempting) -> bool:
-        batch = Batch()
-        found = await record_attempt(self.ctx.store, batch, msg)
-        await self.ctx.commit(batch)
-        return found
-
-    @handler
-    async def sent(self, msg: Sent) -> None:
-        batch = Batch()
-        if await thread.set_status(
-            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
-        ):
-            self._received(msg.message, msg.status)
-        remove_job(batch, msg.job)
-        if msg.error_code == CARRIER_OPT_OUT:  # the provider refused it for that reason
-            self._withdraw_consent()
-        await self._commit(batch)
-
-    @handler
-    async def status_update(self, msg: StatusUpdate) -> None:
-        batch = Batch()
-        store = self.ctx.store
-        if await thread.set_status(
-            store, batch, msg.message, msg.status, error_code=msg.error_code
-        ):
-            self._received(msg.message, msg.status)
-        if msg.error_code == CARRIER_OPT_OUT:
+    async def delivered(
+        self, batch: Batch, message: str, moved_to: Status | None, error_code: str | None
+    ) -> None:
+        if moved_to is not None:
+            self._received(message, moved_to)
+        if error_code == CARRIER_OPT_OUT:  # the provider refused it for that reason
             self._withdraw_consent()
         await self._commit(batch)
 
@@ -484,6 +470,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
     @handler
     async def ticket_flag(self, msg: TicketFlag) -> None:
         state = self.data
+        self.opening.discard(msg.ticket)  # known from here on by its state
         if msg.state == "closed":
             state.tickets.pop(msg.ticket, None)
         else:

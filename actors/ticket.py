@@ -8,7 +8,8 @@ Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messa
 ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
 idempotency keys, appended to `thread:webchat:{id}` or the profile's `thread:sms:`; the
 outbox jobs it queued (their SMS and its e-mails), on which it records the courier's
-attempts (`Attempting`) and which it removes when the courier reports them done; its
+attempts (`Attempting`) and which it removes when the courier reports them done (as a
+`MessageOwner`, like the profile); its
 durable timers (`snooze:`, `followup:`, `send:`). Its record keeps the request ids of its
 last replies, so a turn the engine retries after its commit writes no second message.
 A held reply (R27) is queued once, by its `held` flag, when its `send:` timer fires.
@@ -21,27 +22,29 @@ import html
 import msgspec
 
 from tidings.actors import followup_email, quiet_hours, snooze, thread
-from tidings.actors.context import InboxContext
-from tidings.actors.courier import (
-    Attempting,
-    Mailed,
-    Sent,
-    has_job,
-    record_attempt,
-    remove_job,
-)
+from tidings.actors.courier import Mailed, has_job, remove_job
 from tidings.actors.errors import InboxError, bad_request
 from tidings.actors.handoff import (
     CARRIER_OPT_OUT,
     CarrierOptOut,
+    MayOpen,
+    ProfileBlocked,
     Reply,
-    StatusUpdate,
     TicketFlag,
     TicketInbound,
 )
-from tidings.actors.model import Followup, LastMessage, Message, Ticket, TicketState, iso
+from tidings.actors.model import (
+    Followup,
+    LastMessage,
+    Message,
+    Status,
+    Ticket,
+    TicketState,
+    iso,
+)
 from tidings.actors.outbound import Email
-from tidings.engine import Batch, Request, StatefulActor, handler
+from tidings.actors.owner import MessageOwner
+from tidings.engine import Batch, Request, handler
 from tidings.engine.clock import to_datetime
 
 TICKETS = "tickets"  # index: every ticket by last activity
@@ -99,6 +102,11 @@ class GetTicket(Request[Ticket]):
     pass
 
 
+class FlagAgain(Request[None]):
+    """Tell the profile the ticket's state and read flag again, as they are now (the
+    start-up repair of a profile's view: after any flag the ticket sent before)."""
+
+
 class Wake(msgspec.Struct, tag="ticket.wake"):
     """A snooze ran out (durable timer)."""
 
@@ -138,7 +146,7 @@ class PresenceLapsed(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
-class TicketActor(StatefulActor[InboxContext, TicketRecord]):
+class TicketActor(MessageOwner[TicketRecord]):
     """One ticket. Its key is the ticket id; its state is kept at `ticket:{key}`."""
 
     kind = "ticket"
@@ -190,6 +198,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         if ticket.state == "closed" and before and before[0] != "closed" and record.session:
             self.ctx.app.sessions.deliver(record.session, {"type": "closed", "ticket": self.key})
 
+    async def _may_open(self, profile: str) -> None:
+        """R15: ask the profile, the owner of blocking, before the ticket opens or reopens;
+        it refuses with `blocked`. Asked inside this turn, so a block that follows the
+        answer queues its close behind this turn's commit."""
+        await self.ctx.ask(("profile", profile), MayOpen(self.key))
+
     # -- inbound ----------------------------------------------------------------------------
 
     def _create(self, msg: TicketInbound, now: float) -> TicketRecord:
@@ -235,6 +249,11 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         known = await thread.load(store, message.id)
         if known is not None:  # delivered twice: stored once (R30)
             return known.message
+        current = self.state.ticket if self.state is not None else None
+        if current is not None and current.state == "closed" and current.channel == "webchat":
+            raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
+        if current is None or current.state == "closed":
+            await self._may_open(message.profile)
         now = app.now()
         batch = Batch()
         created = self.state is None
@@ -247,8 +266,6 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             before = self._flags()
         record = self.state
         ticket = record.ticket
-        if ticket.state == "closed" and ticket.channel == "webchat":
-            raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
         if ticket.state == "snoozed":
             self.ctx.timers.cancel_durable(batch, f"snooze:{self.key}")
             record.snooze_due = None
@@ -418,11 +435,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         before = self._flags()
         batch = Batch()
         now = app.now()
-        if msg.state == "open":
-            if ticket.state == "closed" and ticket.channel == "webchat":
+        if msg.state == "open" and ticket.state == "closed":
+            if ticket.channel == "webchat":
                 raise InboxError(
                     "cannot_reopen", "a closed web chat ticket cannot be reopened (R07)"
                 )
+            await self._may_open(ticket.profile)
         elif msg.state == "snoozed":
             if msg.until is None:
                 raise bad_request(
@@ -445,6 +463,19 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         ticket.state = msg.state
         await self._commit(batch, before)
         return ticket
+
+    @handler
+    async def profile_blocked(self, msg: ProfileBlocked) -> None:
+        record = self.state
+        if record is not None and record.ticket.state != "closed":  # else: nothing opened
+            await self.set_state(SetState("closed"))
+
+    @handler
+    async def flag_again(self, msg: FlagAgain) -> None:
+        record = self.state
+        if record is not None:
+            flag = TicketFlag(self.key, record.ticket.state, record.ticket.unread)
+            self.ctx.tell_nowait(("profile", record.ticket.profile), flag)
 
     @handler
     async def mark(self, msg: Mark) -> Ticket:
@@ -495,36 +526,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
 
     # -- its messages' delivery (the ticket owns the messages it wrote) --------------------
 
-    @handler
-    async def attempting(self, msg: Attempting) -> bool:
-        batch = Batch()
-        found = await record_attempt(self.ctx.store, batch, msg)
+    async def delivered(
+        self, batch: Batch, message: str, moved_to: Status | None, error_code: str | None
+    ) -> None:
         await self.ctx.commit(batch)
-        return found
-
-    @handler
-    async def sent(self, msg: Sent) -> None:
-        batch = Batch()
-        await thread.set_status(
-            self.ctx.store, batch, msg.message, msg.status, msg.provider_id, msg.error_code
-        )
-        remove_job(batch, msg.job)
-        await self.ctx.commit(batch)
-        self._carrier_opt_out(msg.error_code)
-
-    @handler
-    async def status_update(self, msg: StatusUpdate) -> None:
-        batch = Batch()
-        await thread.set_status(
-            self.ctx.store, batch, msg.message, msg.status, error_code=msg.error_code
-        )
-        await self.ctx.commit(batch)
-        self._carrier_opt_out(msg.error_code)
-
-    def _carrier_opt_out(self, error_code: str | None) -> None:
-        """The provider said the recipient opted out at the carrier: tell the profile,
-        the owner of consent."""
         if error_code == CARRIER_OPT_OUT and self.state is not None:
+            # the recipient opted out at the carrier: the profile, owner of consent, is told
             self.ctx.tell_nowait(("profile", self.state.ticket.profile), CarrierOptOut())
 
     @handler

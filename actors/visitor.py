@@ -155,11 +155,24 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
             profile=record.profile, channel="webchat", ticket=None, kind="support",
             body=msg.body, media=[], now=now, client_id=msg.client_id,
         )  # fmt: skip
-        # R15: the profile, owner of blocking, stores a blocked profile's message itself;
-        # nothing opens and nobody is told
-        blocked = await self.ctx.ask(("profile", record.profile), StoreIfBlocked(stored, idem_key))
-        if blocked is not None:
-            return blocked
+        while True:
+            # R15: the profile, owner of blocking, stores a blocked profile's message
+            # itself; nothing opens and nobody is told
+            request = StoreIfBlocked(stored, idem_key)
+            blocked = await self.ctx.ask(("profile", record.profile), request)
+            if blocked is not None:
+                return blocked
+            try:
+                return await self._to_tickets(stored, idem_key, now)
+            except InboxError as exc:
+                if exc.code != "blocked":
+                    raise
+                # blocked after the profile answered: asked again, it stores the message
+
+    async def _to_tickets(self, stored: StoredMessage, idem_key: str | None, now: float) -> Message:
+        """Hand the message to the session's ticket, or to a new one when there is none or
+        it is closed (R01, R07); a new ticket is the session's once it stored the message."""
+        record = self._existing()
         request = TicketInbound(
             stored, email=record.email, phone=record.phone, session=self.key,
             greeting=record.greeting, idem_key=idem_key,
@@ -171,9 +184,9 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
                 if exc.code != "ticket_closed":
                     raise
         # R01/R07: the first message, or the first after the ticket closed: a new ticket
-        record.ticket = thread.new_id("t", now)
-        request.greeting = record.greeting
-        message = await self._to_ticket(record.ticket, request)
+        ticket = thread.new_id("t", now)
+        message = await self._to_ticket(ticket, request)
+        record.ticket = ticket
         record.greeting = None
         await self.save()
         if not self.online and self.connections:

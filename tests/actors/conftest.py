@@ -21,8 +21,15 @@ from tidings.transports.sms_providers import OutboxSms
 
 
 @pytest.fixture
-async def harness(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Harness]:
-    store = MemoryStore()
+def store() -> MemoryStore:
+    """The harness's store (a test module may give a memory store of its own kind)."""
+    return MemoryStore()
+
+
+@pytest.fixture
+async def harness(
+    store: MemoryStore, autojump_clock: trio.testing.MockClock
+) -> AsyncIterator[Harness]:
     sms, mail = OutboxSms(), OutboxMail()
     async with open_inbox(
         store, account=ACCOUNT, timing=Timing(), sms=sms, mail=mail, clock=TrioWallClock(START)

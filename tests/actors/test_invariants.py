@@ -264,6 +264,26 @@ async def test_r13_a_snooze_that_fell_due_while_the_server_was_down_wakes_on_sta
     assert await invariants.check(store) == []
 
 
+async def test_r18_the_start_up_repair_tells_a_profile_its_tickets_as_they_are_when_told(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The repair reads the store, then tells the profiles; timers run meanwhile (a snooze
+    # due during the downtime wakes its ticket), so a ticket may move in between. What
+    # the profile is told must be the ticket's state then, not the one read before.
+    store, clock = MemoryStore(), TrioWallClock(START)
+    async with inbox_on(store, clock) as inbox:
+        profile, ticket = await sms_ticket(inbox)
+        await trio.sleep(1)
+        snap = await invariants.snapshot(store)  # read while the ticket is open and unread
+        snap.profiles[profile].tickets.pop(ticket)  # a view the repair must fix
+        await inbox.ticket_mark(ticket, read=True)  # the ticket moves on
+        await trio.sleep(1)
+        await inbox._tell_profiles(snap)
+        await trio.sleep(1)
+        assert inbox.badge_get() == 0
+    assert await invariants.check(store) == []
+
+
 async def test_event_gap_holds_above_oldest_after_retention_drops_a_prefix() -> None:
     store = MemoryStore()
     batch = Batch()
