@@ -1,0 +1,301 @@
+"""Mail between nodes: tells and asks for actors whose shard another node owns.
+
+A message for an address this node does not own is appended to the durable mailbox of
+the address's shard (a Redis stream). The shard's owner reads its shards' streams as a
+consumer group, hands each message to the actor as an ask, and acknowledges (and
+deletes) it only once the handler has finished, that is after the turn's commit; mail
+that a dead or paused owner had read but not acknowledged is claimed by the shard's
+next owner. An ask carries the asker's node, a number and a wall-clock deadline: the
+owner answers on the asker's reply stream, and drops an ask whose deadline passed (the
+asker has had its `AskTimeout`). Errors travel by class name, so an asker gets the same
+typed `Refused`/`DeadLettered` as from a local actor.
+
+Messages cross as msgpack with their type's qualified name, looked up among the message
+types of the registered actor kinds; answers are decoded as the request's `R`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from tidings.engine.asks import Ask
+from tidings.engine.clock import WallClock
+from tidings.engine.errors import EngineError
+from tidings.engine.messages import Address, Request
+from tidings.engine.placement import Placement, ShardMoved
+from tidings.engine.store.base import StoreError
+
+log = logging.getLogger("tidings.remote")
+
+
+class _Mail(msgspec.Struct, array_like=True):
+    kind: str
+    key: str
+    type: str
+    msg: msgspec.Raw
+    reply_to: str = ""
+    ask: int = 0
+    deadline: float = 0.0
+
+
+class _Reply(msgspec.Struct, array_like=True):
+    ask: int
+    value: msgspec.Raw = msgspec.Raw(b"\xc0")  # msgpack nil
+    error: str = ""
+    args: list[Any] = []
+    attrs: dict[str, Any] = {}
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_mail = msgspec.msgpack.Decoder(_Mail).decode
+_decode_reply = msgspec.msgpack.Decoder(_Reply).decode
+
+
+def type_name(t: type[Any]) -> str:
+    """The name a message type crosses between nodes by."""
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _reply_type(request_type: type[Any]) -> Any:
+    """The `R` of a `Request[R]` subclass (Any when it cannot be told)."""
+    for klass in request_type.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is Request:
+                (answer,) = typing.get_args(base)
+                if isinstance(answer, typing.ForwardRef):
+                    answer = answer.__forward_arg__
+                if isinstance(answer, str):
+                    answer = eval(answer, vars(sys.modules[request_type.__module__]))  # noqa: S307
+                return answer
+    return Any
+
+
+def _error_classes() -> dict[str, type[EngineError]]:
+    found: dict[str, type[EngineError]] = {}
+    todo: list[type[EngineError]] = [EngineError]
+    while todo:
+        cls = todo.pop()
+        found[type_name(cls)] = cls
+        todo += cls.__subclasses__()
+    return found
+
+
+class RemoteMail:
+    """This node's side of mail between nodes (see the module docstring)."""
+
+    def __init__(
+        self,
+        placement: Placement,
+        clock: WallClock,
+        types: Callable[[str], type[Any] | None],
+        deliver: Callable[[Address, Ask], None],
+    ) -> None:
+        self.placement = placement
+        self.store = placement.store
+        self.clock = clock
+        self._types = types  # message type by name
+        self._deliver = deliver  # to an actor of this node (not routed again)
+        self._outgoing: list[tuple[str, bytes]] = []
+        self._wake = trio.Event()
+        self._pending: dict[int, tuple[Ask, Any]] = {}  # ask number → (ask, answer type)
+        # from a random start, so answers left from an earlier run of this node id never
+        # match an ask of this run
+        self._numbers = itertools.count(secrets.randbits(48))
+        self._acks: list[tuple[int, str]] = []
+        self.inbound: set[Ask] = set()  # asks delivered here from a shard's stream
+        self.forwarded = 0  # messages sent to another node's shard
+        self.received = 0  # messages taken from this node's shards' streams
+        self._nursery: trio.Nursery | None = None
+        self._claim: list[int] = []
+        self._owned_changed = trio.Event()
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, address: Address, envelope: Any, timeout: float = 10.0) -> None:
+        """Send a message, or an `Ask`, to `address` on the node owning its shard."""
+        ask = envelope if type(envelope) is Ask else None
+        msg = ask.msg if ask is not None else envelope
+        try:
+            raw = _encode(msg)
+        except (TypeError, msgspec.EncodeError) as exc:
+            error = EngineError(f"{type(msg).__name__} cannot be sent to another node: {exc}")
+            if ask is not None:
+                ask.fail(error)
+                return
+            raise error from exc
+        mail = _Mail(address[0], address[1], type_name(type(msg)), msgspec.Raw(raw))
+        if ask is not None:
+            number = next(self._numbers)
+            self._pending[number] = (ask, _reply_type(type(msg)))
+            mail.reply_to, mail.ask = self.placement.node, number
+            mail.deadline = self.clock.now() + timeout
+        shard = self.placement.shard(address)
+        self._outgoing.append((self.store.store.shard_key(shard, "mail"), _encode(mail)))
+        self.forwarded += 1
+        self._wake.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            items, self._outgoing = self._outgoing, []
+            try:
+                await self.store.send(items)
+            except StoreError as exc:
+                log.warning("sending %d messages to other nodes failed: %s", len(items), exc)
+                self._outgoing[:0] = items
+                await trio.sleep(0.1)
+                self._wake.set()
+
+    async def _replies(self) -> None:
+        after = "$"
+        while after == "$":
+            try:
+                after = await self.store.now_id()
+            except StoreError as exc:
+                log.warning("reading the time failed: %s", exc)
+                await trio.sleep(0.1)
+        while True:
+            try:
+                rows = await self.store.replies(after, 1000)
+            except StoreError as exc:
+                log.warning("reading replies failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            for ident, payload in rows:
+                after = ident
+                try:
+                    reply = _decode_reply(payload)
+                except msgspec.DecodeError as exc:
+                    log.error("unreadable reply %s dropped: %s", ident, exc)
+                    continue
+                self._answer(reply)
+            if len(self._pending) > 1000:
+                self._pending = {n: p for n, p in self._pending.items() if not p[0].done.is_set()}
+
+    def _answer(self, reply: _Reply) -> None:
+        found = self._pending.pop(reply.ask, None)
+        if found is None or found[0].done.is_set():
+            return  # answered after its deadline
+        ask, answer_type = found
+        if reply.error:
+            ask.fail(_rebuild(reply))
+            return
+        try:
+            ask.value = msgspec.msgpack.decode(reply.value, type=answer_type)
+        except (msgspec.DecodeError, TypeError) as exc:
+            ask.fail(EngineError(f"the answer could not be read: {exc}"))
+            return
+        ask.done.set()
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def gained(self, shards: list[int]) -> None:
+        """`shards` became this node's: their unacknowledged mail is claimed first."""
+        self._claim += shards
+        self._owned_changed.set()
+
+    async def _receiver(self) -> None:
+        placement = self.placement
+        while True:
+            try:
+                while self._claim:
+                    shard = self._claim.pop()
+                    if shard in placement.owned:
+                        for ident, payload in await self.store.claim(shard):
+                            self._take(shard, ident, payload)
+                shards = [s for s in placement.owned if s not in placement.leaving]
+                if not shards:
+                    await self._owned_changed.wait()
+                    self._owned_changed = trio.Event()
+                    continue
+                rows = await self.store.receive(shards, 200)
+            except StoreError as exc:
+                log.warning("reading shard mail failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            for shard, ident, payload in rows:
+                self._take(shard, ident, payload)
+            if self._acks:
+                acks, self._acks = self._acks, []
+                try:
+                    await self.store.done(acks)
+                except StoreError as exc:
+                    log.warning("acknowledging shard mail failed: %s", exc)
+
+    def _take(self, shard: int, ident: str, payload: bytes) -> None:
+        try:
+            mail = _decode_mail(payload)
+            msg_type = self._types(mail.type)
+            if msg_type is None:
+                raise EngineError(f"no actor here handles {mail.type}")
+            msg = msgspec.msgpack.decode(mail.msg, type=msg_type)
+        except (msgspec.DecodeError, EngineError) as exc:
+            log.error("unreadable mail %s on shard %d dropped: %s", ident, shard, exc)
+            self._acks.append((shard, ident))
+            return
+        address = (mail.kind, mail.key)
+        if not self.placement.owns(address):
+            return  # its shard moved on: the next owner claims it
+        if mail.ask and self.clock.now() > mail.deadline:
+            self._acks.append((shard, ident))  # the asker stopped waiting
+            return
+        self.received += 1
+        ask = Ask(msg)
+        self.inbound.add(ask)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._handled, shard, ident, mail, ask)
+        self._deliver(address, ask)
+
+    async def _handled(self, shard: int, ident: str, mail: _Mail, ask: Ask) -> None:
+        await ask.done.wait()
+        self.inbound.discard(ask)
+        if type(ask.error) is ShardMoved:
+            return  # not handled here: the shard's next owner claims it
+        if mail.ask:
+            self._outgoing.append((self.store.replies_key(mail.reply_to), _reply(mail.ask, ask)))
+            self._wake.set()
+        self._acks.append((shard, ident))
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The sender, the receiver of this node's shards and the reader of replies."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._flusher)
+            nursery.start_soon(self._replies)
+            nursery.start_soon(self._receiver)
+            task_status.started()
+
+
+def _reply(number: int, ask: Ask) -> bytes:
+    error = ask.error
+    if error is None:
+        try:
+            return _encode(_Reply(number, msgspec.Raw(_encode(ask.value))))
+        except (TypeError, msgspec.EncodeError) as exc:
+            error = EngineError(f"the answer could not be sent back: {exc}")
+    try:
+        failed = _Reply(number, error=type_name(type(error)), args=list(error.args))
+        failed.attrs = vars(error)
+        return _encode(failed)
+    except (TypeError, msgspec.EncodeError):
+        return _encode(_Reply(number, error=type_name(EngineError), args=[str(error)]))
+
+
+def _rebuild(reply: _Reply) -> EngineError:
+    cls = _error_classes().get(reply.error, EngineError)
+    error = cls.__new__(cls)
+    error.args = tuple(reply.args)
+    error.__dict__.update(reply.attrs)
+    if isinstance(error.__dict__.get("address"), list):
+        error.__dict__["address"] = tuple(error.__dict__["address"])
+    return error
