@@ -91,6 +91,10 @@ class DirectoryCache:
         """`key` maps to no profile now: ask the directory again."""
         self._known.pop(key, None)
 
+    def clear(self) -> None:
+        """Forget everything (directory shards moved between nodes)."""
+        self._known.clear()
+
 
 @dataclass(eq=False)
 class InboxContext:

@@ -313,9 +313,12 @@ class Inbox:
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
         key = directory_key(kind, value)
-        found = self.app.directory.get(key)  # kept current by the directory actors
+        address = ("directory", key)
+        # kept current by the directory actors, which run on this node only while it owns
+        # their shard (and the cache is cleared whenever shards move)
+        found = self.app.directory.get(key) if self.engine.owns(address) else None
         if found is None:
-            found = await self.engine.ask(("directory", key), Resolve(create))
+            found = await self.engine.ask(address, Resolve(create))
         return found
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
@@ -628,6 +631,8 @@ async def open_inbox(
     app = InboxContext(clock, account, timing or Timing(), courier)
     async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
+        if engine.placement is not None:
+            engine.placement.moved += [app.directory.clear, courier.moved]
         inbox = Inbox(engine, app, courier)
         await inbox._start(settings)
         await inbox._reconcile()

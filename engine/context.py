@@ -44,6 +44,8 @@ class Runtime(Protocol):
 
     async def commit(self, batch: Batch) -> list[int]: ...
 
+    def owns(self, address: Address) -> bool: ...
+
 
 class ActorContext(Generic[AppT]):
     """The engine as an actor sees it, and the domain context `app` of type `AppT`.
@@ -51,10 +53,11 @@ class ActorContext(Generic[AppT]):
     - `store`: reads (writes go through `commit`); `clock`/`now()`: wall-clock time;
     - `timers`: volatile and durable keyed timers;
     - `tell_nowait`/`tell`/`ask`: messages to other actors (`ask` is typed by `Request[R]`);
-    - `commit(batch)`: the one commit path of the engine (`Engine.commit`).
+    - `commit(batch)`: the one commit path of the engine (`Engine.commit`);
+    - `owns(address)`: whether that actor runs on this node (always, on a single node).
     """
 
-    __slots__ = ("store", "clock", "timers", "tell_nowait", "tell", "ask", "commit", "app")
+    __slots__ = ("store", "clock", "timers", "tell_nowait", "tell", "ask", "commit", "owns", "app")
 
     def __init__(self, runtime: Runtime, app: AppT) -> None:
         self.store: Store = runtime.store
@@ -64,6 +67,7 @@ class ActorContext(Generic[AppT]):
         self.tell: Callable[[Address, Any], Awaitable[None]] = runtime.tell
         self.ask: AskFn = runtime.ask
         self.commit: Callable[[Batch], Awaitable[list[int]]] = runtime.commit
+        self.owns: Callable[[Address], bool] = runtime.owns
         self.app: AppT = app
 
     def now(self) -> float:

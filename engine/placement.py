@@ -102,29 +102,47 @@ class Placement:
     async def run(
         self, host: Host, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Heartbeat, renew, rebalance, every `heartbeat` seconds; leave on cancellation."""
-        task_status.started()
+        """Heartbeat and renew every `heartbeat` seconds, and rebalance after each
+        heartbeat (in a task of its own, so a slow hand-over never delays a renewal);
+        leave on cancellation."""
         try:
-            while True:
-                try:
-                    await self.round(host)
-                except StoreError as exc:
-                    log.warning("placement round failed: %s", exc)
-                await trio.sleep(self.heartbeat)
+            async with trio.open_nursery() as nursery:
+                await self.beat(host)
+                nursery.start_soon(self._rebalancer, host)
+                task_status.started()
+                while True:
+                    await trio.sleep(self.heartbeat)
+                    await self.beat(host)
         finally:
             with trio.CancelScope(shield=True):
                 await self._leave()
 
-    async def round(self, host: Host) -> None:
-        """One heartbeat: membership, lease renewal, hand-overs and acquisitions."""
-        self.members = await self.store.heartbeat(self._lease_ms)
-        if self.node not in self.members:
-            self.members = sorted([*self.members, self.node])
-        lost = await self.store.renew(self.owned, self._lease_ms)
+    async def _rebalancer(self, host: Host) -> None:
+        while True:
+            try:
+                await self.rebalance(host)
+            except StoreError as exc:
+                log.warning("rebalancing failed: %s", exc)
+            await trio.sleep(self.heartbeat)
+
+    async def beat(self, host: Host) -> None:
+        """One heartbeat: membership and lease renewal (shards found lost are dropped)."""
+        try:
+            members = await self.store.heartbeat(self._lease_ms)
+            lost = await self.store.renew(dict(self.owned), self._lease_ms)
+        except StoreError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        self.members = members if self.node in members else sorted([*members, self.node])
         self.renewals += len(self.owned) - len(lost)
         for shard in lost:
-            log.warning("node %s lost the lease of shard %d", self.node, shard)
-            self._drop(host, shard)
+            if shard in self.owned:
+                log.warning("node %s lost the lease of shard %d", self.node, shard)
+                self._drop(host, shard)
+
+    async def rebalance(self, host: Host) -> None:
+        """Hand over the shards that now belong to another node; take free ones that
+        belong to this one."""
         mine = {s for s in range(self.count) if assign(s, self.members) == self.node}
         await self._hand_over(host, [s for s in self.owned if s not in mine])
         gained: list[int] = []
@@ -135,6 +153,7 @@ class Placement:
                 gained.append(shard)
         if gained:
             await host.gained(gained)
+            self._tell_moved()
         if mine <= self.owned.keys():
             self.ready.set()
 
@@ -179,4 +198,3 @@ class Placement:
         except StoreError:
             pass  # the leases expire by themselves
         self.owned.clear()
-

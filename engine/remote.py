@@ -45,11 +45,13 @@ class _Mail(msgspec.Struct, array_like=True):
     reply_to: str = ""
     ask: int = 0
     deadline: float = 0.0
+    origin: str = ""  # the stream id it first had, when it was put back (`_put_back`)
 
 
 class _Reply(msgspec.Struct, array_like=True):
     ask: int
     value: msgspec.Raw = msgspec.Raw(b"\xc0")  # msgpack nil
+    struct: str = ""  # the answer's Struct type, when it is one (unions of them need it)
     error: str = ""
     args: list[Any] = []
     attrs: dict[str, Any] = {}
@@ -111,7 +113,10 @@ class RemoteMail:
         # match an ask of this run
         self._numbers = itertools.count(secrets.randbits(48))
         self._acks: list[tuple[int, str]] = []
-        self.inbound: set[Ask] = set()  # asks delivered here from a shard's stream
+        self._ack_wake = trio.Event()
+        self._in_hand: set[tuple[int, str]] = set()  # (shard, id) of mail being handled
+        # asks delivered here from a shard's stream: the mail they came in, its done key
+        self.inbound: dict[Ask, tuple[_Mail, str]] = {}
         self.forwarded = 0  # messages sent to another node's shard
         self.received = 0  # messages taken from this node's shards' streams
         self._nursery: trio.Nursery | None = None
@@ -121,9 +126,11 @@ class RemoteMail:
     # -- sending -----------------------------------------------------------------------
 
     def send(self, address: Address, envelope: Any, timeout: float = 10.0) -> None:
-        """Send a message, or an `Ask`, to `address` on the node owning its shard."""
+        """Send a message, or an `Ask`, to `address` on the node owning its shard. An ask
+        that came from another node (handed on by `Forward`) is answered to its asker."""
         ask = envelope if type(envelope) is Ask else None
         msg = ask.msg if ask is not None else envelope
+        came = self.inbound[ask][0] if ask is not None and ask in self.inbound else None
         try:
             raw = _encode(msg)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -133,7 +140,10 @@ class RemoteMail:
                 return
             raise error from exc
         mail = _Mail(address[0], address[1], type_name(type(msg)), msgspec.Raw(raw))
-        if ask is not None:
+        if came is not None and ask is not None:
+            mail.reply_to, mail.ask, mail.deadline = came.reply_to, came.ask, came.deadline
+            ask.fail(_PassedOn())
+        elif ask is not None:
             number = next(self._numbers)
             self._pending[number] = (ask, _reply_type(type(msg)))
             mail.reply_to, mail.ask = self.placement.node, number
@@ -191,8 +201,10 @@ class RemoteMail:
             ask.fail(_rebuild(reply))
             return
         try:
+            if reply.struct:
+                answer_type = _struct_type(reply.struct)
             ask.value = msgspec.msgpack.decode(reply.value, type=answer_type)
-        except (msgspec.DecodeError, TypeError) as exc:
+        except (msgspec.DecodeError, TypeError, LookupError) as exc:
             ask.fail(EngineError(f"the answer could not be read: {exc}"))
             return
         ask.done.set()
@@ -204,83 +216,145 @@ class RemoteMail:
         self._claim += shards
         self._owned_changed.set()
 
+    def done_key(self, ask: Ask) -> str | None:
+        """The key that marks the mail behind `ask` (from a shard's stream) as handled,
+        written by `Engine.commit` with the turn's writes, so that mail redelivered after
+        its owner died between the commit and the acknowledgement does not act twice."""
+        came = self.inbound.get(ask)
+        return came[1] if came is not None else None
+
     async def _receiver(self) -> None:
         placement = self.placement
+        swept = trio.current_time()
         while True:
             try:
+                rows: list[tuple[int, str, bytes]] = []
+                if trio.current_time() - swept > placement.lease:
+                    # mail a node read and then let go of without acknowledging (its
+                    # shard moved while the mail was with it): the owner takes it
+                    swept = trio.current_time()
+                    self._claim = [*placement.owned]
+                    idle = int(placement.lease * 2000)
+                else:
+                    idle = 0  # shards just taken: everything pending is the old owner's
                 while self._claim:
                     shard = self._claim.pop()
                     if shard in placement.owned:
-                        for ident, payload in await self.store.claim(shard):
-                            self._take(shard, ident, payload)
+                        rows += [(shard, i, p) for i, p in await self.store.claim(shard, idle)]
                 shards = [s for s in placement.owned if s not in placement.leaving]
-                if not shards:
-                    await self._owned_changed.wait()
+                if not shards and not rows:
+                    with trio.move_on_after(placement.lease):
+                        await self._owned_changed.wait()
                     self._owned_changed = trio.Event()
                     continue
-                rows = await self.store.receive(shards, 200)
+                rows += await self.store.receive(shards, 200)
+                await self._take_all(rows)
             except StoreError as exc:
                 log.warning("reading shard mail failed: %s", exc)
                 await trio.sleep(0.1)
-                continue
-            for shard, ident, payload in rows:
-                self._take(shard, ident, payload)
-            if self._acks:
-                acks, self._acks = self._acks, []
-                try:
-                    await self.store.done(acks)
-                except StoreError as exc:
-                    log.warning("acknowledging shard mail failed: %s", exc)
 
-    def _take(self, shard: int, ident: str, payload: bytes) -> None:
+    async def _take_all(self, rows: list[tuple[int, str, bytes]]) -> None:
+        mails: list[tuple[int, str, _Mail]] = []
+        for shard, ident, payload in rows:
+            if (shard, ident) in self._in_hand:
+                continue  # claimed again by a sweep while its handler runs here
+            try:
+                mails.append((shard, ident, _decode_mail(payload)))
+            except msgspec.DecodeError as exc:
+                log.error("unreadable mail %s on shard %d dropped: %s", ident, shard, exc)
+                self._ack(shard, ident)
+        handled = await self.store.handled([(s, m.origin or i) for s, i, m in mails])
+        back: list[tuple[int, str, bytes]] = []
+        for (shard, ident, mail), done in zip(mails, handled, strict=True):
+            if done:
+                self._ack(shard, ident)  # handled before its owner could acknowledge
+            elif not self.placement.owns((mail.kind, mail.key)):
+                # read just before this node let the shard go: back to the stream, for
+                # the shard's next owner
+                mail.origin = mail.origin or ident
+                back.append((shard, ident, _encode(mail)))
+            else:
+                self._take(shard, ident, mail)
+        if back:
+            await self.store.put_back(back)
+
+    def _ack(self, shard: int, ident: str) -> None:
+        self._acks.append((shard, ident))
+        self._ack_wake.set()
+
+    async def _acker(self) -> None:
         try:
-            mail = _decode_mail(payload)
-            msg_type = self._types(mail.type)
+            while True:
+                await self._ack_wake.wait()
+                self._ack_wake = trio.Event()
+                await self._send_acks()
+        finally:
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await self._send_acks()  # on shutdown: what was handled is not redelivered
+
+    async def _send_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        if acks:
+            try:
+                await self.store.done(acks)
+            except StoreError as exc:
+                log.warning("acknowledging shard mail failed: %s", exc)
+
+    def _take(self, shard: int, ident: str, mail: _Mail) -> None:
+        msg_type = self._types(mail.type)
+        try:
             if msg_type is None:
                 raise EngineError(f"no actor here handles {mail.type}")
             msg = msgspec.msgpack.decode(mail.msg, type=msg_type)
         except (msgspec.DecodeError, EngineError) as exc:
             log.error("unreadable mail %s on shard %d dropped: %s", ident, shard, exc)
-            self._acks.append((shard, ident))
+            self._ack(shard, ident)
             return
-        address = (mail.kind, mail.key)
-        if not self.placement.owns(address):
-            return  # its shard moved on: the next owner claims it
         if mail.ask and self.clock.now() > mail.deadline:
-            self._acks.append((shard, ident))  # the asker stopped waiting
+            self._ack(shard, ident)  # the asker stopped waiting
             return
         self.received += 1
+        self._in_hand.add((shard, ident))
         ask = Ask(msg)
-        self.inbound.add(ask)
+        self.inbound[ask] = (mail, self.store.done_key(shard, mail.origin or ident))
         assert self._nursery is not None
         self._nursery.start_soon(self._handled, shard, ident, mail, ask)
-        self._deliver(address, ask)
+        self._deliver((mail.kind, mail.key), ask)
 
     async def _handled(self, shard: int, ident: str, mail: _Mail, ask: Ask) -> None:
         await ask.done.wait()
-        self.inbound.discard(ask)
+        del self.inbound[ask]
+        self._in_hand.discard((shard, ident))
         if type(ask.error) is ShardMoved:
             return  # not handled here: the shard's next owner claims it
-        if mail.ask:
+        if mail.ask and type(ask.error) is not _PassedOn:
             self._outgoing.append((self.store.replies_key(mail.reply_to), _reply(mail.ask, ask)))
             self._wake.set()
-        self._acks.append((shard, ident))
+        self._ack(shard, ident)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The sender, the receiver of this node's shards and the reader of replies."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._flusher)
+            nursery.start_soon(self._acker)
             nursery.start_soon(self._replies)
             nursery.start_soon(self._receiver)
             task_status.started()
 
 
+class _PassedOn(EngineError):
+    """An ask from another node was handed on (`Forward`) to a third: that one answers."""
+
+
 def _reply(number: int, ask: Ask) -> bytes:
     error = ask.error
     if error is None:
+        value = ask.value
+        struct = type_name(type(value)) if isinstance(value, msgspec.Struct) else ""
         try:
-            return _encode(_Reply(number, msgspec.Raw(_encode(ask.value))))
+            return _encode(_Reply(number, msgspec.Raw(_encode(value)), struct))
         except (TypeError, msgspec.EncodeError) as exc:
             error = EngineError(f"the answer could not be sent back: {exc}")
     try:
@@ -289,6 +363,21 @@ def _reply(number: int, ask: Ask) -> bytes:
         return _encode(failed)
     except (TypeError, msgspec.EncodeError):
         return _encode(_Reply(number, error=type_name(EngineError), args=[str(error)]))
+
+
+def _struct_type(name: str) -> type[msgspec.Struct]:
+    """The Struct type named `name` by `type_name` (LookupError if there is none)."""
+    module, _, qualname = name.rpartition(".")
+    found: Any = sys.modules.get(module)
+    while found is None and "." in module:  # a nested class: the module is shorter
+        module, _, outer = module.rpartition(".")
+        qualname = f"{outer}.{qualname}"
+        found = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if not (isinstance(found, type) and issubclass(found, msgspec.Struct)):
+        raise LookupError(f"no Struct type {name}")
+    return found
 
 
 def _rebuild(reply: _Reply) -> EngineError:

@@ -70,6 +70,8 @@ AppT = TypeVar("AppT")
 # only): `Engine.commit` puts it on the batch. A context variable, because the one shared
 # `ActorContext.commit` cannot tell which actor calls it.
 _turn_token: ContextVar[tuple[int, int] | None] = ContextVar("tidings_turn_token", default=None)
+# The done key of the mail from another node being handled (see `RemoteMail.done_key`).
+_turn_mail: ContextVar[str | None] = ContextVar("tidings_turn_mail", default=None)
 
 
 class Engine:
@@ -295,6 +297,9 @@ class Engine:
         started = time.perf_counter() if observe is not None else 0.0
         if self.placement is not None:
             batch.fence = _turn_token.get()
+            done = _turn_mail.get()
+            if done is not None:
+                batch.put(done, b"")
             try:
                 seqs = await self.store.commit(batch)
             except Fenced:
@@ -397,6 +402,8 @@ class Engine:
                 request.fail(DeadLettered(actor.address, reason))
             return
         error: Refused | None = None
+        if self.remote is not None:
+            _turn_mail.set(self.remote.done_key(request) if request is not None else None)
         try:
             value = await fn(actor, msg)
         except Refused as refusal:
@@ -474,12 +481,12 @@ class Engine:
 
     # -- placement (several nodes on one store) ----------------------------------------
 
-    def _send_away(self, address: Address, envelope: Any) -> None:
-        """Hand `envelope` to the node owning `address`'s shard. Mail that came from a
-        shard's stream is left to its next owner, which claims it; a durable timer's
-        message is left to the next owner's timers."""
+    def _send_away(self, address: Address, envelope: Any, *, moved: bool = False) -> None:
+        """Hand `envelope` to the node owning `address`'s shard. When the shard `moved`
+        away, mail that came from its stream is left to its next owner, which claims it;
+        a durable timer's message is left to the next owner's timers."""
         assert self.remote is not None
-        if envelope in self.remote.inbound:
+        if moved and type(envelope) is Ask and envelope in self.remote.inbound:
             envelope.fail(ShardMoved(f"{address[0]}:{address[1]} moved to another node"))
         elif type(envelope) is TimerFire or (
             type(envelope) is Ask and type(envelope.msg) is TimerFire
@@ -500,7 +507,7 @@ class Engine:
         mail = pending + (actor._mail or [])
         actor._mail = None
         for envelope in mail:
-            self._send_away(address, envelope)
+            self._send_away(address, envelope, moved=True)
         room = self._room.pop(address, None)
         if room is not None:
             room.unpark_all()

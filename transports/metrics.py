@@ -65,6 +65,20 @@ class _EngineState(Collector):
             (GaugeMetricFamily, "tidings_store_read_latency_seconds",
              "Latency of one store read, measured at scrape time.", self.store_latency),
         ]  # fmt: skip
+        placement, remote = engine.placement, engine.remote
+        if placement is not None and remote is not None:
+            rows += [
+                (GaugeMetricFamily, "tidings_shards_owned", "Shards this node holds a lease on.",
+                 len(placement.owned)),
+                (CounterMetricFamily, "tidings_lease_renewals", "Shard leases renewed.",
+                 placement.renewals),
+                (CounterMetricFamily, "tidings_fenced_writes_refused",
+                 "Writes refused because another node had taken their shard.", placement.fenced),
+                (CounterMetricFamily, "tidings_forwarded_messages",
+                 "Messages sent to actors on other nodes.", remote.forwarded),
+                (CounterMetricFamily, "tidings_received_messages",
+                 "Messages from other nodes taken from this node's shards.", remote.received),
+            ]  # fmt: skip
         for family, name, help_, value in rows:
             yield family(name, help_, value=value)
 

@@ -26,7 +26,7 @@ from tidings.engine.store.redis import RedisStore
 _LUA: Final = resources.files(__package__).joinpath("lua")
 _SCRIPTS: Final = {
     name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    for name in ("acquire", "renew", "release", "members")
+    for name in ("acquire", "renew", "release", "members", "put_back")
 }
 GROUP: Final = "owner"
 REPLIES_KEPT: Final = 10_000  # a node's reply stream is trimmed to about this many
@@ -127,16 +127,18 @@ class ShardStore:
         except coredis.exceptions.RedisError as exc:
             raise StoreError(f"redis xadd failed: {exc}") from exc
 
-    async def claim(self, shard: int) -> list[tuple[str, bytes]]:
-        """Mail of `shard` read by an earlier owner and never acknowledged, now this
-        node's: (id, payload), oldest first."""
+    async def claim(self, shard: int, idle_ms: int = 0) -> list[tuple[str, bytes]]:
+        """Mail of `shard` read by a node (and idle for `idle_ms`) but never
+        acknowledged, now this node's: (id, payload), oldest first."""
         client = self._client()
         stream = self.store.shard_key(shard, "mail")
         found: list[tuple[str, bytes]] = []
         start = "0-0"
         try:
             while True:
-                reply: Any = await client.xautoclaim(stream, GROUP, self.node, 0, start, count=500)
+                reply: Any = await client.xautoclaim(
+                    stream, GROUP, self.node, idle_ms, start, count=500
+                )
                 start = _text(reply[0])
                 found += [(_text(e.identifier), _payload(e)) for e in reply[1] if e.field_values]
                 if start == "0-0":
@@ -161,15 +163,38 @@ class ShardStore:
             for e in entries
         ]
 
+    async def put_back(self, items: list[tuple[int, str, bytes]]) -> None:
+        """Mail (shard, id, payload) this node read for a shard it no longer owns: each
+        goes to the end of its stream again, atomically with acknowledging the original,
+        unless the shard's owner claimed the original meanwhile."""
+        by_shard: dict[int, list[bytes | str]] = {}
+        for shard, ident, payload in items:
+            by_shard.setdefault(shard, [GROUP, self.node]).extend([ident, payload])
+        for shard, args in by_shard.items():
+            await self._run("put_back", [self.store.shard_key(shard, "mail")], args)
+
+    def done_key(self, shard: int, ident: str) -> str:
+        """The store key (a `Batch.put` key) marking mail `ident` of `shard` handled."""
+        return f"mail-done:{shard}:{ident}"
+
+    async def handled(self, items: list[tuple[int, str]]) -> list[bool]:
+        """Whether each mail (shard, id) was handled already (its turn committed)."""
+        if not items:
+            return []
+        found = await self.store.get_many([self.done_key(s, i) for s, i in items])
+        return [value is not None for value in found]
+
     async def done(self, items: list[tuple[int, str]]) -> None:
-        """Acknowledge and delete handled mail, given as (shard, id)."""
+        """Acknowledge and delete handled mail, given as (shard, id), with its marks."""
         client = self._client()
+        kv = self._base + "kv:"
         try:
-            async with client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=True) as pipe:
                 for shard, ident in items:
                     stream = self.store.shard_key(shard, "mail")
                     pipe.xack(stream, GROUP, [ident])
                     pipe.xdel(stream, [ident])
+                    pipe.delete([kv + self.done_key(shard, ident)])
         except coredis.exceptions.RedisError as exc:
             raise StoreError(f"redis xack failed: {exc}") from exc
 
