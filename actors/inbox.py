@@ -79,6 +79,7 @@ from tidings.actors.visitor import (
     VisitorRecord,
 )
 from tidings.engine import (
+    AnswerLost,
     Batch,
     Child,
     Engine,
@@ -89,6 +90,7 @@ from tidings.engine import (
     open_engine,
 )
 from tidings.engine.clock import to_datetime
+from tidings.engine.remote import RemoteMail
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
@@ -414,9 +416,11 @@ class Inbox:
         profile = await self._resolve("phone", phone)
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
-        answer = await self.engine.ask(
-            ("profile", profile), InboundSms(sid, phone, body, list(media))
-        )
+        inbound = InboundSms(sid, phone, body, list(media))
+        try:
+            answer = await self.engine.ask(("profile", profile), inbound)
+        except AnswerLost:  # another node stored it and stopped: asking again finds it (R30)
+            answer = await self.engine.ask(("profile", profile), inbound)
         self.inbound_count += 1
         # a keyword or a blocked profile's message is stored by the profile; any other is
         # forwarded to the SMS ticket, which answers with the stored message
@@ -631,8 +635,9 @@ async def open_inbox(
     app = InboxContext(clock, account, timing or Timing(), courier)
     async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
-        if engine.placement is not None:
+        if engine.placement is not None and engine.remote is not None:
             engine.placement.moved += [app.directory.clear, courier.moved]
+            _relay_chat(engine.remote, app.sessions)
         inbox = Inbox(engine, app, courier)
         await inbox._start(settings)
         await inbox._reconcile()
@@ -644,6 +649,22 @@ async def open_inbox(
                 yield inbox
             finally:
                 nursery.cancel_scope.cancel()
+
+
+def _relay_chat(remote: RemoteMail, sessions: Sessions) -> None:
+    """Web chat frames reach a visitor's connections on every node: a ticket on one node
+    answers a visitor connected to another."""
+    encode = msgspec.json.Encoder().encode
+    decode = msgspec.json.Decoder(tuple[str, dict[str, Any]]).decode
+
+    def relay(session: str, frame: dict[str, Any]) -> None:
+        remote.notify("chat", encode((session, frame)))
+
+    def arrived(payload: bytes) -> None:
+        sessions.deliver_here(*decode(payload))
+
+    sessions.relay = relay
+    remote.listeners["chat"] = arrived
 
 
 async def _link_secret(engine: Engine) -> bytes:

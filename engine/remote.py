@@ -29,7 +29,7 @@ import trio
 
 from tidings.engine.asks import Ask
 from tidings.engine.clock import WallClock
-from tidings.engine.errors import EngineError
+from tidings.engine.errors import AnswerLost, EngineError
 from tidings.engine.messages import Address, Request
 from tidings.engine.placement import Placement, ShardMoved
 from tidings.engine.store.base import StoreError
@@ -57,9 +57,28 @@ class _Reply(msgspec.Struct, array_like=True):
     attrs: dict[str, Any] = {}
 
 
+class _Notice(msgspec.Struct, array_like=True):
+    origin: str
+    topic: str
+    payload: bytes
+
+
+class _Inbound:
+    """Mail from a shard's stream being handled here: where it came from."""
+
+    __slots__ = ("mail", "shard", "ident", "done_key")
+
+    def __init__(self, mail: _Mail, shard: int, ident: str, done_key: str) -> None:
+        self.mail = mail
+        self.shard = shard
+        self.ident = ident
+        self.done_key = done_key
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_mail = msgspec.msgpack.Decoder(_Mail).decode
 _decode_reply = msgspec.msgpack.Decoder(_Reply).decode
+_decode_notice = msgspec.msgpack.Decoder(_Notice).decode
 
 
 def type_name(t: type[Any]) -> str:
@@ -112,14 +131,18 @@ class RemoteMail:
         # from a random start, so answers left from an earlier run of this node id never
         # match an ask of this run
         self._numbers = itertools.count(secrets.randbits(48))
-        self._acks: list[tuple[int, str]] = []
+        self._acks: list[tuple[int, str, tuple[str, bytes] | None]] = []
         self._ack_wake = trio.Event()
         self._in_hand: set[tuple[int, str]] = set()  # (shard, id) of mail being handled
         # asks delivered here from a shard's stream: the mail they came in, its done key
-        self.inbound: dict[Ask, tuple[_Mail, str]] = {}
+        self.inbound: dict[Ask, _Inbound] = {}
+        # mail handed on by `Forward`: (shard, id) it came as, stream and payload it goes on as
+        self._passed: list[tuple[int, str, str, bytes]] = []
         self.forwarded = 0  # messages sent to another node's shard
         self.received = 0  # messages taken from this node's shards' streams
         self._nursery: trio.Nursery | None = None
+        # best-effort notices to every other node (e.g. web chat frames): topic → listener
+        self.listeners: dict[str, Callable[[bytes], None]] = {}
         self._claim: list[int] = []
         self._owned_changed = trio.Event()
 
@@ -130,7 +153,7 @@ class RemoteMail:
         that came from another node (handed on by `Forward`) is answered to its asker."""
         ask = envelope if type(envelope) is Ask else None
         msg = ask.msg if ask is not None else envelope
-        came = self.inbound[ask][0] if ask is not None and ask in self.inbound else None
+        came = self.inbound.get(ask) if ask is not None else None
         try:
             raw = _encode(msg)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -140,43 +163,81 @@ class RemoteMail:
                 return
             raise error from exc
         mail = _Mail(address[0], address[1], type_name(type(msg)), msgspec.Raw(raw))
+        shard = self.placement.shard(address)
+        stream = self.store.store.shard_key(shard, "mail")
+        self.forwarded += 1
+        self._wake.set()
         if came is not None and ask is not None:
-            mail.reply_to, mail.ask, mail.deadline = came.reply_to, came.ask, came.deadline
+            first = came.mail
+            mail.reply_to, mail.ask, mail.deadline = first.reply_to, first.ask, first.deadline
+            self._passed.append((came.shard, came.ident, stream, _encode(mail)))
             ask.fail(_PassedOn())
-        elif ask is not None:
+            return
+        if ask is not None:
             number = next(self._numbers)
             self._pending[number] = (ask, _reply_type(type(msg)))
             mail.reply_to, mail.ask = self.placement.node, number
             mail.deadline = self.clock.now() + timeout
-        shard = self.placement.shard(address)
-        self._outgoing.append((self.store.store.shard_key(shard, "mail"), _encode(mail)))
-        self.forwarded += 1
+        self._outgoing.append((stream, _encode(mail)))
+
+    def notify(self, topic: str, payload: bytes) -> None:
+        """Tell every other node's listener of `topic` about `payload` (best effort: a
+        node that is down or starting misses it)."""
+        notice = _encode(_Notice(self.placement.node, topic, payload))
+        self._outgoing.append((self.store.notices_key, notice))
         self._wake.set()
+
+    async def _notices(self) -> None:
+        after = await self._time_id()
+        while True:
+            try:
+                rows = await self.store.read(self.store.notices_key, after, 1000)
+            except StoreError as exc:
+                log.warning("reading notices failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            for ident, payload in rows:
+                after = ident
+                try:
+                    notice = _decode_notice(payload)
+                except msgspec.DecodeError:
+                    continue
+                listener = self.listeners.get(notice.topic)
+                if listener is not None and notice.origin != self.placement.node:
+                    listener(notice.payload)
+
+    async def _time_id(self) -> str:
+        while True:
+            try:
+                return await self.store.now_id()
+            except StoreError as exc:
+                log.warning("reading the time failed: %s", exc)
+                await trio.sleep(0.1)
 
     async def _flusher(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
             items, self._outgoing = self._outgoing, []
+            passed, self._passed = self._passed, []
             try:
                 await self.store.send(items)
+                items = []
+                await self.store.pass_on(passed)
             except StoreError as exc:
                 log.warning("sending %d messages to other nodes failed: %s", len(items), exc)
                 self._outgoing[:0] = items
+                self._passed[:0] = passed
                 await trio.sleep(0.1)
                 self._wake.set()
 
     async def _replies(self) -> None:
-        after = "$"
-        while after == "$":
-            try:
-                after = await self.store.now_id()
-            except StoreError as exc:
-                log.warning("reading the time failed: %s", exc)
-                await trio.sleep(0.1)
+        after = await self._time_id()
         while True:
             try:
-                rows = await self.store.replies(after, 1000)
+                rows = await self.store.read(
+                    self.store.replies_key(self.placement.node), after, 1000
+                )
             except StoreError as exc:
                 log.warning("reading replies failed: %s", exc)
                 await trio.sleep(0.1)
@@ -221,7 +282,7 @@ class RemoteMail:
         written by `Engine.commit` with the turn's writes, so that mail redelivered after
         its owner died between the commit and the acknowledgement does not act twice."""
         came = self.inbound.get(ask)
-        return came[1] if came is not None else None
+        return came.done_key if came is not None else None
 
     async def _receiver(self) -> None:
         placement = self.placement
@@ -266,8 +327,13 @@ class RemoteMail:
         handled = await self.store.handled([(s, m.origin or i) for s, i, m in mails])
         back: list[tuple[int, str, bytes]] = []
         for (shard, ident, mail), done in zip(mails, handled, strict=True):
-            if done:
-                self._ack(shard, ident)  # handled before its owner could acknowledge
+            if done:  # handled before its owner could answer and acknowledge
+                answer = None
+                if mail.ask:  # the asker may ask again (see `AnswerLost`)
+                    lost = Ask(None)
+                    lost.fail(AnswerLost("the node that handled it stopped before answering"))
+                    answer = (self.store.replies_key(mail.reply_to), _reply(mail.ask, lost))
+                self._ack(shard, ident, answer)
             elif not self.placement.owns((mail.kind, mail.key)):
                 # read just before this node let the shard go: back to the stream, for
                 # the shard's next owner
@@ -278,8 +344,10 @@ class RemoteMail:
         if back:
             await self.store.put_back(back)
 
-    def _ack(self, shard: int, ident: str) -> None:
-        self._acks.append((shard, ident))
+    def _ack(self, shard: int, ident: str, answer: tuple[str, bytes] | None = None) -> None:
+        """Acknowledge mail (shard, id), atomically with sending its `answer` (stream,
+        payload): an answer is never lost while its mail is acknowledged."""
+        self._acks.append((shard, ident, answer))
         self._ack_wake.set()
 
     async def _acker(self) -> None:
@@ -317,7 +385,9 @@ class RemoteMail:
         self.received += 1
         self._in_hand.add((shard, ident))
         ask = Ask(msg)
-        self.inbound[ask] = (mail, self.store.done_key(shard, mail.origin or ident))
+        self.inbound[ask] = _Inbound(
+            mail, shard, ident, self.store.done_key(shard, mail.origin or ident)
+        )
         assert self._nursery is not None
         self._nursery.start_soon(self._handled, shard, ident, mail, ask)
         self._deliver((mail.kind, mail.key), ask)
@@ -328,10 +398,12 @@ class RemoteMail:
         self._in_hand.discard((shard, ident))
         if type(ask.error) is ShardMoved:
             return  # not handled here: the shard's next owner claims it
-        if mail.ask and type(ask.error) is not _PassedOn:
-            self._outgoing.append((self.store.replies_key(mail.reply_to), _reply(mail.ask, ask)))
-            self._wake.set()
-        self._ack(shard, ident)
+        if type(ask.error) is _PassedOn:
+            return  # acknowledged with the sending of its copy
+        answer = None
+        if mail.ask:
+            answer = (self.store.replies_key(mail.reply_to), _reply(mail.ask, ask))
+        self._ack(shard, ident, answer)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The sender, the receiver of this node's shards and the reader of replies."""
@@ -340,6 +412,7 @@ class RemoteMail:
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._acker)
             nursery.start_soon(self._replies)
+            nursery.start_soon(self._notices)
             nursery.start_soon(self._receiver)
             task_status.started()
 

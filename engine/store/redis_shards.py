@@ -10,6 +10,7 @@ batch's fencing token against ``{p}shard:<n>:epoch`` atomically with the write.
 - ``{p}shard:<n>:mail``   stream of mail for the shard's actors, consumer group ``owner``
 - ``{p}members``          sorted set node → last heartbeat (server ms)
 - ``{p}node:<id>:replies`` stream of answers to the asks that node forwarded
+- ``{p}notices``          stream of best-effort notices to every node (web chat frames)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tidings.engine.store.redis import RedisStore
 _LUA: Final = resources.files(__package__).joinpath("lua")
 _SCRIPTS: Final = {
     name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    for name in ("acquire", "renew", "release", "members", "put_back")
+    for name in ("acquire", "renew", "release", "members", "put_back", "pass_on")
 }
 GROUP: Final = "owner"
 REPLIES_KEPT: Final = 10_000  # a node's reply stream is trimmed to about this many
@@ -40,7 +41,7 @@ class ShardStore:
         self.node = node
         self._base = store._base
         self._members = self._base + "members"
-        self._replies = self.replies_key(node)
+        self.notices_key = self._base + "notices"
         self._shas: dict[str, str] = {}
 
     def replies_key(self, node: str) -> str:
@@ -116,7 +117,7 @@ class ShardStore:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for stream, payload in items:
-                    if stream.endswith(":replies"):
+                    if stream == self.notices_key:
                         pipe.xadd(
                             stream, {"m": payload}, trim_strategy=coredis.PureToken.MAXLEN,
                             threshold=REPLIES_KEPT,
@@ -126,6 +127,14 @@ class ShardStore:
                         pipe.xadd(stream, {"m": payload})
         except coredis.exceptions.RedisError as exc:
             raise StoreError(f"redis xadd failed: {exc}") from exc
+
+    async def pass_on(self, items: list[tuple[int, str, str, bytes]]) -> None:
+        """Mail (shard, id) handed on as `payload` to `stream`, each atomically with the
+        acknowledgement of the original, and only while the original is still this
+        node's (see ``pass_on.lua``)."""
+        for shard, ident, stream, payload in items:
+            keys = [self.store.shard_key(shard, "mail"), stream]
+            await self._run("pass_on", keys, [GROUP, self.node, ident, payload])
 
     async def claim(self, shard: int, idle_ms: int = 0) -> list[tuple[str, bytes]]:
         """Mail of `shard` read by a node (and idle for `idle_ms`) but never
@@ -184,13 +193,20 @@ class ShardStore:
         found = await self.store.get_many([self.done_key(s, i) for s, i in items])
         return [value is not None for value in found]
 
-    async def done(self, items: list[tuple[int, str]]) -> None:
-        """Acknowledge and delete handled mail, given as (shard, id), with its marks."""
+    async def done(self, items: list[tuple[int, str, tuple[str, bytes] | None]]) -> None:
+        """Acknowledge and delete handled mail (shard, id) with its done mark, and send
+        its answer (reply stream, payload) if any, all in one transaction."""
         client = self._client()
         kv = self._base + "kv:"
         try:
             async with client.pipeline(transaction=True) as pipe:
-                for shard, ident in items:
+                for shard, ident, answer in items:
+                    if answer is not None:
+                        pipe.xadd(
+                            answer[0], {"m": answer[1]}, trim_strategy=coredis.PureToken.MAXLEN,
+                            threshold=REPLIES_KEPT,
+                            trim_operator=coredis.PureToken.APPROXIMATELY,
+                        )  # fmt: skip
                     stream = self.store.shard_key(shard, "mail")
                     pipe.xack(stream, GROUP, [ident])
                     pipe.xdel(stream, [ident])
@@ -206,11 +222,11 @@ class ShardStore:
             raise StoreError(f"redis time failed: {exc}") from exc
         return f"{int(now.timestamp() * 1000)}-0"
 
-    async def replies(self, after: str, block_ms: int) -> list[tuple[str, bytes]]:
-        """Answers to this node's forwarded asks after stream id `after`: (id, payload)."""
+    async def read(self, stream: str, after: str, block_ms: int) -> list[tuple[str, bytes]]:
+        """Entries of `stream` (replies, notices) after id `after`: (id, payload)."""
         client = self._client()
         try:
-            reply = await client.xread({self._replies: after}, count=1000, block=block_ms)
+            reply = await client.xread({stream: after}, count=1000, block=block_ms)
         except coredis.exceptions.RedisError as exc:
             raise StoreError(f"redis xread failed: {exc}") from exc
         return [(_text(e.identifier), _payload(e)) for _, es in (reply or {}).items() for e in es]

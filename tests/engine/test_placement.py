@@ -13,7 +13,16 @@ import msgspec
 import pytest
 import trio
 
-from tidings.engine import Batch, Refused, Request, StatefulActor, handler, open_engine
+from tidings.engine import (
+    Actor,
+    Batch,
+    Forward,
+    Refused,
+    Request,
+    StatefulActor,
+    handler,
+    open_engine,
+)
 from tidings.engine.placement import Placement, assign
 from tidings.engine.store.base import Fenced
 from tidings.engine.store.redis import RedisStore
@@ -81,12 +90,28 @@ class CounterActor(StatefulActor[None, Tally]):
         await self.ctx.commit(batch)
 
 
+class Via(Request[int]):
+    counter: str
+    n: int
+
+
+class RelayActor(Actor[None]):
+    """Hands an `Add` on to a counter with `Forward`: the counter answers the asker."""
+
+    kind = "relay"
+    __slots__ = ()
+
+    @handler
+    async def via(self, msg: Via) -> Forward:
+        return Forward(("counter", msg.counter), Add(msg.n))
+
+
 @asynccontextmanager
 async def node(url: str, name: str, heartbeat: float = 0.0) -> AsyncIterator[Engine]:
     async with RedisStore(url, prefix="t:") as store:
         shards = ShardStore(store, name)
         placement = Placement(shards, count=SHARDS, lease=LEASE, heartbeat=heartbeat)
-        async with open_engine(store, [CounterActor], placement=placement) as engine:
+        async with open_engine(store, [CounterActor, RelayActor], placement=placement) as engine:
             yield engine
 
 
@@ -102,11 +127,11 @@ async def ready(*engines: Engine) -> None:
         raise AssertionError("the shards did not settle")
 
 
-def key_on(engine: Engine, members: list[str], start: int = 0) -> str:
-    """A counter key whose shard `engine`'s node should own among `members`."""
+def key_on(engine: Engine, members: list[str], kind: str = "counter") -> str:
+    """A key of `kind` whose shard `engine`'s node should own among `members`."""
     assert engine.placement is not None
-    for i in range(start, start + 10_000):
-        if assign(engine.placement.shard(("counter", f"c{i}")), members) == engine.placement.node:
+    for i in range(10_000):
+        if assign(engine.placement.shard((kind, f"c{i}")), members) == engine.placement.node:
             return f"c{i}"
     raise AssertionError("no key found")
 
@@ -206,3 +231,33 @@ async def test_events_committed_on_one_node_are_published_on_every_node(redis_ur
             async for seq, payload in a.events.subscribe(0):
                 assert (seq, payload) == (1, b"from-b")
                 break
+
+
+async def test_an_ask_handed_on_with_forward_is_answered_to_the_asker_on_another_node(
+    redis_url: str,
+) -> None:
+    async with node(redis_url, "a") as a, node(redis_url, "b") as b:
+        await ready(a, b)
+        relay_on_a = key_on(a, ["a", "b"], "relay")
+        counter_on_b = key_on(b, ["a", "b"])
+        # b asks a relay on a, which hands the ask on to a counter back on b
+        assert await b.ask(("relay", relay_on_a), Via(counter_on_b, 4)) == 4
+        assert await a.ask(("relay", relay_on_a), Via(counter_on_b, 1)) == 5
+        assert a.remote and a.remote.received == 1 and a.remote.forwarded == 2  # both on to b
+
+
+async def test_a_notice_reaches_every_other_node_once(redis_url: str) -> None:
+    async with node(redis_url, "a") as a, node(redis_url, "b") as b, node(redis_url, "c") as c:
+        await ready(a, b, c)
+        heard: dict[str, list[bytes]] = {"a": [], "b": [], "c": []}
+        for name, engine in (("a", a), ("b", b), ("c", c)):
+            assert engine.remote
+            engine.remote.listeners["chat"] = heard[name].append
+        assert a.remote
+        a.remote.notify("chat", b"frame")
+        for _ in range(100):  # the nodes read the notices within milliseconds
+            if heard["b"] and heard["c"]:
+                break
+            await trio.sleep(0.02)
+        await trio.sleep(0.2)  # and nothing more arrives
+        assert heard == {"a": [], "b": [b"frame"], "c": [b"frame"]}  # not to its sender
