@@ -17,10 +17,10 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 
 | Key family | Owner (the only writer) | Who else may read |
 |---|---|---|
-| `profile:{id}` | ProfileActor `{id}` | — |
-| `ticket:{id}` (with its replies' request ids), indexes `tickets`, `waiting` | TicketActor `{id}` | `listing` (ticket pages) |
+| `profile:{id}`, its entry in the `profiles` text index | ProfileActor `{id}` | `search` (`messages.search` reads the name, phone and e-mail) |
+| `ticket:{id}` (with its replies' and notes' request ids), indexes `tickets`, `waiting` (tagged with the assignee) | TicketActor `{id}` | `listing` (ticket pages) |
 | `session:{token}` | VisitorActor `{token}` | `Inbox.chat_hello` (is it known) |
-| `msg:{id}` | the message's ticket, else its profile (which also stores a blocked profile's web chat messages) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status` |
+| `msg:{id}` and its entry in the `messages` text index | the message's ticket, else its profile (which also stores a blocked profile's web chat messages, not indexed) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status`, `search` |
 | `provider:{sid}` | the message's owner | `Inbox.sms_status` |
 | `link:{code}` | the owner of the message it is in | `Inbox.follow_link` |
 | `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked) | ProfileActor (retried deliveries) |
@@ -118,11 +118,12 @@ class InboxContext:
         return self.clock.now()
 
     def render(self, text: str) -> str:
-        """A message template filled with the brand's fields (R20)."""
+        """A message template filled with the brand's fields (R20); a clause naming a
+        field the brand has not set (no support e-mail) is left out."""
         template = self._templates.get(text)
         if template is None:
             template = self._templates[text] = Template(text, settings_rules.TEMPLATE_FIELDS)
-        return template.render(self.account.template_values())
+        return template.render(self.account.template_values(), leave_out_empty=True)
 
     def sender_address(self) -> str:
         """The address e-mails come from."""

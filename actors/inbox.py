@@ -22,7 +22,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from tidings.actors import invariants, listing, snooze, thread
+from tidings.actors import invariants, listing, search, snooze, thread
 from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import InboxContext
@@ -61,8 +61,10 @@ from tidings.actors.profile import (
 )
 from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
+    Assign,
     GetTicket,
     Mark,
+    Note,
     PresenceUnknown,
     SetState,
     TicketActor,
@@ -236,12 +238,14 @@ class Inbox:
         order: str = "activity",
         limit: int = 50,
         cursor: str | None = None,
+        assignee: str | None = None,
     ) -> TicketPage:
-        """Tickets newest activity first (R08), filtered (R24), or the open ones waiting
-        longest for an answer (R28), a page at a time."""
+        """Tickets newest activity first (R08), filtered (R24; `assignee`: an agent id or
+        `"none"`), or the open ones waiting longest for an answer (R28), a page at a time."""
         return await listing.tickets(
             self.engine.store, state=state, unread=unread, channel=channel,
             attributed_to=attributed_to, order=order, limit=limit, cursor=cursor,
+            assignee=assignee,
         )  # fmt: skip
 
     async def _ticket(self, ticket: str) -> Ticket:
@@ -289,6 +293,25 @@ class Inbox:
             raise InboxError("bad_request", str(exc)) from None
         return await self.engine.ask(("ticket", ticket), SetState(state, until))
 
+    async def ticket_assign(self, ticket: str, agent: str | None) -> Ticket:
+        """Give a ticket to the agent `agent` (an id), or to nobody (None). The inbox
+        does not know the agents: its caller checks that `agent` is one (the transports
+        answer `not_found` for an id no agent has)."""
+        await self._ticket(ticket)  # not_found is reported before bad_request
+        if agent is not None and (not isinstance(agent, str) or not 1 <= len(agent) <= 200):
+            raise bad_request("agent", "must be an agent id or null")
+        return await self.engine.ask(("ticket", ticket), Assign(agent))
+
+    async def ticket_note(self, ticket: str, body: str, *, author: str | None = None) -> Message:
+        """A private note by agent `author` in the ticket's thread: shown to agents, never
+        sent to the customer, allowed on closed tickets, and neither a reply nor a first
+        response (R16, R28)."""
+        await self._ticket(ticket)
+        if not isinstance(body, str) or not body.strip():
+            raise bad_request("body", "a note needs text")
+        request_id = thread.new_id("r", self.now())  # the ticket writes one note per request
+        return await self.engine.ask(("ticket", ticket), Note(body, author, request_id))
+
     async def ticket_mark(self, ticket: str, read: bool) -> Ticket:
         """Mark a ticket read or unread."""
         if not isinstance(read, bool):
@@ -298,6 +321,19 @@ class Inbox:
     def badge_get(self) -> int:
         """R18: how many profiles have an open ticket with unread messages."""
         return self.app.badge
+
+    # -- search -----------------------------------------------------------------------------
+
+    async def messages_search(
+        self, q: str, limit: int = 20, cursor: str | None = None
+    ) -> search.MessagePage:
+        """Messages whose body has every word of `q`, newest first, with who they are from
+        or to; `limit` 1..50 per page, `cursor` from the previous page."""
+        return await search.messages(self.engine.store, q, limit, cursor)
+
+    async def profiles_search(self, q: str) -> list[Profile]:
+        """Up to 20 profiles whose name, e-mail and phone hold every word of `q`."""
+        return [await self.profile_get(p) for p in await search.profile_ids(self.engine.store, q)]
 
     # -- profiles ---------------------------------------------------------------------------
 

@@ -38,9 +38,11 @@ async def tickets(
     order: str = "activity",
     limit: int = 50,
     cursor: str | None = None,
+    assignee: str | None = None,
 ) -> TicketPage:
-    """Tickets newest activity first (R08), filtered (R24), or the open ones waiting
-    longest for an answer (R28), a page at a time; bad filters are `bad_request`."""
+    """Tickets newest activity first (R08), filtered (R24; `assignee`: an agent id, or
+    `"none"` for the unassigned), or the open ones waiting longest for an answer (R28),
+    a page at a time; bad filters are `bad_request`."""
     tags: set[str] = set()
     if state is not None:
         if state not in ("open", "snoozed", "closed"):
@@ -57,6 +59,11 @@ async def tickets(
         if kind not in ("campaign", "flow") or not source:
             raise bad_request("attributed_to", 'must be "campaign:<id>" or "flow:<id>"')
         tags.add(f"attr={attributed_to}")
+    unassigned = assignee == "none"
+    if assignee is not None and not unassigned:
+        if not isinstance(assignee, str) or not assignee:
+            raise bad_request("assignee", 'must be an agent id, "me" or "none"')
+        tags.add(f"assignee={assignee}")
     if order not in ("activity", "waiting"):
         raise bad_request("order", "must be activity or waiting")
     if not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT:
@@ -67,15 +74,26 @@ async def tickets(
         tags.discard("state=open")
         if state not in (None, "open"):
             return TicketPage([], None)
-    rows = await store.index_query(
-        index, frozenset(tags), limit + 1, descending=descending, after=after
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    raws = await store.get_many([f"ticket:{member}" for member, _ in rows])
-    found = [_decode_record(raw).ticket for raw in raws if raw]
-    next_cursor = encode_cursor(rows[-1][1], rows[-1][0]) if more else None
-    return TicketPage(found, next_cursor)
+    # Unassigned tickets carry no assignee tag (nor do those stored before assignment
+    # existed), so "none" reads the other filters' rows and leaves out assigned ones.
+    found: list[tuple[tuple[str, float], Ticket]] = []
+    while len(found) <= limit:
+        rows = await store.index_query(
+            index, frozenset(tags), limit + 1, descending=descending, after=after
+        )
+        raws = await store.get_many([f"ticket:{member}" for member, _ in rows])
+        for row, raw in zip(rows, raws, strict=True):
+            ticket = _decode_record(raw).ticket if raw else None
+            if ticket is not None and not (unassigned and ticket.assignee is not None):
+                found.append((row, ticket))
+        if len(rows) <= limit:
+            break
+        after = (rows[-1][1], rows[-1][0])
+    more = len(found) > limit
+    found = found[:limit]
+    last = found[-1][0] if found else None
+    next_cursor = encode_cursor(last[1], last[0]) if more and last else None
+    return TicketPage([ticket for _, ticket in found], next_cursor)
 
 
 async def ticket_messages(store: Store, ticket: Ticket) -> list[Message]:

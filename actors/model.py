@@ -11,8 +11,9 @@ import msgspec
 Channel = Literal["sms", "webchat"]
 Direction = Literal["inbound", "outbound"]
 MessageKind = Literal[
-    "support", "campaign", "flow", "keyword", "autoresponder", "welcome", "office_hours"
+    "support", "campaign", "flow", "keyword", "autoresponder", "welcome", "office_hours", "note"
 ]
+"""`note`: an agent's private note (contract v3, *Team workflow*): shown to agents only."""
 TicketState = Literal["open", "snoozed", "closed"]
 Status = Literal["queued", "sending", "sent", "delivered", "undelivered", "failed"]
 
@@ -119,8 +120,27 @@ class Followup(msgspec.Struct):
     at: str | None
 
 
+LAST_MESSAGE_CHARS = 140  # `Ticket.last_message.body` is cut to this many characters
+
+
+class LastMessage(msgspec.Struct):
+    """What a ticket is about at a glance: its newest message that is not a note."""
+
+    body: str
+    direction: Direction
+    kind: MessageKind
+    created_at: str
+
+    @classmethod
+    def of(cls, message: Message) -> LastMessage:
+        """The preview of `message`."""
+        body = message.body[:LAST_MESSAGE_CHARS]
+        return cls(body, message.direction, message.kind, message.created_at)
+
+
 class Ticket(msgspec.Struct):
-    """A support conversation (PROTOCOL.md `Ticket`)."""
+    """A support conversation (PROTOCOL.md `Ticket`, with contract v3's `assignee`, the
+    agent id that owns it, and `last_message`)."""
 
     id: str
     profile: str
@@ -133,6 +153,8 @@ class Ticket(msgspec.Struct):
     first_response_s: float | None = None
     visitor_online: bool | None = None
     followup: Followup | None = None
+    assignee: str | None = None
+    last_message: LastMessage | None = None
 
 
 class Location(msgspec.Struct):

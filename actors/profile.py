@@ -2,10 +2,10 @@
 activity (R11) and orders, attribution of SMS replies (R25), delivery status of the
 messages it owns (R30), and which of its tickets are open and unread (the badge, R18).
 
-Keys it owns: `profile:{id}`; its `badge` index entry; the messages without a ticket
-(keywords and their replies, campaigns, flows, a blocked profile's SMS) with their
-`provider:`, `link:` and `idem:sms:` keys and outbox jobs (with the courier's attempts),
-appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
+Keys it owns: `profile:{id}`; its `badge` and `profiles` (search) index entries; the
+messages without a ticket (keywords and their replies, campaigns, flows, a blocked
+profile's SMS) with their `provider:`, `link:` and `idem:sms:` keys and outbox jobs
+(with the courier's attempts), appended to `thread:sms:{id}`. It is the owner of consent and blocking, so agent replies
 pass through it (R04, R15), the courier asks it before handing over a held or in-doubt
 SMS (`MayText`), and a carrier opt-out (ErrorCode 21610) withdraws its consent.
 Its phone and e-mail mappings belong to the directory: it claims and releases them there.
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from tidings.actors import keywords, thread
+from tidings.actors import keywords, searchable, thread
 from tidings.actors.context import InboxContext
 from tidings.actors.courier import (
     Attempting,
@@ -169,10 +169,13 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
 
     kind = "profile"
     state_type = ProfileState
-    __slots__ = ("known", "recent")
+    __slots__ = ("known", "recent", "indexed")
 
     async def on_activate(self) -> None:
         self.known = self.state is not None  # False: not_found until something is written
+        # what the `profiles` search index holds for it: the stored profile's text, since
+        # every save puts it there when it changed (schema version 3 indexed older ones)
+        self.indexed = None if self.state is None else searchable.profile_text(self.state.profile)
         self.recent: dict[str, str] = {}  # the last SMS ids routed to the ticket
         state = self.state
         if state is not None and state.source is not None and state.source.received_at is None:
@@ -198,8 +201,12 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         """Save the profile with `batch`; `queued`: the batch queued outbox jobs."""
         profile = self.data.profile
         profile.subscribed = profile.consent.marketing or profile.consent.transactional
+        text = searchable.profile_text(profile)
+        if text != self.indexed:
+            searchable.index_profile(batch, profile)
         await self.save(batch)
         self.known = True
+        self.indexed = text
         if queued:
             self.ctx.app.outbox.queued()
 

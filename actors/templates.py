@@ -12,6 +12,7 @@ TEMPLATE_FIELDS: frozenset[str] = frozenset(
 """The brand fields a template may use."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CLAUSE_END = re.compile(r"(?<=[.!?:])(\s+)")  # a clause ends at . ! ? or : and a space
 
 
 class TemplateError(ValueError):
@@ -70,13 +71,34 @@ class Template:
         self._pieces = tuple(pieces)
         self.fields = frozenset(pieces[1::2])
 
-    def render(self, values: Mapping[str, str]) -> str:
+    def render(self, values: Mapping[str, str], *, leave_out_empty: bool = False) -> str:
         """The text with each placeholder replaced by its value (a field with no value
-        becomes empty). Values are inserted as they are, never read as templates."""
-        return "".join(
-            piece if index % 2 == 0 else values.get(piece, "")
-            for index, piece in enumerate(self._pieces)
-        )
+        becomes empty). Values are inserted as they are, never read as templates.
+
+        With `leave_out_empty`, a clause — text ending in `.`, `!`, `?` or `:` followed by
+        a space, or the end — that holds a field with no value is left out, so that
+        `"Acme: For help, email {{ support_email }}. Reply STOP to opt out."` reads
+        `"Acme: Reply STOP to opt out."` rather than `"…email . Reply…"`."""
+        if not leave_out_empty:
+            return "".join(
+                piece if index % 2 == 0 else values.get(piece, "")
+                for index, piece in enumerate(self._pieces)
+            )
+        clauses: list[tuple[str, bool]] = []  # (text, holds a field with no value)
+        text, empty = "", False
+        for index, piece in enumerate(self._pieces):
+            if index % 2:
+                value = values.get(piece, "")
+                text, empty = text + value, empty or not value.strip()
+                continue
+            parts = _CLAUSE_END.split(piece)  # text, space, text, space, …, text
+            for i in range(0, len(parts) - 1, 2):
+                clauses.append((text + parts[i] + parts[i + 1], empty))
+                text, empty = "", False
+            text += parts[-1]
+        clauses.append((text, empty))
+        kept = "".join(clause for clause, left_out in clauses if not left_out)
+        return kept.strip() if any(left_out for _, left_out in clauses) else kept
 
     def __repr__(self) -> str:
         return f"Template({self.text!r})"

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.actors import links, segments
+from tidings.actors import links, searchable, segments
 from tidings.actors.context import InboxContext
 from tidings.actors.model import (
     Channel,
@@ -62,11 +62,13 @@ def event(batch: Batch, name: str, data: dict[str, Any]) -> None:
 
 
 def record(batch: Batch, stored: StoredMessage, *, new: bool = True) -> None:
-    """Write `stored` (and, when `new`, append it to its thread and announce it)."""
+    """Write `stored` (and, when `new`, append it to its thread, index it for search and
+    announce it)."""
     message = stored.message
     batch.put(message_key(message.id), encode(stored))
     if new:
         batch.append(stream(message.channel, message.profile, message.ticket), message.id.encode())
+        searchable.index_message(batch, message)
         event(batch, "message.created", {"message": message})
 
 
@@ -112,6 +114,11 @@ async def last_messages(store: Store, log: str, n: int = THREAD_VIEW) -> list[Me
     return [_decode_stored(raw).message for raw in raws if raw]
 
 
+def for_customer(messages: list[Message]) -> list[Message]:
+    """`messages` without the agents' private notes: what the customer may see."""
+    return [m for m in messages if m.kind != "note"]
+
+
 def outbound(
     app: InboxContext,
     batch: Batch,
@@ -128,7 +135,8 @@ def outbound(
 ) -> Message:
     """Write an outbound message into `batch`: SMS gets short links (R17), its encoding
     and segments (R26) and status `queued`. `send_sms` queues it for the courier; a
-    `held` one (R27) is queued later, once, by its ticket's `send:` timer."""
+    `held` one (R27) is queued later, once, by its ticket's `send:` timer. A `note` is
+    private: it is written as it is, with no status, and never sent."""
     message_id = new_id("m", now)
     message = Message(
         id=message_id,
@@ -142,7 +150,7 @@ def outbound(
         created_at=iso(now),
         author=author,
     )
-    if channel == "sms":
+    if channel == "sms" and kind != "note":
         if app.settings.sms.shorten_links:
             make_code = links.message_link_codes(app.link_secret, message_id)
             message.body, made = links.shorten(body, make_code, app.account.public_url)

@@ -1,7 +1,8 @@
 """TicketActor: one support conversation — its state and read flag (R12–R14), inbound
 messages that open, reopen or wake it (R01, R02), agent replies (R03, R04, R26, R27),
 snoozes on durable timers (R13), first-response time (R28), and, on web chat, the
-visitor's presence and the follow-up e-mail (R16).
+visitor's presence and the follow-up e-mail (R16); its assignee and the agents' private
+notes (contract v3, *Team workflow*).
 
 Keys it owns: `ticket:{id}` and its `tickets`/`waiting` index entries; the messages of the
 ticket (inbound, greeting, replies, autoreplies) with their `provider:`, `link:` and
@@ -38,7 +39,7 @@ from tidings.actors.handoff import (
     TicketFlag,
     TicketInbound,
 )
-from tidings.actors.model import Followup, Message, Ticket, TicketState, iso
+from tidings.actors.model import Followup, LastMessage, Message, Ticket, TicketState, iso
 from tidings.actors.outbound import Email
 from tidings.engine import Batch, Request, StatefulActor, handler
 from tidings.engine.clock import to_datetime
@@ -77,6 +78,21 @@ class SetState(Request[Ticket]):
 
 class Mark(Request[Ticket]):
     read: bool
+
+
+class Assign(Request[Ticket]):
+    """Give the ticket to an agent (by id), or to nobody (None)."""
+
+    agent: str | None
+
+
+class Note(Request[Message]):
+    """An agent's private note in the thread (contract v3, *Team workflow*): never sent,
+    and neither a reply nor a first response (R16, R28)."""
+
+    body: str
+    author: str | None
+    request_id: str | None = None  # stable across the ticket's retries of this turn
 
 
 class GetTicket(Request[Ticket]):
@@ -157,6 +173,8 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             f"channel={ticket.channel}",
             *(f"attr={a}" for a in record.attributions),
         }
+        if ticket.assignee is not None:
+            tags.add(f"assignee={ticket.assignee}")
         batch.index(TICKETS, self.key, record.last_activity, frozenset(tags))
         if ticket.state == "open" and record.waiting_since is not None:
             batch.index(WAITING, self.key, record.waiting_since, frozenset(tags))
@@ -252,6 +270,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             thread.record(batch, msg.greeting)
         message.ticket = self.key
         thread.record(batch, msg.message)
+        ticket.last_message = LastMessage.of(message)
         if msg.idem_key:
             batch.put(msg.idem_key, message.id.encode())
         if msg.autoreply:
@@ -260,6 +279,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
                 kind="autoresponder", body=msg.autoreply, media=[], author=None, now=now,
             )  # fmt: skip
             queued |= thread.send_sms(app, batch, autoreply, record.phone)
+            ticket.last_message = LastMessage.of(autoreply)
         await self._commit(batch, before, created, queued)
         return message
 
@@ -274,11 +294,9 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         record = self._existing()
         ticket = record.ticket
         app = self.ctx.app
-        written = record.replies.get(msg.request_id) if msg.request_id else None
-        if written is not None:  # this turn committed before it crashed: written once
-            stored = await thread.load(self.ctx.store, written)
-            if stored is not None:
-                return stored.message
+        written = await self._written(msg.request_id)
+        if written is not None:
+            return written
         if ticket.state == "closed":
             raise InboxError("ticket_closed", "the ticket is closed")
         now = app.now()
@@ -305,10 +323,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             kind="support", body=msg.body, media=msg.media, author=msg.author, now=now,
             held=hold_until is not None,
         )  # fmt: skip
-        if msg.request_id:
-            record.replies[msg.request_id] = message.id
-            while len(record.replies) > REPLIES_KEPT:
-                del record.replies[next(iter(record.replies))]
+        self._remember_request(msg.request_id, message.id)
         queued = False
         if hold_until is None:
             queued = thread.send_sms(app, batch, message, msg.phone)
@@ -323,6 +338,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
                 ticket.first_response_s = first_response = round(now - record.first_inbound_at, 6)
             record.waiting_since = None
         record.last_activity = now
+        ticket.last_message = LastMessage.of(message)
         if ticket.channel == "webchat":
             self._followup_after_reply(batch, now)
         await self._commit(batch, before, queued=queued)
@@ -331,6 +347,50 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         if ticket.channel == "webchat" and record.session:
             app.sessions.deliver(record.session, {"type": "message", "message": message})
         return message
+
+    @handler
+    async def note(self, msg: Note) -> Message:
+        record = self._existing()
+        ticket = record.ticket
+        written = await self._written(msg.request_id)
+        if written is not None:
+            return written
+        batch = Batch()
+        # Not sent, not shown to the customer, and not a reply: the waiting time (R28),
+        # the follow-up (R16), the activity order and the preview are left as they are.
+        message = thread.outbound(
+            self.ctx.app, batch, profile=ticket.profile, channel=ticket.channel,
+            ticket=self.key, kind="note", body=msg.body, media=[], author=msg.author,
+            now=self.ctx.app.now(),
+        )  # fmt: skip
+        self._remember_request(msg.request_id, message.id)
+        self.put_state(batch)
+        await self.ctx.commit(batch)
+        return message
+
+    async def _written(self, request_id: str | None) -> Message | None:
+        """The message that request `request_id` wrote, when this turn committed before
+        it crashed (the engine retries it): written once."""
+        written = self._existing().replies.get(request_id) if request_id else None
+        stored = await thread.load(self.ctx.store, written) if written else None
+        return stored.message if stored is not None else None
+
+    def _remember_request(self, request_id: str | None, message_id: str) -> None:
+        """Keep which message `request_id` wrote, so a retried turn writes no second."""
+        if not request_id:
+            return
+        replies = self._existing().replies
+        replies[request_id] = message_id
+        while len(replies) > REPLIES_KEPT:
+            del replies[next(iter(replies))]
+
+    @handler
+    async def assign(self, msg: Assign) -> Ticket:
+        record = self._existing()
+        if record.ticket.assignee != msg.agent:
+            record.ticket.assignee = msg.agent
+            await self._commit(Batch(), self._flags())
+        return record.ticket
 
     def _followup_after_reply(self, batch: Batch, now: float) -> None:
         """R16: an agent writes while the visitor is offline: (re)arm the follow-up."""
@@ -506,9 +566,12 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             return
         app = self.ctx.app
         ticket = record.ticket
-        messages = await thread.last_messages(
-            self.ctx.store, thread.stream("webchat", ticket.profile, self.key), 5
-        )
+        # the last five the visitor saw: private notes never leave the inbox
+        messages = thread.for_customer(
+            await thread.last_messages(
+                self.ctx.store, thread.stream("webchat", ticket.profile, self.key)
+            )
+        )[-5:]
         account = app.account
         link = followup_email.chat_link(account.public_url, record.session or "")
         composed = followup_email.compose(

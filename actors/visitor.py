@@ -128,8 +128,10 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
         record = self.state
         messages: list[Message] = []
         if record.ticket is not None:
-            messages = await thread.last_messages(
-                store, thread.stream("webchat", record.profile, record.ticket)
+            messages = thread.for_customer(
+                await thread.last_messages(
+                    store, thread.stream("webchat", record.profile, record.ticket)
+                )
             )
         elif record.greeting is not None and greeting is None:
             messages = [record.greeting.message]

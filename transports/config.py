@@ -99,6 +99,9 @@ class SmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     sender: str = ""
     provider: str = "outbox"
     account_sid: str = ""
+    # a Twilio Messaging Service ("MG" + 32 hex digits): sent as `MessagingServiceSid`
+    # instead of `From`, so the provider picks the sender from the service's pool
+    messaging_service_sid: str = ""
     auth_token: str = ""
     base_url: str = "https://api.twilio.com"
     allow_unsigned: bool = False
@@ -357,6 +360,8 @@ def _translate(error: msgspec.ValidationError) -> ConfigError:
 
 _E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 _SHORT_CODE = re.compile(r"^[0-9]{5,6}$")
+_MESSAGING_SERVICE = re.compile(r"MG[0-9a-fA-F]{32}")  # Twilio's SID pattern
+RESERVED_AGENT_IDS = frozenset({"me", "none"})  # words of the tickets.list assignee filter
 _STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
 
 
@@ -477,10 +482,19 @@ def _checked(config: Config) -> Config:
     _check_sender(sms.sender)
     if sms.provider not in ("outbox", "twilio"):
         raise ConfigError("sms.provider", 'must be "outbox" or "twilio"')
+    if sms.messaging_service_sid and not _MESSAGING_SERVICE.fullmatch(sms.messaging_service_sid):
+        raise ConfigError(
+            "sms.messaging_service_sid", 'must be "MG" followed by 32 hexadecimal digits'
+        )
     if sms.provider == "twilio":
-        for key in ("account_sid", "auth_token", "sender"):
+        for key in ("account_sid", "auth_token"):
             if not getattr(sms, key):
                 raise ConfigError(f"sms.{key}", 'required when sms.provider is "twilio"')
+        if not sms.sender and not sms.messaging_service_sid:
+            raise ConfigError(
+                "sms.sender",
+                'required when sms.provider is "twilio", unless sms.messaging_service_sid is set',
+            )
     sms = msgspec.structs.replace(sms, base_url=_http_url("sms.base_url", sms.base_url))
     if not sms.auth_token and not sms.allow_unsigned and not is_loopback(server.host):
         raise ConfigError("sms.auth_token", f"required when listening on {server.host}")
@@ -499,6 +513,8 @@ def _checked(config: Config) -> Config:
             raise ConfigError(f"{where}.id", "must not be empty")
         if agent.id in ids:
             raise ConfigError(f"{where}.id", f"duplicate agent id {agent.id!r}")
+        if agent.id in RESERVED_AGENT_IDS:
+            raise ConfigError(f"{where}.id", f"{agent.id!r} is reserved (the tickets.list assignee filter)")
         if not agent.token:
             raise ConfigError(f"{where}.token", "must not be empty")
         if agent.token in tokens:

@@ -160,6 +160,7 @@ async def running_server(
                     config.sms.auth_token,
                     config.sms.base_url,
                     status_callback_url=f"{base}/sms/status",
+                    messaging_service_sid=config.sms.messaging_service_sid,
                 )
             else:
                 sms = OutboxSms()

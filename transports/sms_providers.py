@@ -113,6 +113,7 @@ class _Listed(msgspec.Struct):
     body: str | None = None
     status: str = "queued"
     date_created: str | None = None
+    messaging_service_sid: str | None = None
 
 
 class _Page(msgspec.Struct):
@@ -143,7 +144,9 @@ class TwilioSms:
     up to `backoff_max_s`, each wait jittered between half and all of it, or the
     provider's `Retry-After`), and never beyond `total_timeout_s` from the first try.
     Other 4xx answers raise a permanent `TwilioError` at once. Pass `client` to share
-    an `httpx.AsyncClient` (it is then not closed by `aclose`).
+    an `httpx.AsyncClient` (it is then not closed by `aclose`). With
+    `messaging_service_sid`, messages name that Messaging Service (`MessagingServiceSid`)
+    instead of a sender (`From`): the provider picks the number from the service's pool.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class TwilioSms:
         total_timeout_s: float = 30.0,
         jitter: Callable[[], float] = random.random,
         wall_clock: Callable[[], float] = time.time,
+        messaging_service_sid: str = "",
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -176,6 +180,7 @@ class TwilioSms:
         self._total_timeout_s = total_timeout_s
         self._jitter = jitter
         self._wall_clock = wall_clock
+        self._messaging_service_sid = messaging_service_sid
 
     @property
     def messages_url(self) -> str:
@@ -183,13 +188,19 @@ class TwilioSms:
         return self._url
 
     def _form(self, sms: OutboundSms) -> bytes:
-        fields = [("To", sms.to), ("From", sms.sender)]
+        fields = [("To", sms.to), self._sender_field(sms)]
         if sms.body or not sms.media:
             fields.append(("Body", sms.body))
         fields.extend(("MediaUrl", url) for url in sms.media)
         if self._status_callback_url:
             fields.append(("StatusCallback", self._status_callback_url))
         return urlencode(fields).encode()
+
+    def _sender_field(self, sms: OutboundSms) -> tuple[str, str]:
+        """Who a message is from: the Messaging Service when one is set, else `From`."""
+        if self._messaging_service_sid:
+            return ("MessagingServiceSid", self._messaging_service_sid)
+        return ("From", sms.sender)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._backoff_max_s, self._backoff_initial_s * 2.0 ** (attempt - 1))
@@ -291,7 +302,7 @@ class TwilioSms:
         timeout: float | None = None,
     ) -> SmsReceipt | None:
         """The provider's receipt for `sms` if a message to the same number, from the same
-        sender, with the same body, was created from `since` (epoch seconds, less
+        sender (or Messaging Service), with the same body, was created from `since` (epoch seconds, less
         `CLOCK_SKEW_S`) on, and whose sid `taken` does not give to another message; None if the
         provider has none. Reads the first page (newest
         first) of `GET Messages.json?To=…&From=…&DateSent>=YYYY-MM-DD`, then, when that
@@ -299,15 +310,27 @@ class TwilioSms:
         no `date_sent` yet, so the date filter leaves it out. Raises a transient
         `TwilioError` when the provider cannot be asked."""
         day = datetime.fromtimestamp(since - CLOCK_SKEW_S, UTC).date().isoformat()
-        numbers = {"To": sms.to, "From": sms.sender, "PageSize": "50"}
+        # a service's message is from whichever number the provider picked: listed by
+        # `To` alone and matched on the service
+        numbers = {"To": sms.to, "PageSize": "50"}
+        if not self._messaging_service_sid:
+            numbers["From"] = sms.sender
         # `DateSent>=YYYY-MM-DD` in the query string is the parameter `DateSent>`
         for params in ({**numbers, "DateSent>": day}, numbers):
             for listed in await self._list(params, timeout or self._request_timeout_s):
-                if _same_message(listed, sms, since - CLOCK_SKEW_S) and not (
-                    taken is not None and await taken(listed.sid)
-                ):
+                ours = self._sent_by_us(listed, sms)
+                if not (ours and _same_message(listed, sms, since - CLOCK_SKEW_S)):
+                    continue
+                if taken is None or not await taken(listed.sid):
                     return SmsReceipt(provider_id=listed.sid, status=listed.status)
         return None
+
+    def _sent_by_us(self, listed: _Listed, sms: OutboundSms) -> bool:
+        """Whether `listed` came from the sender of `sms`: our Messaging Service when one
+        is set, else its `From`."""
+        if self._messaging_service_sid:
+            return listed.messaging_service_sid == self._messaging_service_sid
+        return listed.from_ == sms.sender
 
     async def _list(self, params: dict[str, str], timeout: float) -> list[_Listed]:
         """The first page of the provider's messages matching `params`."""
@@ -410,7 +433,7 @@ def _retry_after_s(response: httpx.Response) -> float | None:
 def _same_message(listed: _Listed, sms: OutboundSms, earliest: float) -> bool:
     """Whether the provider's `listed` message is `sms`, created at `earliest` or later
     (a message whose time cannot be read is judged by the other fields)."""
-    if (listed.to, listed.from_, listed.body or "") != (sms.to, sms.sender, sms.body):
+    if (listed.to, listed.body or "") != (sms.to, sms.body):
         return False
     if listed.date_created is None:
         return True

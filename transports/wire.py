@@ -29,9 +29,14 @@ __all__ = [
 MAX_DEPTH = 32  # nesting levels of JSON a request may have (contract v3)
 MAX_FRAME = 64 * 1024  # bytes; bigger WebSocket frames are refused with close code 1009
 ALLOWED_ROLES = frozenset({"owner", "admin", "manager", "support"})  # R29
-# Ops that not every inbox role may call (contract v3, "Roles per operation"): changing
-# the settings redirects notifications, so it is kept to the roles that run the inbox.
-OP_ROLES = {"settings.update": frozenset({"owner", "admin", "manager"})}
+# Who may call an op (contract v3, "Roles per operation"): changing the settings
+# redirects notifications, so it is kept to the roles that run the inbox; the team
+# workflow ops are every inbox role's. An op not named here is open to every inbox role.
+OP_ROLES = {
+    "settings.update": frozenset({"owner", "admin", "manager"}),
+    "ticket.assign": ALLOWED_ROLES,
+    "ticket.note": ALLOWED_ROLES,
+}
 
 STATUS = {
     "not_found": 404,

@@ -55,10 +55,19 @@ class TicketsList(_Args):
     order: str = "activity"
     limit: int = 50
     cursor: str | None = None
+    assignee: str | None = None  # an agent id, "me" or "none"
 
 
 class TicketArg(_Args):
     ticket: str
+
+
+class TicketAssign(TicketArg):
+    agent: str | None
+
+
+class TicketNote(TicketArg):
+    body: str
 
 
 class TicketReply(TicketArg):
@@ -113,6 +122,16 @@ class Subscribe(_Args):
     since: int | None = None
 
 
+class MessagesSearch(_Args):
+    q: str
+    limit: int = 20
+    cursor: str | None = None
+
+
+class ProfilesSearch(_Args):
+    q: str
+
+
 class Session:
     """One agent connection."""
 
@@ -127,9 +146,10 @@ class Session:
     # ops ------------------------------------------------------------------------------------
 
     async def tickets_list(self, a: TicketsList) -> Any:
+        assignee = self.agent.id if a.assignee == "me" else a.assignee
         return await self.inbox.tickets_list(
             state=a.state, unread=a.unread, channel=a.channel, attributed_to=a.attributed_to,
-            order=a.order, limit=a.limit, cursor=a.cursor,
+            order=a.order, limit=a.limit, cursor=a.cursor, assignee=assignee,
         )
 
     async def ticket_get(self, a: TicketArg) -> Any:
@@ -144,6 +164,15 @@ class Session:
 
     async def ticket_set_state(self, a: TicketSetState) -> Any:
         return {"ticket": await self.inbox.ticket_set_state(a.ticket, a.state, a.until)}
+
+    async def ticket_assign(self, a: TicketAssign) -> Any:
+        if a.agent is not None and all(agent.id != a.agent for agent in self.ctx.agents.values()):
+            await self.inbox.ticket_get(a.ticket)  # an unknown ticket is reported first
+            raise InboxError("not_found", f"no agent {a.agent!r}")
+        return {"ticket": await self.inbox.ticket_assign(a.ticket, a.agent)}
+
+    async def ticket_note(self, a: TicketNote) -> Any:
+        return {"message": await self.inbox.ticket_note(a.ticket, a.body, author=self.agent.id)}
 
     async def ticket_mark(self, a: TicketMark) -> Any:
         return {"ticket": await self.inbox.ticket_mark(a.ticket, a.read)}
@@ -178,6 +207,12 @@ class Session:
     async def quick_replies_delete(self, a: QuickReplyArg) -> Any:
         await self.inbox.quick_reply_delete(a.quick_reply)
         return {"deleted": True}
+
+    async def messages_search(self, a: MessagesSearch) -> Any:
+        return await self.inbox.messages_search(a.q, a.limit, a.cursor)
+
+    async def profiles_search(self, a: ProfilesSearch) -> Any:
+        return await self.inbox.profiles_search(a.q)
 
     async def subscribe(self, a: Subscribe) -> Any:
         since = a.since or 0
@@ -251,6 +286,8 @@ OPS: dict[str, tuple[Callable[[Session, Any], Awaitable[Any]], type[_Args]]] = {
     "ticket.reply": (Session.ticket_reply, TicketReply),
     "ticket.set_state": (Session.ticket_set_state, TicketSetState),
     "ticket.mark": (Session.ticket_mark, TicketMark),
+    "ticket.assign": (Session.ticket_assign, TicketAssign),
+    "ticket.note": (Session.ticket_note, TicketNote),
     "profile.get": (Session.profile_get, ProfileGet),
     "profile.block": (Session.profile_block, ProfileArg),
     "profile.unblock": (Session.profile_unblock, ProfileArg),
@@ -262,6 +299,8 @@ OPS: dict[str, tuple[Callable[[Session, Any], Awaitable[Any]], type[_Args]]] = {
     "quick_replies.update": (Session.quick_replies_update, QuickReplyUpdate),
     "quick_replies.delete": (Session.quick_replies_delete, QuickReplyArg),
     "subscribe": (Session.subscribe, Subscribe),
+    "messages.search": (Session.messages_search, MessagesSearch),
+    "profiles.search": (Session.profiles_search, ProfilesSearch),
 }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from tidings.engine.store.base import Batch, DueTimer, IndexEntry, Store, StoreError
+from tidings.engine.store.base import Batch, DueTimer, IndexEntry, Store, StoreError, TextEntry
 
-__all__ = ["Batch", "DueTimer", "IndexEntry", "Store", "StoreError", "open_store"]
+__all__ = ["Batch", "DueTimer", "IndexEntry", "Store", "StoreError", "TextEntry", "open_store"]
 
 _FORMS = "memory://, sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db"
 

@@ -6,6 +6,7 @@ A store holds, for the whole engine:
 - append-only logs named by stream (e.g. the messages of one thread, the dead letters),
 - sorted indexes with tags (e.g. tickets by last activity, filterable by state),
 - the durable timer index (absolute wall-clock due times, paged in by due time),
+- text indexes: members found by the words of their text (`text.words`), best score first,
 - the event log: gap-free sequence numbers from 1, replayable from any number.
 
 Every write goes through `Store.commit(batch)`, which applies a `Batch` atomically and
@@ -19,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
+
+from tidings.engine.store.text import words
 
 
 class OpenedStore:
@@ -67,6 +70,17 @@ class IndexEntry:
 
 
 @dataclass(slots=True)
+class TextEntry:
+    """Put `member` into text index `index` with `score` and the `words` of its text
+    (`text.words`). Putting a member again replaces its score and words."""
+
+    index: str
+    member: str
+    score: float
+    words: tuple[str, ...]
+
+
+@dataclass(slots=True)
 class Batch:
     """An atomic group of writes. Build one, then hand it to `Store.commit`."""
 
@@ -78,6 +92,8 @@ class Batch:
     timer_deletes: set[str] = field(default_factory=set)
     index_puts: list[IndexEntry] = field(default_factory=list)
     index_deletes: list[tuple[str, str]] = field(default_factory=list)
+    text_puts: dict[tuple[str, str], TextEntry] = field(default_factory=dict)  # by (index, member)
+    text_deletes: set[tuple[str, str]] = field(default_factory=set)
     # (shard, epoch) of the writing actor when nodes share the store (see
     # `engine.placement`); a store shared by nodes refuses the batch with `Fenced` unless
     # that epoch is still the shard's. Single-process stores have no shards to check.
@@ -120,6 +136,20 @@ class Batch:
         self.index_puts = [e for e in self.index_puts if (e.index, e.member) != (index, member)]
         self.index_deletes.append((index, member))
 
+    def index_text(self, index: str, member: str, score: float, text: str) -> None:
+        """Put `member` in text index `index` with `score`, found by the words of `text`
+        (replacing what it had); a text without words takes it out."""
+        found = tuple(words(text))
+        if found:
+            self.text_puts[index, member] = TextEntry(index, member, score, found)
+        else:
+            self.unindex_text(index, member)
+
+    def unindex_text(self, index: str, member: str) -> None:
+        """Take `member` out of text index `index`."""
+        self.text_puts.pop((index, member), None)
+        self.text_deletes.add((index, member))
+
     def __bool__(self) -> bool:
         return bool(
             self.puts
@@ -130,6 +160,8 @@ class Batch:
             or self.timer_deletes
             or self.index_puts
             or self.index_deletes
+            or self.text_puts
+            or self.text_deletes
         )
 
 
@@ -149,8 +181,9 @@ class Store(Protocol):
         """Apply `batch` atomically and durably; return the sequence numbers of its events.
 
         Deletes are applied before puts of the same batch (puts and deletes of one key
-        never both appear, `Batch` keeps them apart). Index deletes are applied before
-        index puts. Raises `StoreError` when the batch could not be made durable.
+        never both appear, `Batch` keeps them apart). Index and text index deletes are
+        applied before their puts. Raises `StoreError` when the batch could not be made
+        durable.
         """
         ...
 
@@ -205,6 +238,15 @@ class Store(Protocol):
 
     async def index_count(self, index: str, tags: frozenset[str]) -> int:
         """How many members of `index` have all `tags`."""
+        ...
+
+    async def text_query(
+        self, index: str, query: str, limit: int, *, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Members of text index `index` whose words include every word of `query`
+        (`text.words`), as (member, score), highest score first, ties by member (also
+        descending); `after` as in `index_query`. A query without words finds nothing.
+        """
         ...
 
     async def aclose(self) -> None:

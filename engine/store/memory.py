@@ -11,6 +11,7 @@ import trio
 
 from tidings.engine.store.base import Batch, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
+from tidings.engine.store.text import words
 
 
 class MemoryStore:
@@ -24,6 +25,7 @@ class MemoryStore:
         self._events: list[bytes] = []
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
+        self._texts: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
         self._closed = False
         self.schema_version = SCHEMA_VERSION
         self.fail_writes = False  # tests set this to see failed writes surface
@@ -40,8 +42,8 @@ class MemoryStore:
         self._check()
         if self.fail_writes:
             raise StoreError("write refused (fail_writes is set)")
-        for entry in batch.index_puts:
-            if math.isnan(entry.score):
+        for score in [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]:
+            if math.isnan(score):
                 raise StoreError("batch refused: NaN score")
         for due, _ in batch.timers.values():
             if math.isnan(due):
@@ -60,6 +62,10 @@ class MemoryStore:
             self._indexes[index].pop(member, None)
         for entry in batch.index_puts:
             self._indexes[entry.index][entry.member] = (entry.score, entry.tags)
+        for index, member in batch.text_deletes:
+            self._texts[index].pop(member, None)
+        for text in batch.text_puts.values():
+            self._texts[text.index][text.member] = (text.score, frozenset(text.words))
         await trio.lowlevel.cancel_shielded_checkpoint()
         return list(range(first, first + len(batch.events)))
 
@@ -119,6 +125,22 @@ class MemoryStore:
                 rows = [r for r in rows if r < after]
         elif after is not None:
             rows = rows[bisect.bisect_right(rows, after) :]
+        return [(m, s) for s, m in rows[:limit]]
+
+    async def text_query(
+        self, index: str, query: str, limit: int, *, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        self._check()
+        wanted = frozenset(words(query))
+        if not wanted or limit <= 0:
+            return []
+        rows = sorted(
+            ((score, member) for member, (score, have) in self._texts.get(index, {}).items()
+             if wanted <= have),
+            reverse=True,
+        )  # fmt: skip
+        if after is not None:
+            rows = [r for r in rows if r < after]
         return [(m, s) for s, m in rows[:limit]]
 
     async def index_count(self, index: str, tags: frozenset[str]) -> int:

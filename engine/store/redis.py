@@ -45,11 +45,20 @@ one slot: the price is that one store does not spread over cluster shards.
 - ``{p}ix:<len>:<index>:t:<tag>``  sorted set of the members with that tag
 - ``{p}ix:<len>:<index>:tags``  hash member→JSON list of its tags (so a put replaces them)
 - ``{p}ix:<len>:<index>:pairs`` hash pair of tags→member count (two-tag `index_count`)
+- ``{p}tx:<len>:<index>:words`` hash member→JSON list of its words (so a put replaces them)
+- ``{p}tx:<len>:<index>:w:<word>``  sorted set of the members with that word (score)
 - ``{p}shard:<n>:lease|epoch|mail``, ``{p}members``, ``{p}node:<id>:replies``: nodes
   sharing the store (`redis_shards`); a batch's fencing token is checked against
   ``{p}shard:<n>:epoch`` inside the commit script.
 
 The index name is length-prefixed so that no (index, tag) pair can spell another's key.
+
+Text indexes are an inverted index kept by the commit script, in the same atomic unit as
+the rest of the batch, so after a restart (or a crash: the AOF replays whole scripts) the
+words always match the records they were written with. RediSearch is not used: a plain
+``redis-server`` does not have it. A query walks the member set of its rarest word in
+score order and keeps the members the other words' sets have (the ``query`` script, as
+for tags); a word is letters and digits (`text.words`), so it cannot reach another key.
 """
 
 from __future__ import annotations
@@ -65,7 +74,14 @@ import trio
 
 from tidings.engine.store.base import Batch, DueTimer, Fenced, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
-from tidings.engine.store.schema import SCHEMA_VERSION, check_readable, timer_payload_v2
+from tidings.engine.store.schema import (
+    SCHEMA_VERSION,
+    V3_BLOCKED_THREADS,
+    check_readable,
+    index_text_v3,
+    timer_payload_v2,
+)
+from tidings.engine.store.text import words
 
 _LUA: Final = resources.files(__package__).joinpath("lua")
 _SCRIPTS: Final = {
@@ -188,8 +204,31 @@ class RedisStore(OpenedStore):
                     new = timer_payload_v2(_bytes(payload))
                     if new is not None:
                         rewrites += [key, payload, new]
+            if version == 2:  # 2 → 3: index the stored messages and profiles
+                await self._index_texts_v3()
             step = [str(version), str(version + 1), *rewrites]
             await self._script("migrate", [self._schema_key, self._timer_payloads], step)
+
+    async def _index_texts_v3(self) -> None:
+        """Migration 2 → 3 (`schema.index_text_v3`), committed a page of records at a
+        time; the version moves only after the last page, so a crash on the way means
+        indexing again from the start, which puts the same entries again."""
+        client = self._live()
+        kv = self._base + "kv:"
+        blocked: set[str] = set()
+        async for log in client.scan_iter(match=_glob(self._base + "log:" + V3_BLOCKED_THREADS) + "*"):
+            blocked.update(_text(m) for m in await client.lrange(log, 0, -1))
+        frozen = frozenset(blocked)
+        for family in ("msg:", "profile:"):
+            keys = [_text(k) async for k in client.scan_iter(match=_glob(kv + family) + "*", count=1000)]
+            for start in range(0, len(keys), 500):
+                page = keys[start : start + 500]
+                batch = Batch()
+                for key, value in zip(page, await client.mget(page), strict=True):
+                    if value is not None:
+                        index_text_v3(batch, key.removeprefix(kv), _bytes(value), frozen)
+                if batch:
+                    await self.commit(batch)
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a read script, reloading the scripts once if the server lost them."""
@@ -219,7 +258,8 @@ class RedisStore(OpenedStore):
 
     def _encode(self, batch: Batch) -> _Call:
         """The commit script's KEYS and ARGV for `batch`."""
-        if any(math.isnan(e.score) for e in batch.index_puts) or any(
+        scores = [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]
+        if any(math.isnan(score) for score in scores) or any(
             math.isnan(due) for due, _ in batch.timers.values()
         ):
             raise StoreError("batch refused: NaN score or due time")
@@ -260,6 +300,15 @@ class RedisStore(OpenedStore):
             keys += [root + "t:" + t for t in tags]
             args += [entry.member, _num(entry.score), root + "t:", str(len(tags))]
             args.append(_tags_encoder.encode(tags))
+        args += [str(len(batch.text_deletes)), str(len(batch.text_puts))]
+        for index, member in batch.text_deletes:
+            root = self._text_root(index)
+            keys.append(root + "words")
+            args += [member, root + "w:"]
+        for text in batch.text_puts.values():
+            root = self._text_root(text.index)
+            keys.append(root + "words")
+            args += [text.member, root + "w:", _num(text.score), _tags_encoder.encode(text.words)]
         return keys, args
 
     def shard_key(self, shard: int, part: str) -> str:
@@ -268,6 +317,9 @@ class RedisStore(OpenedStore):
 
     def _index_root(self, index: str) -> str:
         return f"{self._base}ix:{len(index)}:{index}:"
+
+    def _text_root(self, index: str) -> str:
+        return f"{self._base}tx:{len(index)}:{index}:"
 
     async def _send_group(self, group: list[_Call]) -> list[Outcome]:
         """Run the commit script for every batch of `group` in one pipeline, in order."""
@@ -408,6 +460,23 @@ class RedisStore(OpenedStore):
         rows = await self._script("query", keys, args)
         return [(_text(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
 
+    async def text_query(
+        self, index: str, query: str, limit: int, *, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Members of text index `index` with every word of `query` (see `Store.text_query`)."""
+        self._live()
+        found = words(query)
+        if limit <= 0 or not found:
+            return []
+        root = self._text_root(index)
+        # The query script walks the rarest of the word sets; its first key (the set of
+        # every member, for a query without tags) is never read when words are given.
+        keys = [root + "words"] + [root + "w:" + w for w in found]
+        args = [str(limit), "1"]
+        args += ["1", _num(after[0]), after[1]] if after is not None else ["0", "", ""]
+        rows = await self._script("query", keys, args)
+        return [(_text(rows[i]), float(rows[i + 1])) for i in range(0, len(rows), 2)]
+
     async def index_count(self, index: str, tags: frozenset[str]) -> int:
         """How many members of `index` have all `tags`."""
         self._live()
@@ -417,6 +486,11 @@ class RedisStore(OpenedStore):
         # The pair field as the commit script spells it: byte length of the first tag.
         field = f"{len(ordered[0].encode())}:{ordered[0]}{ordered[1]}" if len(ordered) == 2 else ""
         return int(await self._script("count", keys, [field]))
+
+
+def _glob(literal: str) -> str:
+    """`literal` as a SCAN pattern that matches only itself (a prefix may hold `*`, `[`…)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in literal)
 
 
 def _text(value: Any) -> str:

@@ -13,17 +13,23 @@ Versions:
    Durable timers named their message ``"<actor kind>/<class name>"``.
 2. Durable timers name their message by its msgspec tag (``"ticket.wake"``), so a class
    may be renamed; migration 1 → 2 rewrites the v1 names of pending timers.
+3. Text indexes (`Batch.index_text`, `Store.text_query`). Migration 2 → 3 indexes what
+   version 2 stored as the inbox (actors/searchable.py) indexes it from version 3 on:
+   every message (``msg:{id}``) by its body, scored by its creation time, except the
+   web chat messages of blocked profiles (kept in ``thread:webchat-blocked:`` logs,
+   shown nowhere), and every profile (``profile:{id}``) by name, e-mail and phone.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 import msgspec
 
-from tidings.engine.store.base import StoreError
+from tidings.engine.store.base import Batch, StoreError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The layout this release writes, and the newest it reads."""
 
 # The durable timer messages that existed at version 1, by their v1 name, and their tags
@@ -67,3 +73,52 @@ def timer_payload_v2(payload: bytes) -> bytes | None:
         return None
     # The v1 message is the same fields without the tag, which decodes as the tagged type.
     return _encoder.encode((kind, key, tag, raw))
+
+
+# The records version 2 stored that version 3 indexes, as far as the index reads them, and
+# the text index names (actors/searchable.py). Frozen history, like V1_TIMER_TAGS.
+V3_MESSAGES: Final = "messages"
+V3_PROFILES: Final = "profiles"
+V3_BLOCKED_THREADS: Final = "thread:webchat-blocked:"
+
+
+class _MessageV2(msgspec.Struct):
+    id: str
+    body: str
+    created_at: str
+
+
+class _StoredMessageV2(msgspec.Struct):
+    message: _MessageV2
+
+
+class _ProfileV2(msgspec.Struct):
+    id: str
+    phone: str | None = None
+    email: str | None = None
+    name: str | None = None
+
+
+class _ProfileStateV2(msgspec.Struct):
+    profile: _ProfileV2
+
+
+_message_v2 = msgspec.json.Decoder(_StoredMessageV2)
+_profile_v2 = msgspec.json.Decoder(_ProfileStateV2)
+
+
+def index_text_v3(batch: Batch, key: str, value: bytes, blocked: frozenset[str]) -> None:
+    """Migration 2 → 3 of one record: index it into `batch` when it is a message (not in
+    `blocked`, the ids in blocked profiles' web chat logs) or a profile; a record that
+    does not decode is left out (nothing was ever found by it)."""
+    try:
+        if key.startswith("msg:") and key[4:] not in blocked:
+            message = _message_v2.decode(value).message
+            created = datetime.fromisoformat(message.created_at).timestamp()
+            batch.index_text(V3_MESSAGES, message.id, created, message.body)
+        elif key.startswith("profile:"):
+            profile = _profile_v2.decode(value).profile
+            text = " ".join(v for v in (profile.name, profile.email, profile.phone) if v)
+            batch.index_text(V3_PROFILES, profile.id, 0.0, text)
+    except (msgspec.DecodeError, ValueError):
+        return

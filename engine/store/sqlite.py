@@ -13,7 +13,7 @@ flusher hands every batch waiting at that moment to the one write connection, in
 worker thread, which applies them in ONE transaction (one fsync), each batch inside its
 own SAVEPOINT so that a batch that fails is rolled back alone and only its caller gets
 `StoreError` (group commit). The sorted indexes' tables and statements are in
-`sqlite_index`.
+`sqlite_index`, the text indexes' (FTS5) in `sqlite_text`.
 
 Schema: table ``meta`` holds ``schema_version`` (see `schema`); `open` refuses a newer
 one and migrates an older one, one version per transaction (`MIGRATIONS`).
@@ -36,10 +36,16 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from tidings.engine.store import sqlite_index
+from tidings.engine.store import sqlite_index, sqlite_text
 from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
-from tidings.engine.store.schema import SCHEMA_VERSION, check_readable, timer_payload_v2
+from tidings.engine.store.schema import (
+    SCHEMA_VERSION,
+    V3_BLOCKED_THREADS,
+    check_readable,
+    index_text_v3,
+    timer_payload_v2,
+)
 
 _T = TypeVar("_T")
 
@@ -78,7 +84,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-_SCHEMA: Final = _TABLES + sqlite_index.SCHEMA
+_SCHEMA: Final = _TABLES + sqlite_index.SCHEMA + sqlite_text.SCHEMA
 
 
 class SqliteStore(OpenedStore):
@@ -327,6 +333,15 @@ class SqliteStore(OpenedStore):
         """How many members of `index` have all `tags`."""
         return await self._read(sqlite_index.count, index, tags)
 
+    async def text_query(
+        self, index: str, query: str, limit: int, *, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Members of text index `index` with every word of `query` (see `Store.text_query`)."""
+        if limit <= 0:
+            self._check()
+            return []
+        return await self._read(sqlite_text.query, index, query, limit, after)
+
 
 # -- schema versions (run in the opening thread) --------------------------------------
 
@@ -347,7 +362,25 @@ def _timers_v2(conn: sqlite3.Connection) -> None:
     conn.executemany("UPDATE timers SET payload=? WHERE key=?", changed)
 
 
-MIGRATIONS: Final = (_timers_v2,)
+def _text_v3(conn: sqlite3.Connection) -> None:
+    """2 → 3: index the stored messages and profiles (`schema.index_text_v3`)."""
+    blocked = frozenset(
+        record.decode()
+        for (record,) in conn.execute(
+            "SELECT record FROM logs WHERE stream >= ? AND stream < ?",
+            (V3_BLOCKED_THREADS, V3_BLOCKED_THREADS[:-1] + ";"),
+        )
+    )
+    for low, high in (("msg:", "msg;"), ("profile:", "profile;")):
+        rows = conn.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ?", (low, high))
+        while chunk := rows.fetchmany(_CHUNK):
+            batch = Batch()
+            for key, value in chunk:
+                index_text_v3(batch, key, value, blocked)
+            _apply(conn, batch, 0)
+
+
+MIGRATIONS: Final = (_timers_v2, _text_v3)
 """``MIGRATIONS[n - 1]`` takes a store of version n to n + 1."""
 
 
@@ -418,6 +451,10 @@ def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:
         sqlite_index.delete(conn, index, member)
     for entry in batch.index_puts:
         sqlite_index.put(conn, entry)
+    for index, member in batch.text_deletes:
+        sqlite_text.delete(conn, index, member)
+    for text in batch.text_puts.values():
+        sqlite_text.put(conn, text)
     return seqs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import trio
 
 from tidings.actors.brand import Account
 from tidings.actors.inbox import Inbox
@@ -41,6 +42,18 @@ class Harness:
             {"phone": phone, "consent": {"marketing": False, "transactional": True}, **extra}
         )
         return profile.id
+
+
+async def offline_visitor(harness: Harness, email: str | None) -> tuple[str, str]:
+    """A web chat visitor who wrote, then left (past the offline grace): (session, ticket)."""
+    inbox = harness.inbox
+    ready = await inbox.chat_hello(None, email=email)
+    await inbox.chat_connected(ready.session)
+    ticket = (await inbox.chat_message(ready.session, "hello?")).ticket
+    assert ticket
+    await inbox.chat_disconnected(ready.session)
+    await trio.sleep(11)  # offline after the 10 s grace
+    return ready.session, ticket
 
 
 ACCOUNT = Account(

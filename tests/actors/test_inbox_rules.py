@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.actors.helpers import ACCOUNT, PHONE, START, Harness
+from tests.actors.helpers import ACCOUNT, PHONE, START, Harness, offline_visitor
 from tidings.actors import thread
 from tidings.actors.brand import Timing
 from tidings.actors.errors import InboxError
@@ -239,18 +239,6 @@ async def test_r27_quiet_hours_hold_then_send_anyway_or_schedule(
     ] == []
     await trio.sleep(8 * 3600)  # 08:00 in Tokyo
     assert scheduled.id in {s.message_id for s in harness.sms.sent}
-
-
-async def offline_visitor(harness: Harness, email: str | None) -> tuple[str, str]:
-    """A web chat visitor who wrote, then left (past the offline grace): (session, ticket)."""
-    inbox = harness.inbox
-    ready = await inbox.chat_hello(None, email=email)
-    await inbox.chat_connected(ready.session)
-    ticket = (await inbox.chat_message(ready.session, "hello?")).ticket
-    assert ticket
-    await inbox.chat_disconnected(ready.session)
-    await trio.sleep(11)  # offline after the 10 s grace
-    return ready.session, ticket
 
 
 async def test_r16_followup_once_three_minutes_after_the_last_reply_while_offline(

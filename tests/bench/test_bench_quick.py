@@ -1,6 +1,6 @@
-"""The benchmark harness end to end: `actors`, `timers`, `pipeline` and `recovery` in
---quick mode write every figure (positive) to results.md, results.json and one chart per
-scenario."""
+"""The benchmark harness end to end: `actors`, `timers`, `pipeline`, `recovery` and
+`search` in --quick mode write every figure (positive) to results.md, results.json and one
+chart per scenario."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ EXPECTED = {
         "first receive_sms after start, 20,000 stored tickets",
         "raw sqlite3.connect + SELECT 1 (vs first receive_sms)",
         "tickets_list(open, unread, 50) over 20,000 stored tickets",
+    ],
+    "search": [
+        "bulk write of 5,000 messages with their index entries",
+        "messages.search over 5,000 messages, median of 50 queries",
+        "messages.search over 5,000 messages, p99",
+        "bare FTS5 MATCH LIMIT 20, median (vs median)",
+        "bare FTS5 MATCH LIMIT 20, p99 (vs p99)",
+        "messages.search median, order number",
+        "messages.search median, two common words",
     ],
 }
 SCENARIOS = list(EXPECTED)

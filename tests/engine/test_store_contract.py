@@ -13,7 +13,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store
+from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore
 from tidings.engine.store.sqlite import SqliteStore
@@ -462,6 +462,167 @@ async def check_index_against_model(
     assert await store.index_count(index, wanted) == await model.index_count(index, wanted)
 
 
+# --- text indexes ---------------------------------------------------------------------
+
+
+async def index_texts(store: Store, index: str, texts: dict[str, tuple[float, str]]) -> None:
+    batch = Batch()
+    for member, (score, text) in texts.items():
+        batch.index_text(index, member, score, text)
+    await store.commit(batch)
+
+
+async def test_text_query_finds_every_word_without_case_or_accents(store: Store) -> None:
+    await index_texts(store, "tx", {
+        "m1": (1.0, "Perché l'ordine 1001 è in ritardo?"),
+        "m2": (2.0, "ORDER 1001 shipped"),
+        "m3": (3.0, "order 1002, Straße"),
+        "m4": (4.0, "Città: ordine annullato"),
+    })  # fmt: skip
+    assert await store.text_query("tx", "perche ORDINE", 10) == [("m1", 1.0)]
+    assert await store.text_query("tx", "1001", 10) == [("m2", 2.0), ("m1", 1.0)]
+    assert await store.text_query("tx", "order", 10) == [("m3", 3.0), ("m2", 2.0)]
+    assert await store.text_query("tx", "strasse", 10) == [("m3", 3.0)]
+    assert await store.text_query("tx", "CITTA ordine", 10) == [("m4", 4.0)]
+    assert await store.text_query("tx", "order 1003", 10) == []  # every word, not any
+    assert await store.text_query("tx", "ord", 10) == []  # words, not parts of words
+    assert await store.text_query("tx", "  ,.;  ", 10) == []  # no words: nothing
+    assert await store.text_query("other", "order", 10) == []
+    assert await store.text_query("tx", "order", 1) == [("m3", 3.0)]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"', '""', "*", "order*", "NEAR(order", "NEAR(order 1001)", "order OR ritardo",
+     "NOT order", "-order", "order AND", "(", ")", "^order", "words:order", "{words}: order",
+     "\x00", "order\x00 1001", "x" * 10_000, "order " * 2_000, "\ud7ff", "'", "%", "_"],
+)  # fmt: skip
+async def test_text_query_syntax_is_never_the_backends(store: Store, query: str) -> None:
+    """Hostile queries are words like any others: no FTS5 operator, no Redis pattern."""
+    await index_texts(store, "tx", {"m1": (1.0, "order 1001 near or not"), "m2": (2.0, "x")})
+    found = await store.text_query("tx", query, 10)
+    expected = await text_model(query, {"m1": (1.0, "order 1001 near or not"), "m2": (2.0, "x")})
+    assert found == expected
+
+
+async def text_model(query: str, texts: dict[str, tuple[float, str]]) -> list[tuple[str, float]]:
+    model = MemoryStore()
+    await index_texts(model, "tx", texts)
+    return await model.text_query("tx", query, 10)
+
+
+async def test_a_failed_batch_leaves_no_text_entry_behind(store: Store) -> None:
+    """The text index is written with the batch or not at all: a record and its entry
+    never part (the last write, a NaN score, is refused by every backend)."""
+    batch = Batch()
+    batch.put("msg:doomed", b"record")
+    batch.index_text("tx", "doomed", 1.0, "doomed order")
+    batch.index_text("tx", "nan", math.nan, "doomed order")
+    with pytest.raises(StoreError):
+        await store.commit(batch)
+    assert await store.get("msg:doomed") is None
+    assert await store.text_query("tx", "doomed", 10) == []
+
+
+async def test_text_put_again_replaces_and_unindex_removes(store: Store) -> None:
+    await index_texts(store, "tx", {"a": (1.0, "red apple"), "b": (2.0, "red car")})
+    await index_texts(store, "tx", {"a": (3.0, "green apple")})
+    assert await store.text_query("tx", "red", 10) == [("b", 2.0)]
+    assert await store.text_query("tx", "apple", 10) == [("a", 3.0)]
+    batch = Batch()
+    batch.unindex_text("tx", "b")
+    batch.index_text("tx", "a", 3.0, " ... ")  # no words: taken out
+    await store.commit(batch)
+    assert await store.text_query("tx", "red", 10) == []
+    assert await store.text_query("tx", "apple", 10) == []
+    batch = Batch()
+    batch.unindex_text("tx", "a")
+    batch.index_text("tx", "a", 5.0, "blue apple")  # the later call of a batch wins
+    await store.commit(batch)
+    assert await store.text_query("tx", "apple", 10) == [("a", 5.0)]
+
+
+async def test_text_after_cursor_pages_through_ties(store: Store) -> None:
+    texts = {f"m{i}": (float(i // 3), f"word n{i}") for i in range(10)}
+    await index_texts(store, "tx", texts)
+    pages: list[list[tuple[str, float]]] = []
+    after: tuple[float, str] | None = None
+    while chunk := await store.text_query("tx", "word", 4, after=after):
+        pages.append(chunk)
+        after = (chunk[-1][1], chunk[-1][0])
+    rows = [row for page in pages for row in page]
+    assert rows == sorted(((m, s) for m, (s, _) in texts.items()), key=lambda r: (r[1], r[0]), reverse=True)
+    assert [len(p) for p in pages] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("few", [0, 3, 10_000])
+async def test_sqlite_text_plans_agree_with_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    """Both plans of `sqlite_text.query` (read every match; walk members by score) give
+    what the memory model gives, page after page."""
+    monkeypatch.setattr(sqlite_text, "FEW", few)
+    texts = {f"m{i:02d}": (float(i % 7), f"w{i % 2} w{i % 3} w{i % 5} x") for i in range(60)}
+    async with SqliteStore(tmp_path / "plans.db") as store:
+        await index_texts(store, "tx", texts)
+        await index_texts(store, "other", {"m99": (9.0, "w0 w1 x")})  # another index
+        for query in ("w0", "w1 w2", "w0 w0 w4", "x", "w9"):
+            for page in (1, 4, 50):
+                assert await all_text_pages(store, query, page) == await all_text_pages(
+                    await model_of(texts), query, page
+                ), (query, page)
+
+
+async def model_of(texts: dict[str, tuple[float, str]]) -> Store:
+    model = MemoryStore()
+    await index_texts(model, "tx", texts)
+    return model
+
+
+async def all_text_pages(
+    store: Store, query: str, page: int, index: str = "tx"
+) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    after: tuple[float, str] | None = None
+    while chunk := await store.text_query(index, query, page, after=after):
+        rows += chunk
+        after = (chunk[-1][1], chunk[-1][0])
+    return rows
+
+
+_vocabulary = st.sampled_from(["order", "Ordine", "perché", "PERCHE", "1001", "città", "ship"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    texts=st.dictionaries(
+        st.sampled_from([f"m{i}" for i in range(8)]),
+        st.tuples(st.integers(0, 3).map(float), st.lists(_vocabulary, max_size=4).map(" ".join)),
+        max_size=8,
+    ),
+    query=st.lists(_vocabulary, min_size=1, max_size=3).map(" ".join),
+    page=st.integers(1, 4),
+)
+async def test_text_matches_the_memory_model(
+    backend: Backend, texts: dict[str, tuple[float, str]], query: str, page: int
+) -> None:
+    store = await backend.open()
+    index = f"tx{next(_example_ids)}"
+    model = MemoryStore()
+    try:
+        for s in (model, store):
+            batch = Batch()
+            for member, (score, text) in texts.items():
+                batch.index_text(index, member, score, text)
+            await s.commit(batch)
+
+        assert await all_text_pages(store, query, page, index) == await all_text_pages(
+            model, query, page, index
+        )
+    finally:
+        await store.aclose()
+
+
 # --- persistence ----------------------------------------------------------------------
 
 
@@ -472,6 +633,7 @@ async def fill_everything(store: Store) -> None:
     batch.event(b"e2")
     batch.set_timer("t", 5.0, b"p")
     batch.index("ix", "m", 3.0, tags("x"))
+    batch.index_text("tx", "m", 4.0, "Perché l'ordine")
     assert await store.commit(batch) == [1, 2]
 
 
@@ -483,6 +645,7 @@ async def check_everything(store: Store) -> None:
     assert await store.due_timers(10.0, 10) == [DueTimer("t", 5.0, b"p")]
     assert await store.index_query("ix", tags("x"), 10) == [("m", 3.0)]
     assert await store.index_count("ix", tags("x")) == 1
+    assert await store.text_query("tx", "ORDINE perche", 10) == [("m", 4.0)]
     batch = Batch()
     batch.event(b"e3")
     batch.append("log", b"r2")

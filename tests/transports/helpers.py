@@ -104,6 +104,7 @@ def parsed(envelope: Any) -> EmailMessage:
 
 TWILIO_SID = "AC0123456789"
 TWILIO_TOKEN = "s3cret"
+POOL_NUMBER = "+15550007777"  # the number TwilioStandIn sends a Messaging Service's SMS from
 
 
 @dataclass
@@ -162,8 +163,12 @@ class TwilioStandIn:
         self.accepted.append(pairs)
         form = dict(pairs)
         now = format_datetime(datetime.fromtimestamp(self.clock(), UTC), usegmt=True)
+        service = form.get("MessagingServiceSid")
         message = {
-            "sid": f"SM{len(self.messages) + 1}", "to": form.get("To"), "from": form.get("From"),
+            "sid": f"SM{len(self.messages) + 1}", "to": form.get("To"),
+            # a Messaging Service sends from a number of its pool
+            "from": POOL_NUMBER if service else form.get("From"),
+            "messaging_service_sid": service,
             "body": form.get("Body", ""), "status": self.created_status,
             "date_created": now, "date_sent": now, "direction": "outbound-api",
         }  # fmt: skip

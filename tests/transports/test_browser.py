@@ -1,97 +1,26 @@
 """Issue 6: the console and the chat widget in headless Chromium (Playwright, sync API).
 
-The server runs as a `tidings serve` subprocess (port 0, memory store); the test itself
-is a plain synchronous test, so Playwright's sync API never meets trio's event loop.
-Without /usr/bin/chromium the test skips, unless TIDINGS_REQUIRE_BROWSER=1 (CI).
+The server runs as a `tidings serve` subprocess (port 0, memory store; see
+tests/transports/browser.py); the test itself is a plain synchronous test.
 """
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "tests" / "artifacts"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 10_000
+from tests.transports.browser import ARGS, ARTIFACTS, CHROMIUM, TIMEOUT_MS, serve_console
+from tests.transports.browser import need_browser as _need_browser
+
 XSS = "<img src=x onerror=alert(1)>"
-
-
-def _need_browser() -> None:
-    if os.path.exists(CHROMIUM):
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            if os.environ.get("TIDINGS_REQUIRE_BROWSER") == "1":
-                pytest.fail("playwright is not installed and TIDINGS_REQUIRE_BROWSER=1")
-            pytest.skip("playwright is not installed")
-        return
-    if os.environ.get("TIDINGS_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{CHROMIUM} is missing and TIDINGS_REQUIRE_BROWSER=1")
-    pytest.skip(f"{CHROMIUM} is missing")
 
 
 @pytest.fixture
 def server() -> Iterator[dict[str, str]]:
     """`tidings serve --port 0 --store memory://`; yields the printed name: value lines."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidings.transports.cli",
-            "serve",
-            "--port",
-            "0",
-            "--store",
-            "memory://",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=str(ROOT),
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    urls: dict[str, str] = {}
-    try:
-        while "console" not in urls or "demo agent token" not in urls:
-            line = lines.get(timeout=20)
-            assert line is not None, "the server exited early"
-            name, _, value = line.strip().partition(": ")
-            urls[name] = value
+    with serve_console(("console", "demo agent token")) as urls:
         yield urls
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_visitor_and_agent_in_the_browser(server: dict[str, str]) -> None:

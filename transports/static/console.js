@@ -17,6 +17,7 @@ const KIND_LABELS = {
   autoresponder: "Autoresponder",
   welcome: "Welcome message",
   office_hours: "Office hours message",
+  note: "Private note",
 };
 const ERROR_TEXT = {
   not_subscribed: "This profile is not subscribed to SMS, so the reply was not sent.",
@@ -51,13 +52,16 @@ const state = {
   cursor: null,
   listLoading: false,
   listGeneration: 0,
-  filters: { state: "", unread: "", channel: "", order: "activity", attributed: "" },
+  filters: { state: "", unread: "", channel: "", order: "activity", attributed: "", assignee: "" },
+  agentIds: new Set(), // agent ids seen (ours, and assignees), offered by the assign control
+  composeMode: "reply", // "reply" or "note" (a private note)
 
   profiles: new Map(), // id -> Profile (for names in the list)
   profileRequests: new Map(),
   attributions: new Map(), // "campaign:id" -> name
 
   current: null, // open ticket id
+  profileOpen: null, // id of a profile shown without a ticket (from search)
   messages: [],
   profile: null, // profile of the open ticket (unfiltered activity)
   activityMetric: "",
@@ -234,6 +238,7 @@ async function onReady(agent) {
   state.authed = true;
   state.attempt = 0;
   state.agent = agent || null;
+  noteAgentId(agent?.id);
   sessionStorage.setItem(TOKEN_KEY, state.token);
   showApp();
   setConnection("connected", "Live");
@@ -326,6 +331,7 @@ function onEvent(frame) {
 }
 
 function upsertTicket(ticket, created = false) {
+  noteAgentId(ticket.assignee);
   const prev = state.tickets.get(ticket.id);
   state.tickets.set(ticket.id, prev ? { ...prev, ...ticket } : ticket);
   ensureProfile(ticket.profile);
@@ -349,7 +355,7 @@ function matchesFilters(t) {
   if (f.unread === "true" && !t.unread) return false;
   if (f.unread === "false" && t.unread) return false;
   if (f.channel && t.channel !== f.channel) return false;
-  return true;
+  return matchesAssignee(t);
 }
 
 function belongsToThread(m) {
@@ -422,6 +428,7 @@ function listArgs() {
   if (f.unread) args.unread = f.unread === "true";
   if (f.channel) args.channel = f.channel;
   if (f.attributed) args.attributed_to = f.attributed;
+  if (f.assignee) args.assignee = f.assignee;
   return args;
 }
 
@@ -516,7 +523,8 @@ function renderRow(t) {
       "div",
       { class: "row-main" },
       h("div", { class: "row-top" }, h("span", { class: "row-name", testid: "ticket-row-name" }, profileName(t.profile)), h("time", { class: "row-time", datetime: t.last_activity_at }, formatTime(t.last_activity_at))),
-      h("div", { class: "row-sub" }, sub),
+      renderPreview(t),
+      h("div", { class: "row-sub" }, sub, assigneeChip(t)),
     ),
   );
 }
@@ -555,6 +563,7 @@ function noteAttribution(m) {
 // ---------------------------------------------------------------- ticket view
 
 async function openTicket(id) {
+  state.profileOpen = null; // a profile shown without a ticket (search)
   if (state.current !== id) {
     state.current = id;
     state.messages = [];
@@ -606,7 +615,8 @@ function renderTicket() {
   $("no-ticket").hidden = !!t;
   $("ticket-view").hidden = !t;
   if (!t) {
-    setChildren($("profile-pane"));
+    if (state.profileOpen) renderProfile();
+    else setChildren($("profile-pane"));
     return;
   }
   const p = state.profile && state.profile.id === t.profile ? state.profile : state.profiles.get(t.profile);
@@ -646,6 +656,7 @@ function renderTicket() {
     ended.textContent = "";
   }
 
+  renderAssignment(t);
   renderOfflineBanner(t, p);
   renderReplyState(t, p);
   updateSegmentCount();
@@ -700,12 +711,13 @@ function replyBlockReason(t, p) {
 }
 
 function renderReplyState(t, p) {
-  const reason = replyBlockReason(t, p);
+  // A private note may be written on any ticket, closed or blocked: it is never sent.
+  const reason = state.composeMode === "note" ? null : replyBlockReason(t, p);
   const disabled = !!reason || state.sending;
   $("reply-body").disabled = !!reason;
   $("reply-media").disabled = !!reason;
   $("reply-send").disabled = disabled;
-  $("quick-replies-toggle").disabled = !!reason;
+  $("quick-replies-toggle").disabled = !!reason || state.composeMode === "note";
   const note = $("reply-disabled-reason");
   note.hidden = !reason;
   note.textContent = reason || "";
@@ -807,7 +819,7 @@ function updateSegmentCount() {
   const el = $("segment-count");
   const t = currentTicket();
   const body = $("reply-body").value;
-  if (t && t.channel === "sms") {
+  if (t && t.channel === "sms" && state.composeMode !== "note") {
     const c = countSegments(body);
     el.textContent = `${c.encoding} · ${c.length}/${Math.max(c.segments, 1) * c.perSegment} · ${c.segments} segment${c.segments === 1 ? "" : "s"}`;
     el.dataset.segments = String(c.segments);
@@ -825,6 +837,7 @@ function updateSegmentCount() {
 }
 
 async function sendReply(extra = {}) {
+  if (state.composeMode === "note" && !extra.send_anyway && !extra.schedule) return sendNote();
   const t = currentTicket();
   if (!t || state.sending) return;
   let args;
@@ -984,7 +997,7 @@ function renderProfile() {
   const pane = $("profile-pane");
   const t = currentTicket();
   const p = state.profile;
-  if (!t || !p || p.id !== t.profile) {
+  if (!p || p.id !== (t ? t.profile : state.profileOpen)) {
     setChildren(pane, t ? h("p", { class: "muted" }, "Loading profile…") : null);
     return;
   }
@@ -1425,6 +1438,240 @@ async function saveSettings(ev) {
   }
 }
 
+// ---------------------------------------------------------------- search
+// messages.search and profiles.search (contract v3, "Team workflow"). A message opens its
+// ticket; a customer opens their profile in the profile pane.
+
+const search = { q: "", cursor: null, generation: 0 };
+
+function bindSearch() {
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    runSearch($("search-q").value.trim()).catch(toastErrorUnlessOffline);
+  });
+  $("search-q").addEventListener("input", (ev) => {
+    if (!ev.target.value.trim()) closeSearch();
+  });
+  $("search-more").addEventListener("click", () => moreMessages().catch(toastErrorUnlessOffline));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && !$("search-results").hidden) closeSearch();
+  });
+  document.addEventListener("click", (ev) => {
+    if (!$("search-results").hidden && !ev.target.closest(".search")) closeSearch();
+  });
+}
+
+function closeSearch() {
+  search.generation += 1;
+  $("search-results").hidden = true;
+}
+
+async function runSearch(q) {
+  if (!q) return closeSearch();
+  const generation = ++search.generation;
+  const [profiles, page] = await Promise.all([
+    request("profiles.search", { q }),
+    request("messages.search", { q }),
+  ]);
+  if (generation !== search.generation) return; // a newer search was started
+  search.q = q;
+  search.cursor = page.cursor;
+  setChildren($("search-profiles"), profiles.length ? profiles.map(renderProfileResult) : searchEmpty("No customers."));
+  setChildren($("search-messages"), page.results.length ? page.results.map(renderMessageResult) : searchEmpty("No messages."));
+  $("search-more").hidden = !page.cursor;
+  $("search-results").hidden = false;
+}
+
+async function moreMessages() {
+  const generation = search.generation;
+  const page = await request("messages.search", { q: search.q, cursor: search.cursor });
+  if (generation !== search.generation) return;
+  search.cursor = page.cursor;
+  $("search-messages").append(...page.results.map(renderMessageResult));
+  $("search-more").hidden = !page.cursor;
+}
+
+function searchEmpty(text) {
+  return h("li", { class: "empty" }, text);
+}
+
+function searchResult(testid, open, ...children) {
+  const onKey = (ev) => {
+    if (ev.key === "Enter") open();
+  };
+  return h("li", { testid, tabindex: "0", on: { click: open, keydown: onKey } }, ...children);
+}
+
+function renderProfileResult(p) {
+  const open = () => {
+    closeSearch();
+    openProfile(p);
+  };
+  const contact = [p.phone, p.email].filter(Boolean).join(" · ");
+  return searchResult("search-profile", open, h("span", { class: "search-who" }, p.name || contact || "Visitor"), p.name && contact ? h("span", { class: "muted" }, " " + contact) : null);
+}
+
+function renderMessageResult({ message: m, profile: p }) {
+  const open = () => {
+    closeSearch();
+    if (m.ticket) openTicket(m.ticket);
+    else openProfile(p);
+  };
+  const who = p.name || p.phone || p.email || "Visitor";
+  return searchResult(
+    "search-message",
+    open,
+    h("span", { class: "search-when" }, formatTime(m.created_at)),
+    h("span", { class: "search-who" }, m.direction === "inbound" ? who : `To ${who}`),
+    h("span", { class: "search-body" }, highlight(m.body.length > 200 ? m.body.slice(0, 200) + "…" : m.body, search.q)),
+  );
+}
+
+// Words as the server compares them: letters and digits, without case or accents.
+function foldWord(word) {
+  return word.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase();
+}
+
+/** `text` as text nodes, with the words of `q` in <mark> (never markup from the text). */
+function highlight(text, q) {
+  const wanted = new Set((q.match(/[\p{L}\p{N}]+/gu) || []).map(foldWord));
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(/[\p{L}\p{N}]+/gu)) {
+    if (!wanted.has(foldWord(match[0]))) continue;
+    parts.push(text.slice(last, match.index), h("mark", {}, match[0]));
+    last = match.index + match[0].length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+
+/** Show a customer's profile without a ticket (a search result). */
+async function openProfile(p) {
+  state.current = null;
+  state.profileOpen = p.id;
+  history.replaceState(null, "", location.pathname + location.search);
+  setProfile(await request("profile.get", { profile: p.id }));
+  renderList();
+  renderTicket();
+}
+
+// ---------------------------------------------------------------- team workflow
+// Assignment (the "Assigned to me" and "Unassigned" views, the assign control), private
+// notes and the one-line preview of each ticket (contract v3, "Team workflow").
+
+function bindTeamUi() {
+  for (const btn of document.querySelectorAll("[data-view]")) {
+    btn.addEventListener("click", () => setView(btn.dataset.view));
+  }
+  $("assign-me").addEventListener("click", () => assignTicket(state.agent?.id ?? null));
+  $("unassign").addEventListener("click", () => assignTicket(null));
+  $("assign-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = $("assign-agent").value.trim();
+    if (id) assignTicket(id);
+  });
+  for (const btn of document.querySelectorAll(".compose-mode")) {
+    btn.addEventListener("click", () => setComposeMode(btn.dataset.mode));
+  }
+}
+
+function setView(assignee) {
+  state.filters.assignee = assignee;
+  for (const btn of document.querySelectorAll("[data-view]")) {
+    btn.setAttribute("aria-selected", String(btn.dataset.view === assignee));
+  }
+  refreshList().catch(toastErrorUnlessOffline);
+}
+
+function matchesAssignee(t) {
+  const wanted = state.filters.assignee;
+  if (!wanted) return true;
+  if (wanted === "none") return !t.assignee;
+  return t.assignee === (wanted === "me" ? state.agent?.id : wanted);
+}
+
+function agentLabel(id) {
+  if (!id) return "nobody";
+  if (id === state.agent?.id) return "you";
+  return id;
+}
+
+function noteAgentId(id) {
+  if (!id || state.agentIds.has(id)) return;
+  state.agentIds.add(id);
+  setChildren($("agent-options"), [...state.agentIds].sort().map((value) => h("option", { value })));
+}
+
+function assigneeChip(t) {
+  if (!t.assignee) return null;
+  const mine = t.assignee === state.agent?.id;
+  return h("span", { class: "chip chip-assignee" + (mine ? " mine" : ""), testid: "ticket-row-assignee", title: `Assigned to ${agentLabel(t.assignee)}` }, `→ ${agentLabel(t.assignee)}`);
+}
+
+function renderPreview(t) {
+  const last = t.last_message;
+  if (!last) return null;
+  const who = last.direction === "inbound" ? "" : last.kind === "support" ? "Reply: " : `${KIND_LABELS[last.kind] || last.kind}: `;
+  const text = who + String(last.body || "").replace(/\s+/g, " ").trim();
+  return h("div", { class: "row-preview", testid: "ticket-row-preview", title: text, data: { direction: last.direction } }, text);
+}
+
+function renderAssignment(t) {
+  const label = $("ticket-assignee");
+  label.textContent = t.assignee ? `Assigned to ${agentLabel(t.assignee)}` : "Unassigned";
+  label.dataset.assignee = t.assignee || "";
+  $("assign-me").hidden = !state.agent || t.assignee === state.agent.id;
+  $("unassign").hidden = !t.assignee;
+}
+
+async function assignTicket(agent) {
+  const t = currentTicket();
+  if (!t) return;
+  try {
+    const res = await request("ticket.assign", { ticket: t.id, agent });
+    if (res?.ticket) upsertTicket(res.ticket);
+    $("assign-agent").value = "";
+  } catch (err) {
+    toastErrorUnlessOffline(err);
+  }
+}
+
+function setComposeMode(mode) {
+  state.composeMode = mode === "note" ? "note" : "reply";
+  const note = state.composeMode === "note";
+  $("reply-form").dataset.mode = state.composeMode;
+  for (const btn of document.querySelectorAll(".compose-mode")) {
+    btn.setAttribute("aria-selected", String(btn.dataset.mode === state.composeMode));
+  }
+  $("note-hint").hidden = !note;
+  $("reply-media").hidden = note;
+  $("reply-body").placeholder = note ? "Write a private note for your team… (Enter to add)" : "Write a reply… (Enter to send, Shift+Enter for a new line)";
+  $("reply-send").textContent = note ? "Add note" : "Send";
+  if (note) closeQuickReplies();
+  renderReplyState(currentTicket(), state.profile);
+  updateSegmentCount();
+}
+
+async function sendNote() {
+  const t = currentTicket();
+  const body = $("reply-body").value;
+  if (!t || state.sending || !body.trim()) return;
+  state.sending = true;
+  renderReplyState(t, state.profile);
+  try {
+    const res = await request("ticket.note", { ticket: t.id, body });
+    if ($("reply-body").value === body) $("reply-body").value = "";
+    if (res?.message && state.current === t.id) addMessage(res.message);
+  } catch (err) {
+    toastErrorUnlessOffline(err);
+  } finally {
+    state.sending = false;
+    renderReplyState(currentTicket(), state.profile);
+    updateSegmentCount();
+  }
+}
+
 // ---------------------------------------------------------------- toasts
 
 function errorText(err) {
@@ -1573,8 +1820,12 @@ function bindStaticUi() {
     if (!pop.hidden && !ev.target.closest(".qr-wrap")) closeQuickReplies();
   });
 
+  bindSearch();
+
   $("settings-open").addEventListener("click", openSettings);
   $("settings-form").addEventListener("submit", saveSettings);
+
+  bindTeamUi();
 
   window.addEventListener("online", () => {
     if (!state.ws && state.token && !state.signedOut) connect();

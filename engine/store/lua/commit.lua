@@ -67,4 +67,26 @@ for _ = 1, n[8] do
   redis.call('HSET', tagmap, member, tags)
   if ntags > 1 then count_pairs(pairs, cjson.decode(tags), 1) end
 end
+-- Text indexes, after every other section: their own counts (deletes, puts), then per
+-- delete KEYS: the member→words hash, ARGV: member, word-set prefix; per put the same
+-- and ARGV: score, the words as JSON. Each word's set is prefix .. word (a sorted set).
+local function unindex_text(wordmap, member, prefix)
+  local old = redis.call('HGET', wordmap, member)
+  if old then
+    for _, w in ipairs(cjson.decode(old)) do redis.call('ZREM', prefix .. w, member) end
+    redis.call('HDEL', wordmap, member)
+  end
+end
+local text_deletes = tonumber(arg()); local text_puts = tonumber(arg())
+for _ = 1, text_deletes do
+  local wordmap = key(); local member = arg(); local prefix = arg()
+  unindex_text(wordmap, member, prefix)
+end
+for _ = 1, text_puts do
+  local wordmap = key(); local member = arg(); local prefix = arg()
+  local score = arg(); local words = arg()
+  unindex_text(wordmap, member, prefix)
+  for _, w in ipairs(cjson.decode(words)) do redis.call('ZADD', prefix .. w, score, member) end
+  redis.call('HSET', wordmap, member, words)
+end
 return {first, n[4]}
