@@ -1,6 +1,16 @@
 """tidings' benchmarks: `python -m tidings.bench --help`; the harness API is in `tidings.bench.harness`."""
 
-from tidings.bench import actors, chaos, pipeline, recovery, search, timers, webhook, websocket  # noqa: F401  (importing a scenario module registers it)
+from tidings.bench import (  # noqa: F401  (importing a scenario module registers it)
+    actors,
+    chaos,
+    cluster,
+    pipeline,
+    recovery,
+    search,
+    timers,
+    webhook,
+    websocket,
+)
 from tidings.bench.harness import SCENARIOS, Progress, Row, main, row, scenario
 
 __all__ = ["SCENARIOS", "Progress", "Row", "main", "row", "scenario"]

@@ -24,6 +24,13 @@ the first message after that activates it afresh. Actor failures never reach the
 supervisor: only the engine's services (actor host, timers, dead-letter writer, ask
 deadlines, passivator) and those given to `open_engine` are restarted under the OTP
 semantics of `supervisor.Supervisor`.
+
+Several engines (nodes) may share one Redis store when each is given a `Placement`:
+then an actor runs only on the node that holds its shard, mail for the others goes
+through `remote.RemoteMail`, every commit of an actor's turn carries the fencing token
+its node held when the actor was activated (a refused, `Fenced`, write drops the shard
+here and sends the actor's mail on), and the events other nodes commit are tailed from
+the store and published here too.
 """
 
 from __future__ import annotations
@@ -291,7 +298,8 @@ class Engine:
         """Write `batch` durably and publish its events to live subscribers.
 
         The one commit path: every write of actors, timers and dead letters passes here.
-        The cluster storey checks the writer's fencing token here, before the store.
+        With a placement, the batch carries the turn's fencing token (checked by the
+        store) and the done key of the mail from another node being handled.
         """
         observe = self.commit_observer
         started = time.perf_counter() if observe is not None else 0.0

@@ -111,6 +111,18 @@ SERVER_EXPECTED = {  # real `tidings serve` subprocesses against bare servers
         "engine visitor→agent p99, 100 visitors",
         "echo round trip p99, 100 visitors",
     ],
+    "cluster": [  # three nodes on a private redis-server, two of them killed in turn
+        "1 node, webhooks/s, 8 concurrent",
+        "2 nodes, webhooks/s, 8 concurrent",
+        "1 node (vs 2)",
+        "3 nodes, webhooks/s, 8 concurrent",
+        "1 node (vs 3)",
+        "1 node(s), webhook p99",
+        "2 node(s), webhook p99",
+        "3 node(s), webhook p99",
+        "failover: kill to every shard served, median of 2",
+        "webhook p99 on the survivors during failovers",
+    ],
     "webhook": [
         "engine POST /sms/inbound (signed), 8 concurrent",
         "bare Starlette POST route, same hypercorn, 8 concurrent",
@@ -122,7 +134,9 @@ SERVER_EXPECTED = {  # real `tidings serve` subprocesses against bare servers
 }
 
 
-def test_quick_server_scenarios_write_every_figure(tmp_path: Path) -> None:
+def test_quick_server_scenarios_write_every_figure(tmp_path: Path, redis_server: object) -> None:
+    # `redis_server`: the cluster scenario starts its own, so it skips (or fails, with
+    # TIDINGS_REQUIRE_REDIS=1) as the other Redis tests do when redis-server is missing
     assert bench.main([*SERVER_EXPECTED, "--quick", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     for scenario, prefixes in SERVER_EXPECTED.items():

@@ -30,7 +30,7 @@ from tidings.engine.store.redis_shards import ShardStore
 from tidings.engine.system import Engine
 
 SHARDS = 8
-LEASE = 0.6
+LEASE = 1.5
 
 
 class Tally(msgspec.Struct):
