@@ -37,6 +37,8 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 | `demo_credentials` | `transports.server`, before the engine starts | `transports.server` |
 | durable timers (`snooze:`, `followup:`, `send:`) | the engine's timer service, set and cancelled in the TicketActor's batches | the timer service |
 | event log, dead letters | the engine (`Engine.commit`, `DeadLetters`) | `Inbox.events`, `/metrics` |
+| `mail-done:{shard}:{id}` | the actor that handled that mail from another node (written by `Engine.commit` in its turn's batch), deleted with the mail's acknowledgement | `RemoteMail` (redelivered mail) |
+| shard leases, epochs and mailboxes, members, reply streams (Redis only) | `engine.placement` / `engine.remote` through `ShardStore` (epochs are checked by the commit script) | — |
 """
 
 from __future__ import annotations

@@ -172,6 +172,16 @@ async def _check_store(redis_url: str, answered: list[str]) -> None:
         assert bodies.count(body) == 1, body
 
 
+async def _outbox_drained(redis_url: str) -> None:
+    """Wait until every outbound job (R20 autoresponses) was sent by some node."""
+    async with RedisStore(redis_url) as store:
+        with trio.fail_after(20):
+            while True:
+                if await store.index_count("outbox", frozenset()) == 0:
+                    return
+                await trio.sleep(0.1)
+
+
 async def _settle(nodes: list[Node], redis_url: str) -> int:
     """Wait until every live agent has every event in the store; the last seq."""
     async with RedisStore(redis_url) as store:
@@ -241,6 +251,7 @@ async def test_a_killed_node_loses_no_answered_message_and_its_shards_move(
                 await trio.sleep(0.1)
         last = await _settle(nodes[:2], redis_url)
         _assert_every_event_once_in_order(nodes[:2], last)
+        await _outbox_drained(redis_url)  # the killed node's autoresponses were sent too
         agents.cancel_scope.cancel()
     await _check_store(redis_url, answered)
 
