@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(slots=True, frozen=True)
 class Account:
     """Who the brand is and where it is reachable (PROTOCOL.md `[account]`, `[sms]`,
-    `[email]`, `server.public_url`)."""
+    `[email]`, `server.public_url`, `chat.page_url`)."""
 
     name: str = "Acme"
     organization_prefix: str = "Acme"
@@ -20,6 +20,12 @@ class Account:
     support_email: str = ""
     sms_sender: str = ""
     public_url: str = "http://127.0.0.1:8080"
+    chat_page_url: str = ""  # `chat.page_url`: the brand's page hosting the widget
+
+    def chat_page(self) -> str:
+        """The page a follow-up e-mail links back to: `chat.page_url`, else
+        `{public_url}/chat` (contract v3)."""
+        return self.chat_page_url or f"{self.public_url.rstrip('/')}/chat"
 
     def template_values(self) -> dict[str, str]:
         """The fields message templates may use (R20)."""

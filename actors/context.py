@@ -23,8 +23,8 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 | `msg:{id}` and its entry in the `messages` text index | the message's ticket, else its profile (which also stores a blocked profile's web chat messages, not indexed) | `listing`, `thread` readers (ticket, visitor, profile), `Inbox.sms_status`, `search` |
 | `provider:{sid}` | the message's owner | `Inbox.sms_status` |
 | `link:{code}` | the owner of the message it is in | `Inbox.follow_link` |
-| `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked) | ProfileActor (retried deliveries) |
-| `idem:chat:{session}:{client_id}` | the message's owner: its ticket, or the profile when blocked | VisitorActor (resends) |
+| `idem:sms:{MessageSid}` | the message's owner: its SMS ticket, or the profile (keywords, blocked); written with an expiry (`idempotency_kept_s`), after which the engine's retention forgets it | ProfileActor (retried deliveries) |
+| `idem:chat:{session}:{client_id}` | the message's owner: its ticket, or the profile when blocked; expires as `idem:sms:` | VisitorActor (resends) |
 | `thread:sms:{profile}` (log) | appended by each message's owner: the profile and its SMS tickets | `listing`, `thread.last_messages` |
 | `thread:webchat:{ticket}` (log) | TicketActor `{ticket}` | `listing`, VisitorActor (resume), the ticket (R16 summary) |
 | `thread:webchat-blocked:{profile}` (log) | ProfileActor `{profile}` | — (kept, shown nowhere) |
@@ -35,8 +35,10 @@ and a ticket told of a carrier opt-out (ErrorCode 21610) passes it on (`CarrierO
 | `quick_reply:{id}`, index `quick_replies` | `Inbox` quick-reply commands | `Inbox.quick_replies_list` |
 | `link_secret` | `open_inbox`, once per store | — |
 | `demo_credentials` | `transports.server`, before the engine starts | `transports.server` |
+| `webhooks:cursor`, `webhook:{delivery}`, index `webhooks` | the webhook service (`transports/webhooks.py`): the cursor with the deliveries it writes, a delivery with its attempt's outcome | — |
 | durable timers (`snooze:`, `followup:`, `send:`) | the engine's timer service, set and cancelled in the TicketActor's batches | the timer service |
-| event log, dead letters | the engine (`Engine.commit`, `DeadLetters`) | `Inbox.events`, `/metrics` |
+| event log, dead letters | the engine (`Engine.commit`, `DeadLetters`); retention drops events older than `events_kept_s`, the dead-letter writer keeps the newest 10,000 | `Inbox.events`, `/metrics` |
+| `retention:events`, index `expiring` | the engine's retention service (marks of event ages; keys written with an expiry, filed by their owners' batches) | — |
 | `mail-done:{shard}:{id}` | the actor that handled that mail from another node (written by `Engine.commit` in its turn's batch), deleted with the mail's acknowledgement | `RemoteMail` (redelivered mail) |
 | shard leases, epochs and mailboxes, members, reply streams (Redis only) | `engine.placement` / `engine.remote` through `ShardStore` (epochs are checked by the commit script) | — |
 """
@@ -55,6 +57,7 @@ from tidings.actors.sessions import Sessions
 from tidings.actors.templates import Template
 from tidings.engine import Batch, WallClock
 
+IDEMPOTENCY_KEPT_S = 7 * 86400.0  # contract v3: a MessageSid is remembered 7 days at least
 DIRECTORY_CACHED = 200_000  # phone and e-mail mappings kept in memory before starting over
 
 
@@ -111,6 +114,8 @@ class InboxContext:
     link_secret: bytes = b""
     directory: DirectoryCache = field(default_factory=DirectoryCache)
     badge: int = 0  # R18: profiles with an open ticket with unread messages
+    # how long idempotency keys (`idem:`) are kept: a retry within it stores nothing new
+    idempotency_kept_s: float = IDEMPOTENCY_KEPT_S
     # told each ticket's first-response time (R28) once it is committed (metrics)
     on_first_response: Callable[[float], None] | None = None
     _templates: dict[str, Template] = field(default_factory=dict)

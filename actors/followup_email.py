@@ -27,9 +27,11 @@ class FollowupEmail:
     html: str
 
 
-def chat_link(public_url: str, session: str) -> str:
-    """The link back to a web chat conversation: `{public_url}/chat?session=<token>`."""
-    return f"{public_url.rstrip('/')}/chat?session={quote(session, safe='')}"
+def chat_link(page_url: str, session: str) -> str:
+    """The link back to a web chat conversation: `{page_url}?session=<token>`, where
+    `page_url` is the page hosting the widget (`Account.chat_page`; config refuses a
+    `chat.page_url` with a query or fragment, so the link is always this form)."""
+    return f"{page_url.rstrip('/')}?session={quote(session, safe='')}"
 
 
 def _web_url(url: str) -> str:

@@ -25,7 +25,7 @@ import trio
 from tidings.actors import invariants, listing, search, snooze, thread
 from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
-from tidings.actors.context import InboxContext
+from tidings.actors.context import IDEMPOTENCY_KEPT_S, InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
@@ -632,8 +632,14 @@ class Inbox:
         """The last event sequence number so far (0 if none)."""
         return self.engine.events.last_seq
 
-    def events(self, since: int = 0) -> AsyncIterator[tuple[int, bytes]]:
-        """Agent events with seq > `since`: replayed, then live, gap-free."""
+    @property
+    def oldest_seq(self) -> int:
+        """The smallest event sequence number still kept (1 until retention drops events)."""
+        return self.engine.events.oldest
+
+    def events(self, since: int = 0) -> AsyncIterator[tuple[int | None, bytes]]:
+        """Agent events with seq > `since`: replayed (from `oldest_seq` on), then live,
+        gap-free; live-only events (`visitor.typing`) come with seq None."""
         return self.engine.events.subscribe(since)
 
 
@@ -661,14 +667,18 @@ async def open_inbox(
     clock: WallClock | None = None,
     link_secret: bytes | None = None,
     services: Iterable[Child] = (),
+    idempotency_kept_s: float = IDEMPOTENCY_KEPT_S,
     **engine_options: Any,
 ) -> AsyncIterator[Inbox]:
     """Run an inbox on `store` until the block exits. `settings` seeds the settings only
-    on a store that has none yet; `services` run beside it (e.g. a web server)."""
+    on a store that has none yet; `services` run beside it (e.g. a web server).
+    Idempotency keys are kept `idempotency_kept_s`; `engine_options` go to the engine
+    (e.g. `events_kept_s`, how long events are kept)."""
     clock = clock or SystemClock()
     account = account or Account()
     courier = Courier(account, clock, sms, mail)
     app = InboxContext(clock, account, timing or Timing(), courier)
+    app.idempotency_kept_s = idempotency_kept_s
     async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
         if engine.placement is not None and engine.remote is not None:

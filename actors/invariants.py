@@ -17,7 +17,7 @@ consistency"):
 | `timer_orphan` | every durable timer has a live purpose | reconciled on start |
 | `snooze_lost` | every snoozed ticket has its wake-up timer at its due time | atomic (the ticket's batch) |
 | `followup_lost` | every scheduled follow-up has its timer at its due time | atomic (the ticket's batch) |
-| `event_gap` | the event log is gap-free: sequence numbers 1..last | atomic (the store) |
+| `event_gap` | the event log is gap-free: sequence numbers oldest..last (retention drops the ones before `oldest`) | atomic (the store) |
 """
 
 from __future__ import annotations
@@ -342,9 +342,10 @@ def stale_presence(snap: Snapshot) -> list[str]:
 
 
 async def event_gaps(store: Store) -> list[Violation]:
-    """The event log holds every sequence number from 1 to the last, once, in order."""
+    """The event log holds every sequence number from the oldest kept to the last, once,
+    in order (retention drops whole prefixes, so a hole above the oldest is a gap)."""
     last = await store.last_event_seq()
-    expected = 1
+    expected = await store.first_event_seq()
     found: list[Violation] = []
     while expected <= last:
         page = await store.events_since(expected - 1, 10 * PAGE)

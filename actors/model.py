@@ -225,6 +225,13 @@ class QuickReply(msgspec.Struct):
     body: str
 
 
+# the agent events of PROTOCOL.md (`[[webhooks]] events` names some of them)
+EVENT_NAMES = frozenset({
+    "ticket.created", "ticket.updated", "message.created", "message.status", "badge",
+    "visitor.online", "visitor.offline", "visitor.typing", "followup.scheduled", "followup.sent",
+})  # fmt: skip
+
+
 class Event(msgspec.Struct):
     """An event for subscribed agents, as written to the event log."""
 

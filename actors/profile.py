@@ -258,7 +258,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         batch = Batch()
         batch.put(thread.message_key(stored.message.id), encode(stored))
         if msg.idem_key is not None:
-            batch.put(msg.idem_key, stored.message.id.encode())
+            thread.remember(self.ctx.app, batch, msg.idem_key, stored.message.id)
         batch.append(f"thread:webchat-blocked:{self.key}", stored.message.id.encode())
         await self.ctx.commit(batch)
         return stored.message
@@ -369,7 +369,7 @@ class ProfileActor(StatefulActor[InboxContext, ProfileState]):
         changed |= self.data.source is not None and self.data.source.used != source_used
         if word is not None or profile.blocked:
             queued = False
-            batch.put(idem, stored.message.id.encode())
+            thread.remember(app, batch, idem, stored.message.id)
             thread.record(batch, stored)
             if word is not None:  # R19: the compliance layer, not the inbox
                 if word.kind == "opt_out":

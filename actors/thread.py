@@ -29,7 +29,7 @@ from tidings.actors.model import (
     iso,
     status_moves_forward,
 )
-from tidings.engine import Batch, Store
+from tidings.engine import Batch, Store, expire_at
 
 THREAD_VIEW = 50  # R09: opening a ticket shows the last 50 messages
 
@@ -56,9 +56,21 @@ def message_key(message_id: str) -> str:
     return f"msg:{message_id}"
 
 
+def event_payload(name: str, data: dict[str, Any]) -> bytes:
+    """An agent event (PROTOCOL.md event names) as the event log carries it."""
+    return encode(Event(name, data))
+
+
 def event(batch: Batch, name: str, data: dict[str, Any]) -> None:
-    """Add an agent event (PROTOCOL.md event names) to `batch`."""
-    batch.event(encode(Event(name, data)))
+    """Add an agent event to `batch`."""
+    batch.event(event_payload(name, data))
+
+
+def remember(app: InboxContext, batch: Batch, idem_key: str, message_id: str) -> None:
+    """Write the idempotency key `idem_key` for the message `message_id`: a retry within
+    `limits.idempotency_kept_days` finds it; retention forgets it after that."""
+    batch.put(idem_key, message_id.encode())
+    expire_at(batch, idem_key, app.now() + app.idempotency_kept_s)
 
 
 def record(batch: Batch, stored: StoredMessage, *, new: bool = True) -> None:

@@ -272,7 +272,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
         thread.record(batch, msg.message)
         ticket.last_message = LastMessage.of(message)
         if msg.idem_key:
-            batch.put(msg.idem_key, message.id.encode())
+            thread.remember(app, batch, msg.idem_key, message.id)
         if msg.autoreply:
             autoreply = thread.outbound(
                 app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,
@@ -573,7 +573,7 @@ class TicketActor(StatefulActor[InboxContext, TicketRecord]):
             )
         )[-5:]
         account = app.account
-        link = followup_email.chat_link(account.public_url, record.session or "")
+        link = followup_email.chat_link(account.chat_page(), record.session or "")
         composed = followup_email.compose(
             account.name,
             link,

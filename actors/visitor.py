@@ -233,10 +233,9 @@ class VisitorActor(StatefulActor[InboxContext, VisitorRecord]):
         if now - self.typing_at < TYPING_EVERY_S:
             return  # a keystroke stream is one "is typing", not an event per frame
         self.typing_at = now
-        batch = Batch()
+        # live only (contract v3): pushed to the agents connected now, never stored
         data = {"session": self.key, "profile": record.profile, "ticket": record.ticket}
-        thread.event(batch, "visitor.typing", data)
-        await self.ctx.commit(batch)
+        self.ctx.announce(thread.event_payload("visitor.typing", data))
 
     @handler
     async def go_offline(self, msg: GoOffline) -> None:

@@ -4,8 +4,9 @@
 
 1. starts a stand-in of Twilio's Messages REST API (a local HTTP server that records every
    POST, answering after a random few milliseconds so a kill can land while its answer
-   is on the way), an SMTP recorder (aiosmtpd, when installed) and, for ``redis``, its own
-   ``redis-server`` (AOF, ``appendfsync always``) on a free port;
+   is on the way), the brand's platform taking the engine's ``[[webhooks]]`` (the same
+   kind of server), an SMTP recorder (aiosmtpd, when installed) and, for ``redis``, its
+   own ``redis-server`` (AOF, ``appendfsync always``) on a free port;
 2. runs ``tidings serve`` (``sms.provider = "twilio"`` at the stand-in, short ``[timing]``)
    on a fresh store in a temporary directory and creates `PROFILES` consenting profiles;
 3. drives a mixed load: signed inbound SMS (a third sent twice with the same
@@ -28,6 +29,11 @@
      ``snooze_woke_twice``: more wake-ups than snoozes in the event log,
    - ``followup_missed``: a follow-up still scheduled a second after it was due;
      ``followup_mail_mismatch``: e-mails a visitor got ≠ follow-ups sent to it,
+   - ``webhook_lost``: an event (up to the last one when the load settled) that the host
+     platform's webhook endpoint never answered 200; ``webhook_ids_differ``: an event
+     that came under two delivery ids (a duplicate the receiver could not drop);
+     ``webhook_bad_signature``: a POST whose signature did not verify (the endpoint
+     answers one POST in ten with 500, so retries happen, across the kill too),
    - ``check:<kind>``: what ``tidings check`` reports on the store (``actors/invariants.py``).
 
 Nothing is weakened for the engine's sake: a violation is counted as seen.
@@ -35,6 +41,8 @@ Nothing is weakened for the engine's sake: a violation is counted as seen.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 import shutil
@@ -43,7 +51,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,12 +75,14 @@ from tidings.actors.model import Message, StoredMessage
 from tidings.actors.ticket import TICKETS, TicketRecord
 from tidings.bench.harness import Progress, Row, row, scenario
 from tidings.bench.websocket import Server, server_process
+from tidings.client import AgentError, Disconnected, ReplyTimeout, open_agent_client
 from tidings.engine import Store
 from tidings.engine.store import open_store
 from tidings.transports.check import check_store
 from tidings.transports.twilio_signature import compute_signature
 
 AUTH_TOKEN = "chaos-auth-token"
+WEBHOOK_SECRET = "chaos-webhook-secret"
 ACCOUNT_SID = "ACchaos"
 SENDER = "+15550001111"
 PROFILES = 6
@@ -90,6 +100,8 @@ DROPPED = (  # what a client sees when the server dies under it
     ConnectionTimeout,
     DisconnectionTimeout,
     HandshakeError,
+    Disconnected,
+    ReplyTimeout,
 )
 KINDS = (
     "inbound_lost",
@@ -101,10 +113,51 @@ KINDS = (
     "snooze_woke_twice",
     "followup_missed",
     "followup_mail_mismatch",
+    "webhook_lost",
+    "webhook_ids_differ",
+    "webhook_bad_signature",
 )
 
 
 # -- the provider stand-in -------------------------------------------------------------------
+
+
+Answer = Callable[[h11.Request, bytes], tuple[int, bytes]]
+
+
+async def serve_http(
+    answer: Answer, rng: random.Random, task_status: trio.TaskStatus[int]
+) -> None:
+    """Serve HTTP/1.1 on a free port of 127.0.0.1 until cancelled, answering each request
+    with `answer(request, body)` after a random 0-30 ms; `task_status` gets the port."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def connection(stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await _read_request(conn, stream)
+                if request is None:
+                    return
+                status, answered = answer(request, body)
+                await trio.sleep(rng.uniform(0.0, 0.03))  # the answer is on its way
+                headers = [
+                    ("content-type", "application/json"),
+                    ("content-length", str(len(answered))),
+                ]
+                await stream.send_all(
+                    conn.send(h11.Response(status_code=status, headers=headers)) or b""
+                )
+                await stream.send_all(conn.send(h11.Data(data=answered)) or b"")
+                await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            return
+
+    await trio.serve_listeners(connection, listeners)
 
 
 @dataclass
@@ -114,39 +167,11 @@ class Provider:
 
     posts: Counter[str] = field(default_factory=Counter)
     messages: list[dict[str, Any]] = field(default_factory=list)
-    port: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
     async def run(self, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a free port of 127.0.0.1 until cancelled; `task_status` gets the port."""
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self.port)
-        await trio.serve_listeners(self._connection, listeners)
-
-    async def _connection(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request, body = await _read_request(conn, stream)
-                if request is None:
-                    return
-                status, answer = self._answer(request, body)
-                await trio.sleep(self.rng.uniform(0.0, 0.03))  # the answer is on its way
-                headers = [
-                    ("content-type", "application/json"),
-                    ("content-length", str(len(answer))),
-                ]
-                await stream.send_all(
-                    conn.send(h11.Response(status_code=status, headers=headers)) or b""
-                )
-                await stream.send_all(conn.send(h11.Data(data=answer)) or b"")
-                await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            return
+        """Serve until cancelled; `task_status` gets the port."""
+        await serve_http(self._answer, self.rng, task_status)
 
     def _answer(self, request: h11.Request, body: bytes) -> tuple[int, bytes]:
         target = request.target.decode()
@@ -170,6 +195,35 @@ class Provider:
             one = [m for m in self.messages if m["sid"] == sid]
             return (200, json.dumps(one[0]).encode()) if one else (404, b'{"code":20404}')
         return 200, json.dumps({"messages": found, "next_page_uri": None}).encode()
+
+
+@dataclass
+class HostPlatform:
+    """The brand's platform taking the engine's webhooks: it checks each signature,
+    answers one POST in ten with 500 (so retries happen), and records by event `seq` the
+    delivery ids it saw and those it answered 200."""
+
+    attempts: dict[int, set[str]] = field(default_factory=dict)
+    delivered: dict[int, set[str]] = field(default_factory=dict)
+    bad_signatures: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def run(self, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status` gets the port."""
+        await serve_http(self._answer, self.rng, task_status)
+
+    def _answer(self, request: h11.Request, body: bytes) -> tuple[int, bytes]:
+        headers = {k.lower(): v.decode() for k, v in request.headers}
+        expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(headers.get(b"x-tidings-signature", ""), expected):
+            self.bad_signatures += 1
+            return 401, b"{}"
+        seq, delivery = json.loads(body)["seq"], headers.get(b"x-tidings-delivery", "")
+        self.attempts.setdefault(seq, set()).add(delivery)
+        if self.rng.random() < 0.1:
+            return 500, b"{}"
+        self.delivered.setdefault(seq, set()).add(delivery)
+        return 200, b"{}"
 
 
 async def _read_request(
@@ -299,6 +353,7 @@ class Load:
     api_key: str
     token: str
     provider: Provider
+    host: HostPlatform
     phones: dict[str, str]  # profile id → phone
     tally: Tally
     rng: random.Random
@@ -306,6 +361,7 @@ class Load:
     snoozes: list[tuple[str, float]] = field(default_factory=list)
     emails: set[str] = field(default_factory=set)
     statused: set[str] = field(default_factory=set)
+    settled_seq: int = 0  # the events up to here had their webhook delivered when it settled
 
     @property
     def base(self) -> str:
@@ -383,18 +439,14 @@ async def status_worker(load: Load, client: httpx.AsyncClient) -> None:
 async def agent_worker(load: Load) -> None:
     rng = load.rng
     ws_base = load.base.replace("http://", "ws://", 1)
-    async with open_websocket_url(ws_base + "/ws/agent") as ws:
-        await ws.send_message(json.dumps({"type": "auth", "token": load.token}))
-        await ws.get_message()
-        ids = iter(range(10**9))
+    async with open_agent_client(ws_base + "/ws/agent", load.token) as agent:
 
         async def op(name: str, **args: Any) -> Any:
-            rid = next(ids)
-            await ws.send_message(json.dumps({"id": rid, "op": name, **args}))
-            while True:
-                frame = json.loads(await ws.get_message())
-                if frame.get("id") == rid:
-                    return frame.get("result") if frame.get("ok") else None
+            """The op's result, None when refused (a dropped connection ends the worker)."""
+            try:
+                return await agent.call(name, **args)
+            except AgentError:
+                return None
 
         while True:
             page = await op("tickets.list", state="open", limit=50)
@@ -510,18 +562,21 @@ async def trial(
     with tempfile.TemporaryDirectory(prefix="tidings-chaos-") as tmp:
         root = Path(tmp)
         provider = Provider(rng=random.Random(seed + 1))
+        host = HostPlatform(rng=random.Random(seed + 2))
         mailbox = Mailbox() if smtp_available() else None
         async with trio.open_nursery() as nursery:
             port = await nursery.start(provider.run)
+            host_port = await nursery.start(host.run)
             if mailbox is not None:
                 mailbox.controller.start()
             try:
                 async with _store(store_kind, root) as url:
                     config = root / "tidings.toml"
                     config.write_text(
-                        _config(port, mailbox.url if mailbox else "outbox"), encoding="utf-8"
+                        _config(port, host_port, mailbox.url if mailbox else "outbox"),
+                        encoding="utf-8",
                     )
-                    await _run(url, config, provider, mailbox, rng, tally, progress, share)
+                    await _run(url, config, provider, host, mailbox, rng, tally, progress, share)
             finally:
                 if mailbox is not None:
                     mailbox.controller.stop()
@@ -538,7 +593,7 @@ async def _store(kind: str, root: Path) -> AsyncIterator[str]:
         yield f"sqlite:///{root / 'chaos.db'}"
 
 
-def _config(provider_port: int, smtp_url: str) -> str:
+def _config(provider_port: int, host_port: int, smtp_url: str) -> str:
     timing = "\n".join(f"{k} = {v}" for k, v in TIMING.items())
     return f"""
 [sms]
@@ -552,6 +607,10 @@ base_url = "http://127.0.0.1:{provider_port}"
 support_address = "support@chaos.example"
 smtp_url = "{smtp_url}"
 
+[[webhooks]]
+url = "http://127.0.0.1:{host_port}/hook"
+secret = "{WEBHOOK_SECRET}"
+
 [timing]
 {timing}
 
@@ -561,8 +620,9 @@ end = "23:59"
 """
 
 
-async def _run(url: str, config: Path, provider: Provider, mailbox: Mailbox | None, rng: random.Random,
-               tally: Tally, progress: Progress, share: tuple[float, float]) -> None:  # fmt: skip
+async def _run(url: str, config: Path, provider: Provider, host: HostPlatform,
+               mailbox: Mailbox | None, rng: random.Random, tally: Tally, progress: Progress,
+               share: tuple[float, float]) -> None:  # fmt: skip
     port = _free_port()
     argv = serve_argv(config, port, url)
     begin, width = share
@@ -572,6 +632,7 @@ async def _run(url: str, config: Path, provider: Provider, mailbox: Mailbox | No
             server.lines["api key"],
             server.lines["demo agent token"],
             provider,
+            host,
             {},
             tally,
             rng,
@@ -629,10 +690,23 @@ async def _settle(load: Load) -> None:
     seen = -1
     while trio.current_time() < deadline:
         count = len(load.provider.messages)
-        if count == seen and time.time() >= wait_wall:
+        load.settled_seq = await _event_seq(load)
+        hooked = all(seq in load.host.delivered for seq in range(1, load.settled_seq + 1))
+        if count == seen and time.time() >= wait_wall and hooked:
             return
         seen = count
         await trio.sleep(1.0)
+
+
+async def _event_seq(load: Load) -> int:
+    """The server's last event seq (its `/metrics` gauge), 0 when it does not answer."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            text = (await client.get(load.base + "/metrics")).text
+        except httpx.HTTPError:
+            return 0
+    gauge = [line for line in text.splitlines() if line.startswith("tidings_event_seq ")]
+    return int(float(gauge[0].split()[1])) if gauge else 0
 
 
 async def _records(store: Store, prefix: str, ids: list[str], kind: type[Any]) -> dict[str, Any]:
@@ -698,6 +772,23 @@ async def _verify(store: Store, load: Load, mailbox: Mailbox | None) -> None:
                 "followup_missed", f"ticket {ticket_id}: follow-up still scheduled past its due"
             )
     await _events(store, load, tickets, mailbox)
+    _webhooks(load)
+
+
+def _webhooks(load: Load) -> None:
+    """Every event up to the settled seq delivered to the host platform, under one
+    delivery id (retries keep it), every signature valid."""
+    host, tally = load.host, load.tally
+    tally.seen.update({"webhook deliveries": sum(len(ids) for ids in host.delivered.values()),
+                       "events checked for webhooks": load.settled_seq})  # fmt: skip
+    for seq in range(1, load.settled_seq + 1):
+        if seq not in host.delivered:
+            tally.violation("webhook_lost", f"event {seq} never answered 200 by the host")
+    for seq, ids in host.attempts.items():
+        if len(ids) > 1:
+            tally.violation("webhook_ids_differ", f"event {seq} came as {len(ids)} deliveries")
+    if host.bad_signatures:
+        tally.violation("webhook_bad_signature", f"{host.bad_signatures} POSTs badly signed")
 
 
 async def _events(
@@ -789,6 +880,7 @@ def chaos(
         row(f"checked: provider POSTs ({kind})", tally.seen["provider POSTs"], "POSTs"),
         row(f"checked: snooze wake-ups ({kind})", tally.seen["wake-ups"], "wake-ups"),
         row(f"checked: follow-ups sent ({kind})", tally.seen["follow-ups sent"], "e-mails"),
+        row(f"checked: webhook deliveries ({kind})", tally.seen["webhook deliveries"], "POSTs"),
         row(f"violations, all kinds ({kind})", sum(tally.violations.values()), "violations", better="lower"),
     ]  # fmt: skip
     rows += [

@@ -2,7 +2,7 @@
 
 The engine runs as a real ``tidings serve --port 0 --store memory://`` subprocess (the
 in-memory store, so the figure is the transports and the actors, not a disk). One agent
-connects to ``/ws/agent``, authenticates with the demo token and ``subscribe``s; then
+connects to ``/ws/agent`` (with ``tidings.client``) as the demo agent and ``subscribe``s; then
 ``N`` visitors connect to ``/ws/chat``, say ``hello`` and each send one warm-up message
 (which creates their ticket), 64 at a time. Once the agent has seen every warm-up
 message, the timed phase sends ``rate × seconds`` messages open-loop at ``rate`` msg/s in
@@ -44,6 +44,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.client import open_agent_client
 
 ROOT = Path(__file__).resolve().parents[1]
 # Connections being opened (and warmed up) at the same time: below the engine's 64
@@ -186,22 +187,12 @@ trio.run(main)
 # -- clients ------------------------------------------------------------------------------
 
 
-class _EvMessage(msgspec.Struct):
-    body: str = ""
-
-
-class _EvData(msgspec.Struct):
-    message: _EvMessage | None = None
-
-
 class _Frame(msgspec.Struct):
     """The parts of any server frame the clients look at (others are ignored)."""
 
     type: str = ""
-    event: str = ""
     client_id: str | None = None
     code: str = ""  # of error frames
-    data: _EvData | None = None
 
 
 _decode = msgspec.json.Decoder(_Frame).decode
@@ -210,7 +201,7 @@ _decode = msgspec.json.Decoder(_Frame).decode
 def _parse(text: str | bytes) -> _Frame:
     try:
         return _decode(text)
-    except msgspec.DecodeError:  # an event whose data is not the shape above
+    except msgspec.DecodeError:  # a frame whose fields are not the shape above
         return _Frame()
 
 
@@ -305,19 +296,15 @@ async def _visitor(url: str, v: int, run: Run, gate: trio.Semaphore, hello: str 
 
 
 async def _agent(url: str, token: str, run: Run, ready: trio.Event) -> None:
-    async with open_websocket_url(url, disconnect_timeout=5) as ws:
-        await ws.send_message(msgspec.json.encode({"type": "auth", "token": token}).decode())
-        assert _parse(await ws.get_message()).type == "ready"
-        await ws.send_message('{"id":1,"op":"subscribe"}')
+    async with open_agent_client(url, token) as agent:
+        events = agent.subscribe(since=0)  # replays from the start: nothing sent is missed
         ready.set()
         with run.agent_scope:
-            while True:
-                frame = _parse(await ws.get_message())
-                if frame.event != "message.created" or frame.data is None:
+            async for event in events:
+                message = event.data.get("message") if event.event == "message.created" else None
+                if not isinstance(message, dict):
                     continue
-                if frame.data.message is None:
-                    continue
-                body = frame.data.message.body
+                body = message.get("body", "")
                 if body.startswith("w-"):
                     run.warm_seen += 1
                     if run.warm_seen >= run.visitors - run.connect_errors:

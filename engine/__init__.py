@@ -5,7 +5,8 @@ events.
 - `context`: `ActorContext[AppT]`, the engine as an actor sees it;
 - `actor`: `Actor` and `StatefulActor`, `@handler`, `Forward`;
 - `system`: `Engine` and `open_engine` (mailboxes, turns, restarts, quarantine, commit);
-- `asks`, `deadletters`, `timers`, `eventlog`, `supervisor`, `clock`: its services;
+- `asks`, `deadletters`, `timers`, `eventlog`, `retention`, `supervisor`, `clock`: its
+  services;
 - `store`: the storage backends behind the `Store` protocol.
 
 Modules are layered without cycles: messages, errors, clock and store below; timers,
@@ -29,6 +30,7 @@ from tidings.engine.errors import (
     UnknownActorKind,
 )
 from tidings.engine.messages import Address, Request
+from tidings.engine.retention import expire_at
 from tidings.engine.store.base import Batch, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.system import Engine, open_engine
@@ -63,6 +65,7 @@ __all__ = [
     "TrioWallClock",
     "UnknownActorKind",
     "WallClock",
+    "expire_at",
     "handler",
     "open_engine",
 ]

@@ -46,6 +46,8 @@ class Runtime(Protocol):
 
     def owns(self, address: Address) -> bool: ...
 
+    def announce(self, payload: bytes) -> None: ...
+
 
 class ActorContext(Generic[AppT]):
     """The engine as an actor sees it, and the domain context `app` of type `AppT`.
@@ -54,10 +56,15 @@ class ActorContext(Generic[AppT]):
     - `timers`: volatile and durable keyed timers;
     - `tell_nowait`/`tell`/`ask`: messages to other actors (`ask` is typed by `Request[R]`);
     - `commit(batch)`: the one commit path of the engine (`Engine.commit`);
-    - `owns(address)`: whether that actor runs on this node (always, on a single node).
+    - `owns(address)`: whether that actor runs on this node (always, on a single node);
+    - `announce(payload)`: a live-only event, pushed to the subscribers connected now and
+      never stored (`Engine.announce`).
     """
 
-    __slots__ = ("store", "clock", "timers", "tell_nowait", "tell", "ask", "commit", "owns", "app")
+    __slots__ = (
+        "store", "clock", "timers", "tell_nowait", "tell", "ask", "commit", "owns", "announce",
+        "app",
+    )  # fmt: skip
 
     def __init__(self, runtime: Runtime, app: AppT) -> None:
         self.store: Store = runtime.store
@@ -68,6 +75,7 @@ class ActorContext(Generic[AppT]):
         self.ask: AskFn = runtime.ask
         self.commit: Callable[[Batch], Awaitable[list[int]]] = runtime.commit
         self.owns: Callable[[Address], bool] = runtime.owns
+        self.announce: Callable[[bytes], None] = runtime.announce
         self.app: AppT = app
 
     def now(self) -> float:

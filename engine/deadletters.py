@@ -1,4 +1,5 @@
-"""Dead letters: messages the engine gave up on, written to the `deadletters` log.
+"""Dead letters: messages the engine gave up on, written to the `deadletters` log, which
+keeps the newest `keep` (10,000 by default; the writer trims it after each write).
 
 A message is dead-lettered when no handler takes it, when it kept crashing its actor
 (`max_retries`), when its actor is quarantined, or when a durable timer's payload cannot
@@ -18,7 +19,7 @@ import trio
 
 from tidings.engine.clock import WallClock
 from tidings.engine.messages import Address
-from tidings.engine.store.base import Batch
+from tidings.engine.store.base import Batch, Store
 
 log = logging.getLogger("tidings.engine")
 
@@ -38,11 +39,21 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 
 class DeadLetters:
-    """The dead-letter queue and its writer; `count` is how many were written."""
+    """The dead-letter queue and its writer; `count` is how many were written, `keep`
+    how many the log holds at most (the newest)."""
 
-    def __init__(self, commit: Callable[[Batch], Awaitable[Any]], clock: WallClock) -> None:
+    def __init__(
+        self,
+        commit: Callable[[Batch], Awaitable[Any]],
+        clock: WallClock,
+        store: Store,
+        *,
+        keep: int = 10_000,
+    ) -> None:
         self._commit = commit
         self._clock = clock
+        self._store = store
+        self.keep = keep
         self._queue: deque[tuple[Address, Any, str]] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self.count = 0
@@ -55,6 +66,7 @@ class DeadLetters:
     async def write(self, address: Address, msg: Any, reason: str) -> None:
         """Write one dead letter now."""
         await self._write([(address, msg, reason)])
+        await self._store.trim_log(DEAD_LETTERS, self.keep)
 
     def _letter(self, address: Address, msg: Any, reason: str) -> bytes:
         try:
@@ -84,4 +96,5 @@ class DeadLetters:
                 await self._write(letters)
                 for _ in letters:  # only once written: a restarted writer tries again
                     queue.popleft()
+                await self._store.trim_log(DEAD_LETTERS, self.keep)
             await self._lot.park()

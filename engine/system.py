@@ -22,7 +22,7 @@ dropped from memory, and for `quarantine_s` seconds (doubling for each repeated
 quarantine, up to `quarantine_max_s`) messages to it are dead-lettered as "quarantined";
 the first message after that activates it afresh. Actor failures never reach the
 supervisor: only the engine's services (actor host, timers, dead-letter writer, ask
-deadlines, passivator) and those given to `open_engine` are restarted under the OTP
+deadlines, passivator, retention) and those given to `open_engine` are restarted under the OTP
 semantics of `supervisor.Supervisor`.
 
 Several engines (nodes) may share one Redis store when each is given a `Placement`:
@@ -64,6 +64,7 @@ from tidings.engine.eventlog import EventLog
 from tidings.engine.messages import Address, Request
 from tidings.engine.placement import Placement, ShardMoved
 from tidings.engine.remote import RemoteMail, type_name
+from tidings.engine.retention import Retention
 from tidings.engine.store.base import Batch, Fenced, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.timers import TimerFire, Timers
@@ -107,6 +108,9 @@ class Engine:
         timer_window: float = 60.0,
         deadline_compaction: int = 100_000,
         placement: Placement | None = None,
+        events_kept_s: float = 7 * 86400.0,
+        retention_every: float = 3600.0,
+        dead_letters_kept: int = 10_000,
     ) -> None:
         self.store = store
         self.clock: WallClock = clock or SystemClock()
@@ -125,7 +129,15 @@ class Engine:
         self.commit_observer: Callable[[float], None] | None = None
         self.kinds: dict[str, type[Actor[Any]]] = {}
         self.events = EventLog(store)
-        self.letters = DeadLetters(self.commit, self.clock)
+        self.letters = DeadLetters(self.commit, self.clock, store, keep=dead_letters_kept)
+        self.retention = Retention(
+            store,
+            self.events,
+            self.clock,
+            self.commit,
+            events_kept_s=events_kept_s,
+            every=retention_every,
+        )
         self.asks = AskDeadlines(deadline_compaction)
         self.timers = Timers(
             store,
@@ -141,6 +153,7 @@ class Engine:
         self.remote: RemoteMail | None = None
         if placement is not None:
             self.remote = RemoteMail(placement, self.clock, self._message_type, self._deliver)
+            self.remote.listeners["announce"] = self.events.announce
             self.timers.owns = placement.owns
         self._message_types: dict[str, type[Any]] = {}
         self.restarts = 0
@@ -321,6 +334,13 @@ class Engine:
         if seqs:
             self.events.published(seqs, batch.events)
         return seqs
+
+    def announce(self, payload: bytes) -> None:
+        """Push a live-only event to the event log's subscribers connected now (on every
+        node): it is not stored, takes no sequence number and is never replayed."""
+        self.events.announce(payload)
+        if self.remote is not None:
+            self.remote.notify("announce", payload)
 
     # -- running ------------------------------------------------------------------------
 
@@ -638,6 +658,7 @@ class Engine:
             Child("actor-host", self._host),
             Child("timers", self.timers.run),
             Child("passivator", self._passivator),
+            Child("retention", self.retention.run),
         ]
         if self.placement is not None and self.remote is not None:
             children += [

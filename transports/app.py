@@ -36,7 +36,7 @@ def _ws(ctx: Context, handler: Callable[[Context, WebSocket], Awaitable[None]]) 
     request is refused with HTTP 429 before the WebSocket opens."""
 
     async def endpoint(websocket: WebSocket) -> None:
-        address = websocket.client.host if websocket.client else ""
+        address = ctx.address_of(websocket)
         if not ctx.addresses.connect(address):
             await websocket.send_denial_response(
                 JSONResponse(

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from tidings.actors.model import EVENT_NAMES
 from tidings.transports.mail import parse_smtp_url
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ServerConfig",
     "SmsConfig",
     "TimingConfig",
+    "WebhookConfig",
     "is_loopback",
     "load_config",
 ]
@@ -59,13 +61,15 @@ class ConfigError(Exception):
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """`[server]`: where the engine listens, its store, and its public address."""
+    """`[server]`: where the engine listens, its store, its public address, and the
+    reverse proxies whose `X-Forwarded-For` names the client (`trusted_proxies`)."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     store: str = DEFAULT_STORE
     public_url: str = ""
     access_log: bool = False
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -155,6 +159,16 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     new_sessions_per_ip_per_min: int = 30
     body_timeout_s: float = 10.0
     events_kept_days: float = 7.0
+    idempotency_kept_days: float = 7.0
+
+
+class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One `[[webhooks]]` entry: where the host platform takes events, the key that
+    signs them, and which events it wants (`[]`: every stored event)."""
+
+    url: str = ""
+    secret: str = ""
+    events: list[str] = msgspec.field(default_factory=list)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -171,6 +185,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
     chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def public_base(self, bound_port: int | None = None) -> str:
@@ -237,13 +252,15 @@ def _named_by_variable(error: ConfigError, origins: Mapping[str, str]) -> Config
     return error
 
 
+_TABLE_LISTS = ("agents", "webhooks")  # set from the environment as whole JSON lists
 _ENV_TYPE_NAMES = {int: "integer", float: "number", bool: "true or false", str: "string"}
 
 
 def _from_environ(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
     """The config values that `environ` sets: `(variable, dotted key, value)`, sorted by
-    variable. `TIDINGS_<SECTION>__<KEY>` sets one key (`TIDINGS_AGENTS`: the whole
-    `[[agents]]` list, as JSON); other `TIDINGS_*` variables are not config."""
+    variable. `TIDINGS_<SECTION>__<KEY>` sets one key (`TIDINGS_AGENTS`,
+    `TIDINGS_WEBHOOKS`: the whole `[[agents]]` / `[[webhooks]]` list, as JSON); other
+    `TIDINGS_*` variables are not config."""
     sections = typing.get_type_hints(Config)
     found: list[tuple[str, str, Any]] = []
     for name in sorted(environ):
@@ -251,8 +268,8 @@ def _from_environ(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
             continue
         text = environ[name]
         rest = name[len(ENV_PREFIX) :]
-        if rest == "AGENTS":  # a list of tables has no keys of its own to name
-            found.append((name, "agents", _env_value(name, text, sections["agents"])))
+        if rest.lower() in _TABLE_LISTS:  # a list of tables has no keys of its own to name
+            found.append((name, rest.lower(), _env_value(name, text, sections[rest.lower()])))
             continue
         section, sep, key = rest.partition("__")
         if not sep:
@@ -267,8 +284,10 @@ def _from_environ(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
                 value = text
             found.append((name, f"settings.{key}", value))
             continue
-        if section == "agents":
-            raise ConfigError(name, "set [[agents]] as a whole: TIDINGS_AGENTS, a JSON list")
+        if section in _TABLE_LISTS:
+            raise ConfigError(
+                name, f"set [[{section}]] as a whole: TIDINGS_{section.upper()}, a JSON list"
+            )
         if not (isinstance(section_type, type) and issubclass(section_type, msgspec.Struct)):
             raise ConfigError(name, f"unknown config section {section!r}")
         key_type = typing.get_type_hints(section_type).get(key)
@@ -365,8 +384,9 @@ RESERVED_AGENT_IDS = frozenset({"me", "none"})  # words of the tickets.list assi
 _STORE_SCHEMES = ("memory://", "sqlite:///", "redis://")
 
 
-def _http_url(field_path: str, value: str) -> str:
-    """An absolute http(s) URL without query or fragment, its trailing slash stripped."""
+def _http_url(field_path: str, value: str, *, query: bool = False) -> str:
+    """An absolute http(s) URL without fragment (and without query unless `query`),
+    its trailing slash stripped."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -374,9 +394,19 @@ def _http_url(field_path: str, value: str) -> str:
         raise ConfigError(field_path, f"not a valid URL: {e}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(field_path, "must be an http:// or https:// URL")
-    if parts.query or parts.fragment or "?" in value or "#" in value:
+    if not query and (parts.query or "?" in value):
         raise ConfigError(field_path, "must not have a query or fragment")
-    return value.rstrip("/")
+    if parts.fragment or "#" in value:
+        raise ConfigError(field_path, "must not have a fragment")
+    return value if query else value.rstrip("/")
+
+
+def _network(field_path: str, value: str) -> str:
+    """An IP address or network ("10.0.0.7", "10.0.0.0/8", "fd00::/8"), normalised."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ConfigError(field_path, "must be an IP address or network (CIDR)") from None
 
 
 def _origin(field_path: str, value: str) -> str:
@@ -469,6 +499,10 @@ def _checked(config: Config) -> Config:
         server = msgspec.structs.replace(
             server, public_url=_http_url("server.public_url", server.public_url)
         )
+    proxies = [
+        _network(f"server.trusted_proxies[{i}]", p) for i, p in enumerate(server.trusted_proxies)
+    ]
+    server = msgspec.structs.replace(server, trusted_proxies=proxies)
 
     account = config.account
     try:
@@ -547,8 +581,32 @@ def _checked(config: Config) -> Config:
             raise ConfigError(f"limits.{name}", "must be 1 or more")
     _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
     if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
+        raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
+    if not math.isfinite(limits.idempotency_kept_days) or limits.idempotency_kept_days < 7:
         raise ConfigError(
-            "limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)"
+            "limits.idempotency_kept_days", "must be 7 or more (a MessageSid is kept 7 days at least)"
         )
 
-    return msgspec.structs.replace(config, server=server, sms=sms, agents=agents, chat=chat)
+    webhooks = [_checked_webhook(f"webhooks[{i}]", hook) for i, hook in enumerate(config.webhooks)]
+    urls: set[str] = set()
+    for i, hook in enumerate(webhooks):
+        if hook.url in urls:
+            raise ConfigError(f"webhooks[{i}].url", "the same url is given to another webhook")
+        urls.add(hook.url)
+
+    return msgspec.structs.replace(
+        config, server=server, sms=sms, agents=agents, chat=chat, webhooks=webhooks
+    )
+
+
+def _checked_webhook(where: str, hook: WebhookConfig) -> WebhookConfig:
+    if not hook.url:
+        raise ConfigError(f"{where}.url", "required")
+    url = _http_url(f"{where}.url", hook.url, query=True)
+    if not hook.secret:
+        raise ConfigError(f"{where}.secret", "required: every delivery is signed with it")
+    for j, name in enumerate(hook.events):
+        if name not in EVENT_NAMES:
+            known = ", ".join(sorted(EVENT_NAMES))
+            raise ConfigError(f"{where}.events[{j}]", f"unknown event {name!r} (known: {known})")
+    return msgspec.structs.replace(hook, url=url)

@@ -3,7 +3,8 @@ Prometheus text format through prometheus-client.
 
 Each app has a `Metrics` of its own, with its own `CollectorRegistry` (no global state:
 one process may run several servers). The gauges and counters are read from the engine
-at scrape time; the histograms are observed as things happen:
+at scrape time (with the webhook service's delivered, retried and failed counts); the
+histograms are observed as things happen:
 
 - ``tidings_commit_latency_seconds``: every `Engine.commit` (through its commit observer),
 - ``tidings_first_response_seconds``: a ticket's first answer by an agent (R28),
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidings.actors.inbox import Inbox
+from tidings.transports.webhooks import Webhooks
 from tidings.transports.wire import Context
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -39,6 +41,7 @@ class _EngineState(Collector):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.store_latency = 0.0  # measured by `Metrics.render` just before the scrape
+        self.webhooks: Webhooks | None = None
 
     def collect(self) -> Iterator[Metric]:
         inbox = self.ctx.inbox
@@ -65,6 +68,15 @@ class _EngineState(Collector):
             (GaugeMetricFamily, "tidings_store_read_latency_seconds",
              "Latency of one store read, measured at scrape time.", self.store_latency),
         ]  # fmt: skip
+        if self.webhooks is not None:
+            rows += [
+                (CounterMetricFamily, "tidings_webhooks_delivered",
+                 "Webhook deliveries answered 2xx by the host platform.", self.webhooks.delivered),
+                (CounterMetricFamily, "tidings_webhooks_retried",
+                 "Webhook delivery attempts that failed and will be retried.", self.webhooks.retried),
+                (CounterMetricFamily, "tidings_webhooks_failed",
+                 "Webhook deliveries given up after 24 hours of failures.", self.webhooks.failed),
+            ]  # fmt: skip
         placement, remote = engine.placement, engine.remote
         if placement is not None and remote is not None:
             rows += [
@@ -105,10 +117,12 @@ class Metrics:
             registry=self.registry, buckets=_RESPONSE,
         )  # fmt: skip
 
-    def watch(self, inbox: Inbox) -> None:
-        """Observe `inbox`'s commits and first responses from now on."""
+    def watch(self, inbox: Inbox, webhooks: Webhooks | None = None) -> None:
+        """Observe `inbox`'s commits and first responses, and count `webhooks`'
+        deliveries, from now on."""
         inbox.engine.commit_observer = self.commit_latency.observe
         inbox.app.on_first_response = self.first_response.observe
+        self._state.webhooks = webhooks
 
     def timed(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
         """`endpoint`, its latency observed in the webhook histogram."""

@@ -28,11 +28,13 @@ from tidings.transports.app import build_app
 from tidings.transports.config import AgentConfig, Config
 from tidings.transports.mail import OutboxMail, SmtpMail
 from tidings.transports.sms_providers import OutboxSms, TwilioSms
+from tidings.transports.webhooks import running_webhooks
 from tidings.transports.wire import MAX_FRAME, Context, PerAddress
 
 __all__ = ["Running", "serve", "running_server", "demo_credentials"]
 
 GRACEFUL_S = 2.0
+DAY_S = 86400.0
 
 
 @dataclass
@@ -169,6 +171,7 @@ async def running_server(
                 support_email=config.email.support_address,
                 sms_sender=config.sms.sender,
                 public_url=base,
+                chat_page_url=config.chat.page_url,
             )
             timing = Timing(**msgspec.structs.asdict(config.timing))
             placement = _placement(config, store, port)
@@ -180,14 +183,16 @@ async def running_server(
                     sms=sms,
                     mail=mail,
                     settings=config.settings,
+                    events_kept_s=config.limits.events_kept_days * DAY_S,
+                    idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
                     placement=placement,
-                ) as inbox:
+                ) as inbox, running_webhooks(config.webhooks, inbox) as webhooks:
                     if placement is not None:
                         # a dead node's shards come free within a lease
                         with trio.move_on_after(2 * config.cluster.lease + 1):
                             await placement.ready.wait()
                     ctx.inbox = inbox
-                    app.state.metrics.watch(inbox)
+                    app.state.metrics.watch(inbox, webhooks)
                     try:
                         yield Running(local, inbox, sms, mail, ctx, token, key)
                     finally:

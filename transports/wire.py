@@ -4,11 +4,13 @@ codes mapped to HTTP statuses, and msgspec validation errors turned into `bad_re
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -17,6 +19,8 @@ import trio
 from tidings.actors.errors import InboxError
 
 if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
     from tidings.actors.inbox import Inbox
     from tidings.transports.config import AgentConfig, Config, LimitsConfig
 
@@ -115,6 +119,46 @@ class Context:
         if self.inbox is None:
             raise InboxError("unavailable", "the engine is starting")
         return self.inbox
+
+    @cached_property
+    def _proxies(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(p) for p in self.config.server.trusted_proxies)
+
+    def address_of(self, connection: HTTPConnection) -> str:
+        """The address the `[limits]` count `connection` against. It is the TCP peer,
+        unless the peer is one of `server.trusted_proxies`: then it is the rightmost
+        `X-Forwarded-For` address that is not a trusted proxy itself (a proxy appends
+        the address it got the request from, so everything left of that could be forged
+        by the client)."""
+        peer = connection.client.host if connection.client else ""
+        forwarded = connection.headers.getlist("x-forwarded-for")
+        return client_address(peer, forwarded, self._proxies)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool | None:
+    """Whether `address` is in `proxies`; None when it is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return any(ip in network for network in proxies)
+
+
+def client_address(peer: str, forwarded_for: list[str], proxies: tuple[Network, ...]) -> str:
+    """See `Context.address_of`; `forwarded_for` are the header's values in order."""
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        trusted = _trusted(hop, proxies)
+        if trusted is None:
+            return peer  # the trusted proxy wrote something unusable: count the proxy
+        if not trusted:
+            return hop
+    return peer
 
 
 def secret_matches(given: str, known: Iterable[str]) -> str | None:

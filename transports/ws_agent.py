@@ -221,18 +221,22 @@ class Session:
         if self.stream_scope is not None:
             self.stream_scope.cancel()
         scope = self.stream_scope = trio.CancelScope()
-        last = self.inbox.last_seq
+        last, oldest = self.inbox.last_seq, self.inbox.oldest_seq
         events = self.inbox.events(since)
         self.nursery.start_soon(self._stream, scope, events)
-        return {"seq": last}
+        # since < oldest - 1: the events between were dropped (retention); the replay
+        # starts at oldest and the client reloads what it shows
+        return {"seq": last, "oldest": oldest}
 
     async def _stream(self, scope: trio.CancelScope, events: Any) -> None:
         """Replay, then live: `{"type":"event","seq",…payload}`."""
         with scope:
             try:
                 async for seq, payload in events:
-                    # payload is `{"event":…,"data":…}`; splice in type and seq.
-                    await self.conn.send(b'{"type":"event","seq":%d,' % seq + payload[1:])
+                    # payload is `{"event":…,"data":…}`; splice in type and seq (null:
+                    # a live-only event, not stored and never replayed)
+                    head = b"null" if seq is None else b"%d" % seq
+                    await self.conn.send(b'{"type":"event","seq":' + head + b"," + payload[1:])
             except Closed:
                 self.nursery.cancel_scope.cancel()
 

@@ -220,7 +220,7 @@ async def chat_endpoint(ctx: Context, ws: WebSocket) -> None:
         await conn.close(1013, "starting")
         return
     try:
-        session = await _hello(ctx, conn, inbox, ws.client.host if ws.client else "")
+        session = await _hello(ctx, conn, inbox, ctx.address_of(ws))
     except TooBig:
         await conn.close(1009, "frame too big")
         return

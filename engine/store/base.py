@@ -7,7 +7,10 @@ A store holds, for the whole engine:
 - sorted indexes with tags (e.g. tickets by last activity, filterable by state),
 - the durable timer index (absolute wall-clock due times, paged in by due time),
 - text indexes: members found by the words of their text (`text.words`), best score first,
-- the event log: gap-free sequence numbers from 1, replayable from any number.
+- the event log: gap-free sequence numbers from 1, replayable from any number still kept.
+
+Retention (the engine's `retention` service) may drop the oldest events and the oldest
+records of a log (`drop_events`, `trim_log`); sequence numbers never go back.
 
 Every write goes through `Store.commit(batch)`, which applies a `Batch` atomically and
 returns only once the batch is durable. Backends may merge concurrent commits into one
@@ -209,6 +212,19 @@ class Store(Protocol):
 
     async def last_event_seq(self) -> int:
         """The highest event sequence number so far, 0 if none."""
+        ...
+
+    async def first_event_seq(self) -> int:
+        """The smallest event sequence number still kept; when none is kept, the next
+        one to come (1 in a new store)."""
+        ...
+
+    async def drop_events(self, through: int) -> None:
+        """Drop the events with sequence number <= `through` (retention)."""
+        ...
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        """Drop all but the newest `keep` records of `stream` (retention)."""
         ...
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:

@@ -23,6 +23,7 @@ class MemoryStore:
         self._kv: dict[str, bytes] = {}
         self._logs: defaultdict[str, list[bytes]] = defaultdict(list)
         self._events: list[bytes] = []
+        self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
         self._texts: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
@@ -34,14 +35,17 @@ class MemoryStore:
         if self._closed:
             raise StoreError("store is closed")
 
+    def _check_write(self) -> None:
+        self._check()
+        if self.fail_writes:
+            raise StoreError("write refused (fail_writes is set)")
+
     async def commit(self, batch: Batch) -> list[int]:
         # Apply before yielding: a checkpoint first would let trio reorder concurrent
         # commits, and the protocol applies them in call order. Cancellation is only
         # honoured before anything is applied.
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check()
-        if self.fail_writes:
-            raise StoreError("write refused (fail_writes is set)")
+        self._check_write()
         for score in [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]:
             if math.isnan(score):
                 raise StoreError("batch refused: NaN score")
@@ -53,7 +57,7 @@ class MemoryStore:
         self._kv.update(batch.puts)
         for stream, record in batch.appends:
             self._logs[stream].append(record)
-        first = len(self._events) + 1
+        first = self._dropped + len(self._events) + 1
         self._events.extend(batch.events)
         for key in batch.timer_deletes:
             self._timers.pop(key, None)
@@ -88,12 +92,29 @@ class MemoryStore:
 
     async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
         self._check()
-        start = max(seq, 0)
-        return [(i + 1, e) for i, e in enumerate(self._events[start : start + limit], start)]
+        start = max(seq - self._dropped, 0)
+        found = self._events[start : start + limit]
+        return [(i + 1, e) for i, e in enumerate(found, self._dropped + start)]
 
     async def last_event_seq(self) -> int:
         self._check()
-        return len(self._events)
+        return self._dropped + len(self._events)
+
+    async def first_event_seq(self) -> int:
+        self._check()
+        return self._dropped + 1
+
+    async def drop_events(self, through: int) -> None:
+        self._check_write()
+        gone = min(max(through - self._dropped, 0), len(self._events))
+        del self._events[:gone]
+        self._dropped += gone
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        self._check_write()
+        log = self._logs.get(stream)
+        if log is not None and len(log) > keep:
+            del log[: len(log) - max(keep, 0)]
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
         self._check()

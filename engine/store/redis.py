@@ -71,6 +71,7 @@ import coredis
 import coredis.exceptions
 import msgspec
 import trio
+from coredis.tokens import PureToken
 
 from tidings.engine.store.base import Batch, DueTimer, Fenced, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
@@ -415,6 +416,38 @@ class RedisStore(OpenedStore):
         except coredis.exceptions.RedisError as exc:
             raise StoreError(f"redis get failed: {exc}") from exc
         return int(value) if value is not None else 0
+
+    async def first_event_seq(self) -> int:
+        """The smallest event sequence number still kept (the next one when none is)."""
+        client = self._live()
+        try:
+            first = await client.xrange(self._events, "-", "+", count=1)
+        except coredis.exceptions.RedisError as exc:
+            raise StoreError(f"redis xrange failed: {exc}") from exc
+        if first:
+            return int(_text(first[0].identifier).partition("-")[2])
+        return await self.last_event_seq() + 1
+
+    async def drop_events(self, through: int) -> None:
+        """Drop the events with sequence number <= `through` (ids below ``0-<through+1>``)."""
+        client = self._live()
+        minid: Any = f"0-{max(through, 0) + 1}"  # a stream id; coredis types it as int
+        try:
+            await client.xtrim(self._events, PureToken.MINID, minid)
+        except coredis.exceptions.RedisError as exc:
+            raise StoreError(f"redis xtrim failed: {exc}") from exc
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        """Drop all but the newest `keep` records of `stream`."""
+        client = self._live()
+        key = self._base + "log:" + stream
+        try:
+            if keep > 0:
+                await client.ltrim(key, -keep, -1)
+            else:
+                await client.delete([key])
+        except coredis.exceptions.RedisError as exc:
+            raise StoreError(f"redis ltrim failed: {exc}") from exc
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
         """Durable timers due at or before `until`, earliest first, at most `limit`."""

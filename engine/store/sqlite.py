@@ -140,7 +140,10 @@ class SqliteStore(OpenedStore):
             check_readable(_stored_version(conn))  # before a newer layout is touched
             conn.executescript(_SCHEMA)
             self.schema_version = _migrate(conn)
-            self._last_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            self._last_seq = conn.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),"
+                " COALESCE((SELECT value FROM meta WHERE key='last_event_seq'), 0))"
+            ).fetchone()[0]
             inline = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             inline.execute("PRAGMA query_only=1")
             inline.execute("PRAGMA busy_timeout=5000")
@@ -285,8 +288,11 @@ class SqliteStore(OpenedStore):
 
     async def log_length(self, stream: str) -> int:
         """How many records `stream` holds."""
+        # a log's records are numbered without holes; `trim_log` drops only its oldest
         return await self._read(
-            _scalar, "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE stream=?", (stream,)
+            _scalar,
+            "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM logs WHERE stream=?",
+            (stream,),
         )
 
     async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
@@ -301,6 +307,54 @@ class SqliteStore(OpenedStore):
         self._check()
         # Only the writer moves it, after the transaction is durable.
         return self._last_seq
+
+    async def first_event_seq(self) -> int:
+        """The smallest event sequence number still kept (the next one when none is)."""
+        first: int | None = await self._read(_scalar, "SELECT MIN(seq) FROM events", ())
+        return first if first is not None else self._last_seq + 1
+
+    async def drop_events(self, through: int) -> None:
+        """Drop the events with sequence number <= `through`."""
+        # the number reached is recorded too: with every event dropped, MAX(seq) is gone
+        await self._write(
+            ("DELETE FROM events WHERE seq <= ?", (through,)),
+            (
+                "INSERT INTO meta (key, value) VALUES ('last_event_seq', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value=MAX(value, excluded.value)",
+                (self._last_seq,),
+            ),
+        )
+
+    async def trim_log(self, stream: str, keep: int) -> None:
+        """Drop all but the newest `keep` records of `stream`."""
+        await self._write(
+            (
+                "DELETE FROM logs WHERE stream=? AND seq <="
+                " (SELECT MAX(seq) FROM logs WHERE stream=?) - ?",
+                (stream, stream, max(keep, 0)),
+            )
+        )
+
+    async def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """`statements` in a transaction of their own, on the write connection."""
+        self._check()
+        await trio.to_thread.run_sync(self._write_sync, statements, limiter=self._write_limiter)
+
+    def _write_sync(self, statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
+        conn = self._write_conn
+        if conn is None:
+            raise StoreError("store is closed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"write failed: {exc}") from exc
 
     async def due_timers(self, until: float, limit: int) -> list[DueTimer]:
         """Durable timers due at or before `until`, earliest first, at most `limit`."""

@@ -32,6 +32,8 @@ class Harness:
         if self.inbox.last_seq <= since:
             return got
         async for seq, payload in self.inbox.events(since):
+            if seq is None:
+                continue  # live only (visitor.typing): not part of the stored log
             got.append(msgspec.json.decode(payload))
             if seq >= self.inbox.last_seq:
                 break

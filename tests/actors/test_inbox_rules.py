@@ -264,6 +264,26 @@ async def test_r16_followup_once_three_minutes_after_the_last_reply_while_offlin
     assert (await inbox.ticket_get(ticket)).ticket.followup.status == "sent"  # type: ignore[union-attr]
 
 
+async def test_r16_followup_email_links_to_chat_page_url(autojump_clock: Clock) -> None:
+    """Contract v3: the follow-up links to `{page_url}?session=<token>` when the brand
+    hosts the widget on its own page (`chat.page_url`)."""
+    account = dataclasses.replace(ACCOUNT, chat_page_url="https://shop.acme.example/help")
+    mail = OutboxMail()
+    async with open_inbox(
+        MemoryStore(), account=account, timing=Timing(), sms=OutboxSms(), mail=mail,
+        clock=TrioWallClock(START),
+    ) as inbox:  # fmt: skip
+        harness = Harness(inbox, OutboxSms(), mail, MemoryStore())
+        session, ticket = await offline_visitor(harness, "v@example.com")
+        await inbox.ticket_reply(ticket, "answer", author="a1")
+        await trio.sleep(181)
+        [email] = mail.sent
+        link = f"https://shop.acme.example/help?session={session}"
+        assert f"Continue the conversation: {link}" in email.text
+        assert f'href="{link}"' in email.html
+        assert "support.acme.example/chat" not in email.text + email.html
+
+
 async def test_r16_visitor_back_online_cancels_the_followup(
     harness: Harness, autojump_clock: Clock
 ) -> None:

@@ -4,7 +4,7 @@ two actors' commits leaves, and `open_inbox` repairs on start what it reconciles
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import msgspec
@@ -155,21 +155,28 @@ async def test_outbox_jobs_without_their_message_and_event_gaps_are_reported(
     await store.commit(batch)
     found = await invariants.check(store)
     assert [(v.kind, v.keys) for v in found] == [("outbox_orphan", ("outbox:m1", "msg:m1"))]
-    assert [v.kind for v in await invariants.event_gaps(_Renumbered(store))] == ["event_gap"]
+    skips_2 = _Altered(store, lambda rows: [(s if s < 2 else s + 1, e) for s, e in rows], more=1)
+    assert [v.kind for v in await invariants.event_gaps(skips_2)] == ["event_gap"]
 
 
-class _Renumbered(MemoryStore):
-    """A store whose event log skips sequence number 2."""
+Rows = list[tuple[int, bytes]]
 
-    def __init__(self, inner: MemoryStore) -> None:
+
+class _Altered(MemoryStore):
+    """`inner`'s event log seen through `alter`, with `more` numbers at its end."""
+
+    def __init__(self, inner: MemoryStore, alter: Callable[[Rows], Rows], more: int = 0) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner, self.alter, self.more = inner, alter, more
 
-    async def events_since(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
-        return [(s if s < 2 else s + 1, e) for s, e in await self.inner.events_since(seq, limit)]
+    async def events_since(self, seq: int, limit: int) -> Rows:
+        return self.alter(await self.inner.events_since(seq, limit))
 
     async def last_event_seq(self) -> int:
-        return await self.inner.last_event_seq() + 1
+        return await self.inner.last_event_seq() + self.more
+
+    async def first_event_seq(self) -> int:
+        return await self.inner.first_event_seq()
 
 
 async def test_r07_a_session_left_with_two_open_tickets_keeps_the_one_its_visitor_names(
@@ -255,3 +262,15 @@ async def test_r13_a_snooze_that_fell_due_while_the_server_was_down_wakes_on_sta
         await trio.sleep(1)
         assert (await inbox.ticket_get(ticket)).ticket.state == "open"
     assert await invariants.check(store) == []
+
+
+async def test_event_gap_holds_above_oldest_after_retention_drops_a_prefix() -> None:
+    store = MemoryStore()
+    batch = Batch()
+    for i in range(6):
+        batch.event(b"e%d" % i)
+    await store.commit(batch)
+    await store.drop_events(3)  # retention: 1..3 are gone, 4..6 kept
+    assert await invariants.event_gaps(store) == []
+    lost_5 = _Altered(store, lambda rows: [(s, e) for s, e in rows if s != 5])
+    assert [v.kind for v in await invariants.event_gaps(lost_5)] == ["event_gap"]

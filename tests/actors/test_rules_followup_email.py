@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidings.actors.brand import Account
 from tidings.actors.followup_email import FollowupEmail, chat_link, compose
 
 LINK = "https://support.acme.example/chat?session=tok123"
@@ -205,12 +206,21 @@ def test_r16_user_text_is_escaped_in_html() -> None:
 
 
 def test_r16_chat_link_form() -> None:
-    assert chat_link("https://support.acme.example", "tok123") == LINK
-    assert chat_link("https://support.acme.example/", "tok123") == LINK
+    assert chat_link("https://support.acme.example/chat", "tok123") == LINK
+    assert chat_link("https://support.acme.example/chat/", "tok123") == LINK
     assert (
-        chat_link("http://127.0.0.1:8080", "a/b+c=")
+        chat_link("http://127.0.0.1:8080/chat", "a/b+c=")
         == "http://127.0.0.1:8080/chat?session=a%2Fb%2Bc%3D"
     )
+
+
+def test_r16_chat_link_goes_to_page_url_else_public_url_chat() -> None:
+    default = Account(public_url="https://support.acme.example/")
+    assert chat_link(default.chat_page(), "tok123") == LINK
+    brand = Account(
+        public_url="https://support.acme.example", chat_page_url="https://shop.acme.example/help"
+    )
+    assert chat_link(brand.chat_page(), "tok123") == "https://shop.acme.example/help?session=tok123"
 
 
 def test_r16_email_is_frozen() -> None:

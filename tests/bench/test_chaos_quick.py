@@ -1,5 +1,6 @@
 """`tidings bench chaos --quick`: two trials of SIGKILL under load on SQLite, each with a
-restart, written to results.md/results.json with every violation kind counted."""
+restart, written to results.md/results.json with every violation kind counted (webhook
+deliveries to a receiver among them)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def test_quick_chaos_kills_restarts_and_counts_violations_by_kind(
     assert figures["violations: inbound_lost (sqlite)"] == 0
     assert figures["violations: inbound_twice (sqlite)"] == 0
     assert not [name for name in figures if name.startswith("violations: check:")]
+    # every event up to the settled one reached the webhook receiver, across the kill
+    assert figures["checked: webhook deliveries (sqlite)"] > 0
+    assert figures["violations: webhook_lost (sqlite)"] == 0
+    assert figures["violations: webhook_ids_differ (sqlite)"] == 0
+    assert figures["violations: webhook_bad_signature (sqlite)"] == 0
     markdown = (tmp_path / "results.md").read_text()
     assert "violations: sms_sent_twice (sqlite)" in markdown
 

@@ -756,3 +756,66 @@ async def test_index_member_moved_to_a_new_score_keeps_its_tags_and_counts(store
     assert await store.index_query("ix", tags("open"), 10) == [("b", 2.0)]
     assert await store.index_count("ix", tags("open")) == 1
     assert await store.index_query("ix", tags("closed"), 10) == [("a", 4.0)]
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+def events_batch(*payloads: bytes) -> Batch:
+    batch = Batch()
+    for payload in payloads:
+        batch.event(payload)
+    return batch
+
+
+async def test_dropped_events_leave_oldest_and_numbering_unchanged(backend: Backend) -> None:
+    store = await backend.open()
+    try:
+        assert await store.first_event_seq() == 1  # a new store: nothing dropped yet
+        await store.commit(events_batch(*(b"e%d" % i for i in range(1, 11))))
+        assert await store.first_event_seq() == 1
+        await store.drop_events(4)
+        assert await store.first_event_seq() == 5
+        assert [s for s, _ in await store.events_since(0, 100)] == list(range(5, 11))
+        assert await store.events_since(6, 2) == [(7, b"e7"), (8, b"e8")]
+        assert await store.last_event_seq() == 10
+        assert await store.commit(events_batch(b"e11")) == [11]  # numbers never go back
+        await store.drop_events(2)  # already gone: nothing changes
+        assert await store.first_event_seq() == 5
+        await store.drop_events(11)
+        assert await store.events_since(0, 100) == []
+        assert await store.first_event_seq() == 12  # none kept: the next one to come
+    finally:
+        await store.aclose()
+    if backend.kind != "memory":  # the same after reopening
+        store = await backend.open()
+        try:
+            assert await store.first_event_seq() == 12
+            assert await store.commit(events_batch(b"e12")) == [12]
+            assert await store.first_event_seq() == 12
+        finally:
+            await store.aclose()
+
+
+async def test_trim_log_keeps_the_newest_records(store: Store) -> None:
+    batch = Batch()
+    for i in range(1, 8):
+        batch.append("letters", b"r%d" % i)
+    batch.append("other", b"x")
+    await store.commit(batch)
+    await store.trim_log("letters", 3)
+    assert await store.log_tail("letters", 10) == [b"r5", b"r6", b"r7"]
+    assert await store.log_length("letters") == 3
+    assert await store.log_length("other") == 1
+    await store.commit(batch_append("letters", b"r8"))
+    assert await store.log_tail("letters", 10) == [b"r5", b"r6", b"r7", b"r8"]
+    await store.trim_log("letters", 10)  # fewer than that: nothing dropped
+    assert await store.log_length("letters") == 4
+    await store.trim_log("nothing-here", 3)
+    assert await store.log_length("nothing-here") == 0
+
+
+def batch_append(stream: str, record: bytes) -> Batch:
+    batch = Batch()
+    batch.append(stream, record)
+    return batch

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import subprocess
+import time
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -32,6 +33,10 @@ from tests.transports.helpers import (
     ws_url,
 )
 from tests.transports.serve_process import SERVE, child_env, serving
+from tidings.client import Forbidden, open_agent_client
+from tidings.engine import Batch
+from tidings.engine.retention import MARKS
+from tidings.engine.store.memory import MemoryStore
 from tidings.transports.cli import main
 from tidings.transports.config import ConfigError, load_config
 from tidings.transports.server import Running, running_server
@@ -48,22 +53,19 @@ OUTSIDE = {"notifications": {"new_ticket_email": {"enabled": True, "recipients":
 
 
 async def test_support_agent_cannot_redirect_new_ticket_emails(server: Running) -> None:
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await agent(ws)
-        reply = await call(ws, 1, "settings.update", settings=OUTSIDE)
-        assert reply["ok"] is False and reply["error"]["code"] == "forbidden"
-        assert "settings.update" in reply["error"]["detail"]
+    async with open_agent_client(ws_url(server, "/ws/agent"), AGENT_TOKEN) as support:
+        with pytest.raises(Forbidden) as refused:
+            await support.settings_update(OUTSIDE)
+        assert "settings.update" in refused.value.detail
         # the connection stays open and the settings are unchanged
-        settings = (await call(ws, 2, "settings.get"))["result"]
+        settings = await support.settings_get()
         assert settings["notifications"]["new_ticket_email"]["recipients"] == []
 
 
 async def test_manager_may_update_settings(server: Running) -> None:
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await agent(ws, MANAGER_TOKEN)
-        reply = await call(ws, 1, "settings.update", settings=OUTSIDE)
-        assert reply["ok"] is True
-        assert reply["result"]["notifications"]["new_ticket_email"]["recipients"] == ["x@evil.example"]
+    async with open_agent_client(ws_url(server, "/ws/agent"), MANAGER_TOKEN) as manager:
+        settings = await manager.settings_update(OUTSIDE)
+        assert settings["notifications"]["new_ticket_email"]["recipients"] == ["x@evil.example"]
 
 
 # -- credentials ----------------------------------------------------------------------------
@@ -306,6 +308,7 @@ async def test_a_trickled_body_is_cut_off_with_408() -> None:
         ("new_sessions_per_ip_per_min", -1, "limits.new_sessions_per_ip_per_min: must be 1 or more"),
         ("body_timeout_s", 0, "limits.body_timeout_s: must be a number of seconds greater than 0"),
         ("events_kept_days", 0.5, "limits.events_kept_days: must be 1 or more (events are kept 24 h at least)"),
+        ("idempotency_kept_days", 6.5, "limits.idempotency_kept_days: must be 7 or more (a MessageSid is kept 7 days at least)"),
         ("connections_per_ip", "many", "limits.connections_per_ip: expected integer, got string"),
     ],
 )
@@ -393,16 +396,62 @@ async def test_a_chat_socket_from_a_foreign_origin_is_403_before_it_opens() -> N
 # -- growth ---------------------------------------------------------------------------------
 
 
-async def test_a_typing_flood_pushes_one_visitor_typing_per_2_s(server: Running) -> None:
-    async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
-        await hello(ws)
+async def test_typing_events_are_live_only_seq_null_not_replayed(server: Running) -> None:
+    """A typing flood reaches the subscribed agent as one `visitor.typing` per 2 s, with
+    `"seq": null`; it takes no sequence number and a replay from 0 does not hold it."""
+    async with (
+        open_websocket_url(ws_url(server, "/ws/agent")) as agent_ws,
+        open_websocket_url(ws_url(server, "/ws/chat")) as ws,
+    ):
+        await agent(agent_ws)
+        subscribed = await call(agent_ws, 1, "subscribe", since=0)
+        assert subscribed["result"] == {"seq": 0, "oldest": 1}
+        ready = await hello(ws)
         for _ in range(20):
             await ws.send_message(json.dumps({"type": "typing"}))
         # a message is asked of the same session actor, so its ack comes after the typings
         ack = await still_open(ws, {"type": "message", "body": "hi", "client_id": "c1"})
         assert ack["type"] == "ack"
-    typing = [e for e in await stored_events(server) if e["event"] == "visitor.typing"]
-    assert len(typing) == 1
+        pushed: list[dict[str, Any]] = []
+        while not any(e["event"] == "message.created" for e in pushed):
+            pushed.append(await recv(agent_ws))
+    typing = [e for e in pushed if e["event"] == "visitor.typing"]
+    assert typing == [
+        {
+            "type": "event", "seq": None, "event": "visitor.typing",
+            "data": {"session": ready["session"], "profile": ready["profile"], "ticket": None},
+        }
+    ]  # fmt: skip
+    stored = [e["seq"] for e in pushed if e["seq"] is not None]
+    assert stored == list(range(1, len(stored) + 1))  # gap-free without it
+    assert "visitor.typing" not in [e["event"] for e in await stored_events(server)]
+
+
+async def test_subscribe_reports_oldest_after_retention_drop() -> None:
+    """A store whose first three events were marked eight days ago: the retention
+    service drops them at start, `subscribe` says `"oldest": 4`, and a client replaying
+    from 0 gets the events from 4 on (it missed 1..3 and reloads)."""
+    store = MemoryStore()
+    batch = Batch()
+    for n in range(3):
+        batch.event(json.dumps({"event": "badge", "data": {"unread_profiles": n}}).encode())
+    batch.put(MARKS, json.dumps([[time.time() - 8 * 86400, 3]]).encode())
+    await store.commit(batch)
+    async with running_server(make_config(), store=store) as server:
+        for _ in range(500):  # the service sweeps once at start
+            if server.inbox.oldest_seq == 4:
+                break
+            await trio.sleep(0.01)
+        async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
+            await agent(ws)
+            reply = await call(ws, 1, "subscribe", since=0)
+            assert reply["result"] == {"seq": server.inbox.last_seq, "oldest": 4}
+            batch = Batch()
+            batch.event(json.dumps({"event": "badge", "data": {"unread_profiles": 9}}).encode())
+            await server.inbox.engine.commit(batch)
+            first = await recv(ws)
+        assert first == {"type": "event", "seq": 4, "event": "badge", "data": {"unread_profiles": 9}}
+        assert [seq for seq, _ in await store.events_since(0, 10)] == [4]  # 1..3 are gone
 
 
 async def stored_events(server: Running) -> list[dict[str, Any]]:
@@ -411,7 +460,27 @@ async def stored_events(server: Running) -> list[dict[str, Any]]:
     last = server.inbox.last_seq
     if last:
         async for seq, payload in server.inbox.events(0):
+            if seq is None:
+                continue  # live only
             out.append(json.loads(payload))
             if seq >= last:
                 break
     return out
+
+
+async def test_server_passes_chat_page_url_and_limits_to_the_inbox() -> None:
+    config = make_config(
+        **{
+            "chat.page_url": "https://shop.acme.example/help",
+            "limits.events_kept_days": 2.0,
+            "limits.idempotency_kept_days": 9.0,
+        }
+    )
+    async with running_server(config) as server:
+        assert server.inbox.account.chat_page() == "https://shop.acme.example/help"
+        assert server.inbox.engine.retention.events_kept_s == 2 * 86400
+        assert server.inbox.app.idempotency_kept_s == 9 * 86400
+    async with running_server(make_config()) as server:  # the defaults
+        assert server.inbox.account.chat_page() == server.base_url + "/chat"
+        assert server.inbox.engine.retention.events_kept_s == 7 * 86400
+        assert server.inbox.app.idempotency_kept_s == 7 * 86400

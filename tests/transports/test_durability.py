@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 from twilio.request_validator import RequestValidator
 
@@ -30,16 +29,6 @@ async def _console_url(proc: trio.Process) -> str:
             assert chunk, "the server exited early"
             buffer += chunk
     return buffer.split(b"console: ")[1].split(b"\n")[0].decode()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The store the killed server and its successor share: a SQLite file, or the test's
-    own redis-server (AOF with appendfsync always; see tests/redis_server.py)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crash.db'}"
-    url: str = request.getfixturevalue("redis_url")
-    return url
 
 
 async def test_r30_sigkill_keeps_every_answered_message_exactly_once(

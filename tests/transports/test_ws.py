@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from tests.transports.helpers import AGENT_TOKEN, call, make_config, recv, ws_url
+from tests.transports.helpers import AGENT_TOKEN, MANAGER_TOKEN, call, make_config, recv, ws_url
+from tidings.client import Event, Forbidden, TicketClosed, open_agent_client
 from tidings.transports.server import Running, running_server
 from tidings.transports.ws_common import BURST, RATE
 
@@ -65,83 +67,86 @@ async def test_agent_ops_list_reply_settings_quick_replies(server: Running) -> N
     inbox = server.inbox
     await inbox.upsert_profile({"phone": "+15551230000", "consent": {"transactional": True}})
     await inbox.receive_sms("SM1", "+15551230000", "where is my order?")
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await auth(ws)
-        page = (await call(ws, 1, "tickets.list"))["result"]
+    url = ws_url(server, "/ws/agent")
+    async with open_agent_client(url, AGENT_TOKEN) as agent:
+        page = await agent.tickets_list()
         assert len(page["tickets"]) == 1 and page["cursor"] is None
         ticket = page["tickets"][0]["id"]
-        got = (await call(ws, 2, "ticket.get", ticket=ticket))["result"]
+        got = await agent.ticket_get(ticket)
         assert got["messages"][0]["body"] == "where is my order?"
-        reply = await call(ws, 3, "ticket.reply", ticket=ticket, body="On its way")
-        assert reply["ok"], reply
-        assert reply["result"]["message"]["author"] == "a1"
-        marked = await call(ws, 4, "ticket.mark", ticket=ticket, read=True)
-        assert marked["result"]["ticket"]["unread"] is False
-        closed = await call(ws, 5, "ticket.set_state", ticket=ticket, state="closed")
-        assert closed["result"]["ticket"]["state"] == "closed"
-        again = await call(ws, 6, "ticket.reply", ticket=ticket, body="more")
-        assert again["error"]["code"] == "ticket_closed"
-        settings = (await call(ws, 7, "settings.get"))["result"]
-        assert settings["sms"]["shorten_links"] is True
-        upd = await call(ws, 8, "settings.update", settings={"attribution_window_s": 60})
-        assert upd["error"]["code"] == "forbidden"  # a support agent may not (contract v3)
-        qr = (await call(ws, 9, "quick_replies.add", name="Hi", body="Hello!"))["result"]
-        assert (await call(ws, 10, "quick_replies.list", q="hel"))["result"] == [qr]
-        up = await call(ws, 11, "quick_replies.update", quick_reply=qr["id"], body="Hey")
-        assert up["result"]["body"] == "Hey"
-        deleted = await call(ws, 12, "quick_replies.delete", quick_reply=qr["id"])
-        assert deleted["result"] == {"deleted": True}
+        reply = await agent.ticket_reply(ticket, "On its way")
+        assert reply["message"]["author"] == "a1"
+        assert (await agent.ticket_mark(ticket, read=True))["ticket"]["unread"] is False
+        assert (await agent.ticket_assign(ticket, "a1"))["ticket"]["assignee"] == "a1"
+        assert [t["id"] for t in (await agent.tickets_list(assignee="me"))["tickets"]] == [ticket]
+        assert (await agent.ticket_assign(ticket, None))["ticket"]["assignee"] is None
+        note = (await agent.ticket_note(ticket, "Checked with the warehouse"))["message"]
+        assert (note["kind"], note["author"], note["status"]) == ("note", "a1", None)
+        [found] = (await agent.messages_search("ORDER where"))["results"]
+        assert found["message"]["body"] == "where is my order?"
+        assert [p["phone"] for p in await agent.profiles_search("+15551230000")] == ["+15551230000"]
+        snoozed = await agent.ticket_set_state(ticket, "snoozed", until="tomorrow")
+        assert snoozed["ticket"]["state"] == "snoozed" and snoozed["ticket"]["snoozed_until"]
+        closed = await agent.ticket_set_state(ticket, "closed")
+        assert closed["ticket"]["state"] == "closed"
+        with pytest.raises(TicketClosed):
+            await agent.ticket_reply(ticket, "more")
+        assert (await agent.settings_get())["sms"]["shorten_links"] is True
+        with pytest.raises(Forbidden):  # a support agent may not (contract v3)
+            await agent.settings_update({"attribution_window_s": 60})
+        qr = await agent.quick_replies_add("Hi", "Hello!")
+        assert await agent.quick_replies_list("hel") == [qr]
+        assert (await agent.quick_replies_update(qr["id"], body="Hey"))["body"] == "Hey"
+        assert await agent.quick_replies_delete(qr["id"]) == {"deleted": True}
         profile = got["profile"]["id"]
-        blocked = await call(ws, 13, "profile.block", profile=profile)
-        assert blocked["result"]["blocked"] is True
-        unblocked = await call(ws, 14, "profile.unblock", profile=profile)
-        assert unblocked["result"]["blocked"] is False
-        assert (await call(ws, 15, "profile.get", profile=profile))["result"]["id"] == profile
+        assert (await agent.profile_block(profile))["blocked"] is True
+        assert (await agent.profile_unblock(profile))["blocked"] is False
+        assert (await agent.profile_get(profile))["id"] == profile
+        assert await agent.badge_get() == {"unread_profiles": 0}
+    async with open_agent_client(url, MANAGER_TOKEN) as manager:
+        updated = await manager.settings_update({"attribution_window_s": 60})
+        assert updated["attribution_window_s"] == 60
 
 
-async def _events(ws: WebSocketConnection, until_seq: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while not out or out[-1]["seq"] < until_seq:
-        frame = await recv(ws)
-        if frame.get("type") == "event":
-            out.append(frame)
+async def _events(events: AsyncIterator[Event], until_seq: int) -> list[Event]:
+    out: list[Event] = []
+    with trio.fail_after(5):
+        while not out or (out[-1].seq or 0) < until_seq:
+            out.append(await anext(events))
     return out
 
 
 async def test_subscribe_replays_then_streams_and_reconnect_misses_nothing(server: Running) -> None:
     inbox = server.inbox
+    url = ws_url(server, "/ws/agent")
     await inbox.receive_sms("SM1", "+15551230000", "one")
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await auth(ws)
-        reply = await call(ws, 1, "subscribe")
-        first_last = reply["result"]["seq"]
-        assert first_last >= 1
+    async with open_agent_client(url, AGENT_TOKEN) as agent:
+        stream = agent.subscribe()
+        replayed = await _events(stream, inbox.last_seq)
         await inbox.receive_sms("SM2", "+15551230000", "two")
-        events = await _events(ws, inbox.last_seq)
-        assert [e["seq"] for e in events] == list(range(1, events[-1]["seq"] + 1))
-        assert "ticket.created" in {e["event"] for e in events}
-        seen = events[-1]["seq"]
+        events = replayed + await _events(stream, inbox.last_seq)
+        assert [e.seq for e in events] == list(range(1, events[-1].seq + 1))
+        assert "ticket.created" in {e.event for e in events}
+        seen = agent.last_seq
+        await stream.aclose()
     # Events while disconnected are replayed from `since`.
     await inbox.receive_sms("SM3", "+15551239999", "three")
-    async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
-        await auth(ws)
-        await ws.send_message(json.dumps({"id": 1, "op": "subscribe", "since": seen}))
-        events = await _events(ws, inbox.last_seq)
-        assert [e["seq"] for e in events] == list(range(seen + 1, events[-1]["seq"] + 1))
-        assert any(
-            e["event"] == "message.created" and e["data"]["message"]["body"] == "three"
-            for e in events
-        )
+    async with open_agent_client(url, AGENT_TOKEN) as agent:
+        stream = agent.subscribe(since=seen)
+        events = await _events(stream, inbox.last_seq)
+        await stream.aclose()
+    assert [e.seq for e in events] == list(range(seen + 1, events[-1].seq + 1))
+    assert any(
+        e.event == "message.created" and e.data["message"]["body"] == "three" for e in events
+    )
 
 
 async def test_chat_hello_message_ack_and_agent_reply_reaches_visitor(server: Running) -> None:
     async with (
-        open_websocket_url(ws_url(server, "/ws/agent")) as agent,
+        open_agent_client(ws_url(server, "/ws/agent"), AGENT_TOKEN) as agent,
         open_websocket_url(ws_url(server, "/ws/chat")) as chat,
     ):
-        await auth(agent)
-        since = server.inbox.last_seq
-        await call(agent, 1, "subscribe", since=since)
+        stream = agent.subscribe(since=server.inbox.last_seq)
         await chat.send_message(
             json.dumps({"type": "hello", "session": None, "visitor": {"email": "v@example.com"}})
         )
@@ -155,24 +160,24 @@ async def test_chat_hello_message_ack_and_agent_reply_reaches_visitor(server: Ru
             ack = await recv(chat)
         assert ack["client_id"] == "c1" and ack["message"]["body"] == "help"
         ticket = ack["message"]["ticket"]
-        while True:
-            frame = await recv(agent)
-            if frame.get("event") == "ticket.created":
-                assert frame["data"]["ticket"]["id"] == ticket
-                break
-        reply = await call(agent, 2, "ticket.reply", ticket=ticket, body="How can I help?")
-        assert reply["ok"], reply
+        with trio.fail_after(5):
+            async for event in stream:
+                if event.event == "ticket.created":
+                    assert event.data["ticket"]["id"] == ticket
+                    break
+        await agent.ticket_reply(ticket, "How can I help?")
         while True:
             frame = await recv(chat)
             if frame["type"] == "message":
                 assert frame["message"]["body"] == "How can I help?"
                 break
-        await call(agent, 3, "ticket.set_state", ticket=ticket, state="closed")
+        await agent.ticket_set_state(ticket, "closed")
         while True:
             frame = await recv(chat)
             if frame["type"] == "closed":
                 assert frame["ticket"] == ticket
                 break
+        await stream.aclose()
 
 
 async def test_chat_bad_frames(server: Running) -> None:
