@@ -116,7 +116,7 @@ class Progress(Protocol):
 
 
 ScenarioFn = Callable[..., list[Row]]  # (quick, progress, **its options) -> rows
-OPTIONS = ("trials", "store")  # what `main` can pass to scenarios that name them
+OPTIONS = ("trials", "store", "loadgen")  # what `main` can pass to scenarios that name them
 
 
 @dataclass(frozen=True)
@@ -527,6 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, help="trials (scenarios that take it: chaos)")
     parser.add_argument(
         "--store", choices=("sqlite", "redis"), help="the store (scenarios that take it: chaos)"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("wrk", "python"),
+        help="the HTTP load generator (scenarios that take it: webhook; default wrk if installed)",
     )
     args = parser.parse_args([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     if args.list:

@@ -1,55 +1,80 @@
 """Scenario ``webhook``: signed inbound SMS on a real ``tidings serve``, against a bare route.
 
-The engine runs as a real ``tidings serve --port 0 --store memory://`` subprocess with a
-TOML config (in a temporary directory) that sets ``sms.sender`` and ``sms.auth_token``, so
-every webhook's ``X-Twilio-Signature`` is checked. ``CONCURRENCY`` client tasks share one
-``httpx.AsyncClient`` per 8 of them (8 pooled connections each) and POST Twilio-style form bodies to
-``/sms/inbound`` for ``seconds``: each with a distinct ``MessageSid``, ``From`` one of
-``PHONES`` numbers (so profiles and tickets are created at first and then reused), signed
-with ``twilio.request_validator.RequestValidator``. Every answer must be ``200``. Measured:
-requests/s over the window and the p50/p99 of request latency. The engine's answer
-comes after the message is stored, its profile and ticket updated, the agent events
-published and (default settings) the autoresponder queued.
+Three servers per repetition, one after the other, each a real subprocess on this
+machine and each driven by the same load generator with the same requests:
 
-Baseline, same run, same client and requests: a minimal Starlette app with one POST
-route that reads the form body and answers the same empty TwiML, under hypercorn's trio
-worker with the very hypercorn configuration ``tidings serve`` uses
-(``transports.server._hypercorn_config``), in its own subprocess. Client and servers share
-the machine's cores (httpx is not free: at these rates the client is a good part of the
-CPU), so the ratio understates how much slower the engine's handler is than the bare one.
+1. **bare route** (the baseline): a Starlette app with one POST route that reads the raw
+   body and answers the same empty TwiML, under hypercorn's trio worker with the very
+   hypercorn configuration ``tidings serve`` uses (``transports.server._hypercorn_config``);
+2. **engine, autoresponder off**: ``tidings serve --store sqlite:///<tmp>/bench.db`` with
+   ``sms.auth_token`` set (every ``X-Twilio-Signature`` is checked) and
+   ``settings.sms.autoresponder.mode = "off"``: each request is parse, verify, store the
+   message, update its profile and ticket, publish the agent events, answer;
+3. **engine, autoresponder on** (mode ``everyone``): the same, and each inbound SMS also
+   queues an outbound autoreply that the courier posts to a Twilio stand-in (the bare
+   server's ``Messages.json`` route, in its own subprocess) while the load goes on.
+
+Every request is a Twilio-style form (``MessageSid`` unique per request, ``From`` one of
+``PHONES`` numbers so profiles and tickets are made at first and then reused), signed for
+the server's URL before the run. The load generator is ``wrk`` (C, epoll; a Lua script
+plays the pre-signed requests, a distinct slice per wrk thread) when it is on the PATH,
+else this package's Python client (httpx, one ``AsyncClient`` per 8 connections), which
+eats a good part of the cores the server needs; each throughput row's note names the one
+used. Every answer must be ``200``.
+
+Measured per server: requests/s over the timed window (after a warm-up with other
+``MessageSid``s), latency p50/p99 as the load generator saw it, and the server's CPU per
+request (``utime + stime`` from ``/proc/<pid>/stat`` over the window ÷ requests), which a
+loaded machine disturbs less than throughput. Ratios: engine ÷ bare route.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import shutil
 import tempfile
 import time
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+import msgspec
 import trio
 
 from tidings.bench.harness import Progress, Row, row, scenario
-from tidings.bench.websocket import _percentile, server_process, tidings_serve
+from tidings.bench.websocket import _percentile, cpu_seconds, server_process, tidings_serve
+from tidings.transports.twilio_signature import compute_signature
 
 AUTH_TOKEN = "bench-twilio-auth-token"
 PHONES = 3_000  # distinct senders
-FULL = (64, 3.0)  # (concurrency, seconds)
+FULL = (64, 3.0)  # (connections, seconds)
 QUICK = (8, 1.0)
-PER_CLIENT = 8  # connections (and worker tasks) per httpx.AsyncClient
-WARMUP_S = 0.3  # requests before the clock starts (connections opened, code paths warm)
+PER_CLIENT = 8  # connections (and worker tasks) per httpx.AsyncClient of the Python client
+WARMUP_S = 1.0  # load before the clock starts (connections opened, code paths warm)
+MAX_RATE = 10_000  # requests/s the pre-signed requests are sized for (reused beyond, noted)
+WRK_THREADS = 2
 
-CONFIG = f"""
+LOADGENS = ("wrk", "python")
+
+CONFIG = """
 [sms]
 sender = "+15550001111"
-auth_token = "{AUTH_TOKEN}"
+auth_token = "{token}"
+{provider}
+[settings.sms.autoresponder]
+mode = "{mode}"
+"""
+
+TWILIO_STAND_IN = """provider = "twilio"
+account_sid = "ACbench"
+base_url = "{base}"
 """
 
 BARE_SERVER = """
-import trio
+import itertools, trio
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -60,12 +85,27 @@ from tidings.transports.config import load_config
 from tidings.transports.server import _hypercorn_config
 
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+created = itertools.count(1)
+posts = [0]
 
 async def inbound(request: Request) -> Response:
     await request.body()
     return Response(TWIML, media_type="text/xml")
 
-app = Starlette(routes=[Route("/sms/inbound", inbound, methods=["POST"])])
+async def messages(request: Request) -> Response:  # a Twilio stand-in: takes every SMS
+    await request.body()
+    posts[0] += 1
+    body = '{"sid":"SM%032d","status":"queued"}' % next(created)
+    return Response(body, status_code=201, media_type="application/json")
+
+async def sent(request: Request) -> Response:
+    return Response(str(posts[0]))
+
+app = Starlette(routes=[
+    Route("/sms/inbound", inbound, methods=["POST"]),
+    Route("/2010-04-01/Accounts/{sid}/Messages.json", messages, methods=["POST"]),
+    Route("/sent", sent),
+])
 
 async def main():
     hc = _hypercorn_config(load_config(None, {"server.port": 0}))
@@ -76,51 +116,119 @@ async def main():
 trio.run(main)
 """
 
+# wrk's Lua side: each thread plays its slice (every THREADS-th line, from its index) of
+# the file of pre-signed requests, `signature<TAB>form body` a line; `done` prints one
+# JSON line for `_wrk_result`.
+WRK_SCRIPT = """
+local threads, counter = {}, 0
+function setup(thread)
+  thread:set("index", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  local path, stride = args[1], tonumber(args[2])
+  lines, n, reused = {}, 0, 0
+  local i = 0
+  for line in io.lines(path) do
+    if i % stride == index then
+      local tab = line:find("\\t", 1, true)
+      n = n + 1
+      lines[n] = {line:sub(1, tab - 1), line:sub(tab + 1)}
+    end
+    i = i + 1
+  end
+  at = 0
+  headers = {["Content-Type"] = "application/x-www-form-urlencoded"}
+end
+function request()
+  at = at + 1
+  if at > n then at, reused = 1, reused + 1 end
+  local item = lines[at]
+  headers["X-Twilio-Signature"] = item[1]
+  return wrk.format("POST", nil, headers, item[2])
+end
+function done(summary, latency, requests)
+  local reused_all = 0
+  for _, t in ipairs(threads) do reused_all = reused_all + t:get("reused") end
+  local e = summary.errors
+  io.write(string.format(
+    '\\n{"requests":%d,"duration_us":%d,"bad_status":%d,"socket_errors":%d,'
+    .. '"p50_us":%d,"p99_us":%d,"reused":%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), reused_all))
+end
+"""
 
-def _validator() -> Any:
-    try:
-        from twilio.request_validator import RequestValidator
-    except ImportError as exc:  # pragma: no cover - twilio is in the [test] extra
-        raise SystemExit(
-            "the webhook benchmark signs with twilio's RequestValidator: "
-            "pip install 'tidings[test]'"
-        ) from exc
-    return RequestValidator(AUTH_TOKEN)
+
+@dataclass
+class Load:
+    """What one load generator run saw."""
+
+    rate: float  # requests/s
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    reused: int = 0  # passes over the pre-signed requests beyond the first (wrk)
+
+
+@dataclass
+class Measured:
+    """One server under load: the load generator's view and the server's CPU."""
+
+    load: Load
+    cpu_us_per_request: float
+    outbound: int = 0  # SMS the Twilio stand-in took during the run
+
+
+def loadgen_default() -> str:
+    """``wrk`` when it is installed, else the Python client."""
+    return "wrk" if shutil.which("wrk") else "python"
+
+
+def signed_requests(url: str, first: int, count: int) -> list[tuple[str, bytes]]:
+    """`count` (signature, form body) pairs for `url`, `MessageSid`s from `first` on."""
+    rng = random.Random(5)
+    phones = [f"+1555{rng.randrange(10**7):07d}" for _ in range(PHONES)]
+    out = []
+    for i in range(first, first + count):
+        params = [
+            ("MessageSid", f"SMbench{i:026d}"),
+            ("AccountSid", "ACbench"),
+            ("From", phones[i % PHONES]),
+            ("To", "+15550001111"),
+            ("Body", f"hello {i}"),
+            ("NumMedia", "0"),
+        ]
+        out.append((compute_signature(AUTH_TOKEN, url, params), urlencode(params).encode()))
+    return out
+
+
+# -- the Python client ----------------------------------------------------------------------
 
 
 async def hammer(
-    urls: list[str], concurrency: int, seconds: float
-) -> tuple[float, float, float, int]:
-    """(requests/s, p50 ms, p99 ms, requests) of signed webhooks POSTed round-robin to
-    `urls` (the same webhook on several nodes)."""
-    validator = _validator()
-    rng = random.Random(5)
-    phones = [f"+1555{rng.randrange(10**7):07d}" for _ in range(PHONES)]
-    counter = iter(range(10**9))
+    url: str, requests: list[tuple[str, bytes]], connections: int, seconds: float
+) -> Load:
+    """POST `requests` (in turn, reusing them if they run out) to `url` from `connections`
+    concurrent httpx workers for `seconds`."""
     latencies: list[float] = []
-    timing = [False]
     bad: list[str] = []
+    counter = iter(range(10**9))
 
     async def worker(client: httpx.AsyncClient, stop_at: float) -> None:
         while trio.current_time() < stop_at:
-            i = next(counter)
-            url = urls[i % len(urls)]
-            params = {
-                "MessageSid": f"SMbench{i:026d}",
-                "AccountSid": "ACbench",
-                "From": phones[i % PHONES],
-                "To": "+15550001111",
-                "Body": f"hello {i}",
-                "NumMedia": "0",
+            signature, body = requests[next(counter) % len(requests)]
+            headers = {
+                "X-Twilio-Signature": signature,
+                "Content-Type": "application/x-www-form-urlencoded",
             }
-            signature = validator.compute_signature(url, params)
             started = time.perf_counter()
-            answer = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+            answer = await client.post(url, content=body, headers=headers)
             if answer.status_code != 200:
-                bad.append(f"{url}: {answer.status_code} {answer.text[:100]}")
+                bad.append(f"{answer.status_code} {answer.text[:100]}")
                 return
-            if timing[0]:
-                latencies.append(time.perf_counter() - started)
+            latencies.append(time.perf_counter() - started)
 
     # One AsyncClient per PER_CLIENT workers: httpcore's pool scans every connection for
     # every request (O(connections) each), which at 64 connections in one pool made the
@@ -129,73 +237,171 @@ async def hammer(
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=30))
-            for _ in range(math.ceil(concurrency / PER_CLIENT))
+            for _ in range(math.ceil(connections / PER_CLIENT))
         ]
-        async with trio.open_nursery() as nursery:
-            for i in range(concurrency):
-                nursery.start_soon(worker, clients[i // PER_CLIENT], trio.current_time() + WARMUP_S)
-        if bad:
-            raise RuntimeError(f"{len(bad)} requests refused, e.g. {bad[0]}")
-        timing[0] = True
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for i in range(concurrency):
+            for i in range(connections):
                 nursery.start_soon(worker, clients[i // PER_CLIENT], trio.current_time() + seconds)
         elapsed = time.perf_counter() - started
     if bad:
-        raise RuntimeError(f"{len(bad)} requests refused, e.g. {bad[0]}")
+        raise RuntimeError(f"{url}: {len(bad)} requests refused, e.g. {bad[0]}")
     ms = [x * 1000 for x in latencies]
-    return len(ms) / elapsed, _percentile(ms, 0.5), _percentile(ms, 0.99), len(ms)
+    reused = max(0, len(ms) - len(requests))
+    return Load(len(ms) / elapsed, _percentile(ms, 0.5), _percentile(ms, 0.99), len(ms), reused)
 
 
-async def engine_run(concurrency: int, seconds: float) -> tuple[float, float, float, int]:
-    """Signed webhooks on ``tidings serve`` with ``sms.auth_token`` set."""
+# -- wrk ---------------------------------------------------------------------------------------
+
+
+class _WrkSummary(msgspec.Struct):
+    requests: int
+    duration_us: int
+    bad_status: int
+    socket_errors: int
+    p50_us: int
+    p99_us: int
+    reused: int
+
+
+async def wrk(url: str, requests: list[tuple[str, bytes]], connections: int, seconds: float) -> Load:
+    """Run ``wrk`` against `url` for `seconds` (whole seconds: all wrk takes) with
+    `connections` connections, playing `requests`."""
+    with tempfile.TemporaryDirectory(prefix="tidings-wrk-") as tmp:
+        script, lines = Path(tmp) / "signed.lua", Path(tmp) / "requests.txt"
+        script.write_text(WRK_SCRIPT, encoding="utf-8")
+        with lines.open("wb") as f:
+            for signature, body in requests:
+                f.write(signature.encode() + b"\t" + body + b"\n")
+        threads = min(WRK_THREADS, connections)
+        argv = [
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+            "-s", str(script), url, "--", str(lines), str(threads),
+        ]
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    out = done.stdout.decode(errors="replace")
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if done.returncode != 0 or not last.startswith("{"):
+        raise RuntimeError(f"wrk failed ({done.returncode}): {out[-1000:]} {done.stderr[-500:]!r}")
+    s = msgspec.json.decode(last, type=_WrkSummary)
+    if s.bad_status or s.socket_errors:
+        raise RuntimeError(f"{url}: wrk saw {s.bad_status} non-2xx answers, {s.socket_errors} socket errors")
+    return Load(s.requests / (s.duration_us / 1e6), s.p50_us / 1e3, s.p99_us / 1e3, s.requests, s.reused)
+
+
+# -- one server under load ----------------------------------------------------------------------
+
+
+async def measure(url: str, pid: int, loadgen: str, connections: int, seconds: float) -> Measured:
+    """Warm `url` up, then load it for `seconds`; the server process is `pid`."""
+    drive = wrk if loadgen == "wrk" else hammer
+    warm_n = max(200, int(MAX_RATE * WARMUP_S))
+    timed_n = int(MAX_RATE * seconds)
+    warm = signed_requests(url, 10**9, warm_n)  # MessageSids the timed run never uses
+    timed = signed_requests(url, 0, timed_n)
+    await drive(url, warm, connections, WARMUP_S)
+    cpu = cpu_seconds(pid)
+    load = await drive(url, timed, connections, seconds)
+    cpu = cpu_seconds(pid) - cpu
+    return Measured(load, cpu / max(load.requests, 1) * 1e6)
+
+
+def _config(tmp: str, mode: str, provider_base: str | None) -> str:
+    provider = TWILIO_STAND_IN.format(base=provider_base) if provider_base else ""
+    path = Path(tmp) / "tidings.toml"
+    path.write_text(CONFIG.format(token=AUTH_TOKEN, provider=provider, mode=mode), encoding="utf-8")
+    return str(path)
+
+
+async def engine_run(loadgen: str, connections: int, seconds: float, autoresponder: bool) -> Measured:
+    """Signed webhooks on ``tidings serve`` over SQLite; with `autoresponder`, each makes an
+    outbound SMS that the courier posts to a Twilio stand-in."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
-        config = Path(tmp) / "tidings.toml"
-        config.write_text(CONFIG, encoding="utf-8")
-        async with tidings_serve("--config", str(config)) as server:
-            return await hammer([server.base + "/sms/inbound"], concurrency, seconds)
+        store = f"sqlite:///{tmp}/bench.db"
+        async with AsyncExitStack() as stack:
+            stand_in = None
+            if autoresponder:
+                stand_in = await stack.enter_async_context(server_process(["-c", BARE_SERVER], ("console",)))
+            config = _config(tmp, "everyone" if autoresponder else "off", stand_in and stand_in.base)
+            server = await stack.enter_async_context(tidings_serve("--config", config, store=store))
+            got = await measure(server.base + "/sms/inbound", server.process.pid, loadgen, connections, seconds)
+            if stand_in is not None:
+                async with httpx.AsyncClient() as client:
+                    got.outbound = int((await client.get(stand_in.base + "/sent")).text)
+                if got.outbound == 0:
+                    raise RuntimeError("autoresponder on, yet the Twilio stand-in took no SMS")
+            return got
 
 
-async def bare_run(concurrency: int, seconds: float) -> tuple[float, float, float, int]:
-    """The same requests on a bare Starlette POST route under the same hypercorn config."""
+async def bare_run(loadgen: str, connections: int, seconds: float) -> Measured:
+    """The same requests on the bare Starlette POST route under the same hypercorn config."""
     async with server_process(["-c", BARE_SERVER], ("console",)) as server:
-        return await hammer([server.base + "/sms/inbound"], concurrency, seconds)
+        return await measure(server.base + "/sms/inbound", server.process.pid, loadgen, connections, seconds)
 
 
-@scenario("webhook", repeats=5, quick_repeats=1)
-def webhook(quick: bool, progress: Progress) -> list[Row]:
-    """Signed inbound SMS webhooks on a real server vs a bare hypercorn+Starlette route."""
-    concurrency, seconds = QUICK if quick else FULL
-    label = f"{concurrency} concurrent"
-    progress(0.0, "engine")
-    rate, p50, p99, n = trio.run(engine_run, concurrency, seconds)
-    progress(0.5, "bare route")
-    bare_rate, bare_p50, bare_p99, bare_n = trio.run(bare_run, concurrency, seconds)
+def _note(loadgen: str, got: Measured) -> str:
+    if loadgen == "wrk":
+        said = "load generator: wrk"
+    elif shutil.which("wrk"):
+        said = "load generator: the Python client (httpx; asked for)"
+    else:
+        said = "load generator: the Python client (httpx; wrk is not installed), which shares the cores with the server"
+    if got.load.reused:
+        said += f"; pre-signed requests ran out and were replayed {got.load.reused} time(s)"
+    if got.outbound:
+        said += f"; the Twilio stand-in took {got.outbound:,} autoreplies in warm-up + run"
+    return said
+
+
+@scenario("webhook", repeats=5, quick_repeats=1, options=("loadgen",))
+def webhook(quick: bool, progress: Progress, loadgen: str | None = None) -> list[Row]:
+    """Signed inbound SMS webhooks on a real server (SQLite) vs a bare hypercorn+Starlette route."""
+    connections, seconds = QUICK if quick else FULL
+    gen = loadgen or loadgen_default()
+    if gen == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("--loadgen wrk: wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    label = f"{connections} connections"
+    # The order turns with the repetition, so no server always runs first (or last).
+    runs = {
+        "bare": lambda: trio.run(bare_run, gen, connections, seconds),
+        "off": lambda: trio.run(engine_run, gen, connections, seconds, False),
+        "on": lambda: trio.run(engine_run, gen, connections, seconds, True),
+    }
+    order = list(runs)
+    shift = progress.repetition % len(order)
+    got: dict[str, Measured] = {}
+    for step, name in enumerate(order[shift:] + order[:shift]):
+        progress(step / len(order), name)
+        got[name] = runs[name]()
     progress(1.0, "done")
-    tput = f"engine POST /sms/inbound (signed), {label}"
-    return [
-        row(tput, rate, "req/s"),
-        row(
-            f"bare Starlette POST route, same hypercorn, {label}",
-            bare_rate,
-            "req/s",
-            baseline_of=tput,
-        ),
-        row(f"engine webhook p50, {label}", p50, "ms", better="lower"),
-        row(
-            f"bare route p50, {label}",
-            bare_p50,
-            "ms",
-            baseline_of=f"engine webhook p50, {label}",
-            better="lower",
-        ),
-        row(f"engine webhook p99, {label}", p99, "ms", better="lower"),
-        row(
-            f"bare route p99, {label}",
-            bare_p99,
-            "ms",
-            baseline_of=f"engine webhook p99, {label}",
-            better="lower",
-        ),
+    bare = got["bare"]
+    rows: list[Row] = []
+    for name, what in (("off", "autoresponder off"), ("on", "autoresponder on")):
+        m = got[name]
+        tput = f"engine POST /sms/inbound (signed, SQLite, {what}), {label}"
+        rows += [
+            row(tput, m.load.rate, "req/s", note=_note(gen, m)),
+            row(
+                f"bare Starlette POST route, same hypercorn (vs {what}), {label}",
+                bare.load.rate,
+                "req/s",
+                baseline_of=tput,
+                note=_note(gen, bare) if name == "off" else None,
+            ),
+            row(f"engine webhook p50 ({what}), {label}", m.load.p50_ms, "ms", better="lower"),
+            row(f"engine webhook p99 ({what}), {label}", m.load.p99_ms, "ms", better="lower"),
+            row(f"engine server CPU per request ({what})", m.cpu_us_per_request, "µs", better="lower"),
+            row(
+                f"bare route server CPU per request (vs {what})",
+                bare.cpu_us_per_request,
+                "µs",
+                baseline_of=f"engine server CPU per request ({what})",
+                better="lower",
+            ),
+        ]
+    rows += [
+        row(f"bare route p50, {label}", bare.load.p50_ms, "ms", better="lower"),
+        row(f"bare route p99, {label}", bare.load.p99_ms, "ms", better="lower"),
     ]
+    return rows
+

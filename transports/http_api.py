@@ -28,6 +28,7 @@ from tidings.transports.wire import (
     STATUS,
     Context,
     NotJson,
+    bad_text,
     decode_json,
     error_body,
     refuse_bad_text,
@@ -83,8 +84,8 @@ def _signed_url(ctx: Context, request: Request) -> str:
     return f"{request.url.scheme}://{host}{suffix}"
 
 
-async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str]] | Response:
-    """The form parameters of a Twilio webhook, or the 403/400 response refusing it."""
+async def _webhook_params(ctx: Context, request: Request) -> dict[str, str] | Response:
+    """The form parameters of a Twilio webhook by name, or the 403/400 response refusing it."""
     try:
         body = await _body(ctx, request)
         params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
@@ -92,30 +93,30 @@ async def _webhook_params(ctx: Context, request: Request) -> list[tuple[str, str
         return PlainTextResponse(exc.detail, status_code=STATUS[exc.code])
     except (UnicodeDecodeError, ValueError):
         return PlainTextResponse("bad request", status_code=400)
-    names = [name for name, _ in params]
-    if len(set(names)) != len(names):
+    form = dict(params)
+    if len(form) != len(params):
         # A signature covers every value of a name, but the handler reads one: a repeated
         # name would let a signed "Body=benign" smuggle an unsigned meaning through.
         return PlainTextResponse("a parameter name is repeated", status_code=400)
-    try:
-        for name, value in params:
-            refuse_bad_text({name: value})
-    except InboxError as exc:
-        return PlainTextResponse(exc.detail, status_code=400)
+    if any(bad_text(name) or bad_text(value) for name, value in params):
+        try:  # the first offending parameter, named
+            for name, value in params:
+                refuse_bad_text({name: value})
+        except InboxError as exc:
+            return PlainTextResponse(exc.detail, status_code=400)
     token = ctx.config.sms.auth_token
     if token:
         signature = request.headers.get("x-twilio-signature")
         if not is_valid(token, _signed_url(ctx, request), params, signature):
             return PlainTextResponse("forbidden", status_code=403)
-    return params
+    return form
 
 
 async def sms_inbound(ctx: Context, request: Request) -> Response:
     """`POST /sms/inbound`: store the SMS, then answer empty TwiML (R30)."""
-    got = await _webhook_params(ctx, request)
-    if isinstance(got, Response):
-        return got
-    params = dict(got)
+    params = await _webhook_params(ctx, request)
+    if isinstance(params, Response):
+        return params
     sid, phone = params.get("MessageSid", ""), params.get("From", "")
     if not sid or not phone:
         return PlainTextResponse("MessageSid and From are required", status_code=400)
@@ -135,10 +136,9 @@ async def sms_inbound(ctx: Context, request: Request) -> Response:
 
 async def sms_status(ctx: Context, request: Request) -> Response:
     """`POST /sms/status`: a delivery status; unknown ids are ignored."""
-    got = await _webhook_params(ctx, request)
-    if isinstance(got, Response):
-        return got
-    params = dict(got)
+    params = await _webhook_params(ctx, request)
+    if isinstance(params, Response):
+        return params
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "")
     # Twilio's ErrorCode is a number; anything else is not a code worth keeping
     code = params.get("ErrorCode", "").strip()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Context", "STATUS", "ALLOWED_ROLES", "OP_ROLES", "validation_error", "error_body", "MAX_FRAME",
-    "secret_matches", "NotJson", "decode_json", "refuse_bad_text", "MAX_DEPTH",
+    "secret_matches", "NotJson", "decode_json", "refuse_bad_text", "bad_text", "MAX_DEPTH",
     "PerAddress",
 ]  # fmt: skip
 
@@ -228,10 +228,21 @@ def decode_json(data: str | bytes) -> Any:
             raise _too_deep("frame") from None
         except ValueError:
             raise NotJson from None
+    if _flat(value):  # most frames: an object of scalars, two levels deep at most
+        return value
     for path, depth, item in _walk(value):
         if depth > MAX_DEPTH and isinstance(item, dict | list):
             raise _too_deep(path.partition(".")[0].partition("[")[0] or "frame")
     return value
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _flat(value: Any) -> bool:
+    """Whether `value` is a JSON object whose values are all scalars: no nesting to walk,
+    so its strings can be checked without building the paths `_walk` names them by."""
+    return type(value) is dict and all(type(v) in _SCALARS for v in value.values())
 
 
 def _no_constant(name: str) -> Any:
@@ -243,11 +254,22 @@ def _too_deep(argument: str) -> InboxError:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def bad_text(text: str) -> bool:
+    """Whether `text` holds a NUL or a lone surrogate (see `refuse_bad_text`)."""
+    return _BAD_TEXT.search(text) is not None
 
 
 def refuse_bad_text(value: Any, prefix: str = "") -> None:
     """Raise `bad_request` naming the first string (value or key) in `value` that holds a
     NUL or a lone surrogate: text the store, e-mail and SMS cannot carry."""
+    if _flat(value) and not any(
+        (type(k) is str and bad_text(k)) or (type(v) is str and bad_text(v))
+        for k, v in value.items()
+    ):
+        return  # the common case, without the paths only an error needs
     for path, _, item in _walk(value):
         if not isinstance(item, str):
             continue

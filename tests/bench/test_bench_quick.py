@@ -5,7 +5,12 @@ chart per scenario."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tidings import bench
 
@@ -102,52 +107,100 @@ def test_quick_run_writes_every_figure_with_ratios(tmp_path: Path) -> None:
     assert 0 < after < before
 
 
-SERVER_EXPECTED = {  # real `tidings serve` subprocesses against bare servers
-    "websocket": [
-        "engine /ws/chat acks, 100 visitors @ 200 msg/s",
-        "trio-websocket echo, 100 visitors @ 200 msg/s",
-        "engine visitor→agent p50, 100 visitors",
-        "echo round trip p50, 100 visitors",
-        "engine visitor→agent p99, 100 visitors",
-        "echo round trip p99, 100 visitors",
-    ],
-    "cluster": [  # three nodes on a private redis-server, two of them killed in turn
-        "1 node, webhooks/s, 8 concurrent",
-        "2 nodes, webhooks/s, 8 concurrent",
-        "1 node (vs 2)",
-        "3 nodes, webhooks/s, 8 concurrent",
-        "1 node (vs 3)",
-        "1 node(s), webhook p99",
-        "2 node(s), webhook p99",
-        "3 node(s), webhook p99",
-        "failover: kill to every shard served, median of 2",
-        "webhook p99 on the survivors during failovers",
-    ],
-    "webhook": [
-        "engine POST /sms/inbound (signed), 8 concurrent",
-        "bare Starlette POST route, same hypercorn, 8 concurrent",
-        "engine webhook p50, 8 concurrent",
-        "bare route p50, 8 concurrent",
-        "engine webhook p99, 8 concurrent",
-        "bare route p99, 8 concurrent",
-    ],
-}
+WEBSOCKET_EXPECTED = [  # a real `tidings serve` subprocess against a bare echo
+    "engine /ws/chat acks, 100 visitors @ 200 msg/s",
+    "trio-websocket echo, 100 visitors @ 200 msg/s",
+    "engine visitor→agent p50, 100 visitors",
+    "echo round trip p50, 100 visitors",
+    "engine visitor→agent p99, 100 visitors",
+    "echo round trip p99, 100 visitors",
+    "engine server CPU per message, 100 visitors",
+    "echo server CPU per message, 100 visitors",
+    "engine clients' CPU per message (2 processes + agent), 100 visitors",
+    "echo clients' CPU per message (2 processes), 100 visitors",
+]
+
+WEBHOOK_EXPECTED = [  # real `tidings serve` subprocesses (SQLite) against a bare route
+    "engine POST /sms/inbound (signed, SQLite, autoresponder off), 8 connections",
+    "bare Starlette POST route, same hypercorn (vs autoresponder off), 8 connections",
+    "engine webhook p50 (autoresponder off), 8 connections",
+    "engine webhook p99 (autoresponder off), 8 connections",
+    "engine server CPU per request (autoresponder off)",
+    "bare route server CPU per request (vs autoresponder off)",
+    "engine POST /sms/inbound (signed, SQLite, autoresponder on), 8 connections",
+    "bare Starlette POST route, same hypercorn (vs autoresponder on), 8 connections",
+    "engine webhook p50 (autoresponder on), 8 connections",
+    "engine webhook p99 (autoresponder on), 8 connections",
+    "engine server CPU per request (autoresponder on)",
+    "bare route server CPU per request (vs autoresponder on)",
+    "bare route p50, 8 connections",
+    "bare route p99, 8 connections",
+]
 
 
-def test_quick_server_scenarios_write_every_figure(tmp_path: Path, redis_server: object) -> None:
-    # `redis_server`: the cluster scenario starts its own, so it skips (or fails, with
+def _server_figures(out: Path, scenario: str, expected: list[str]) -> dict[str, dict[str, Any]]:
+    """The figures of `scenario` in `out`, checked: exactly `expected` (as prefixes), each
+    positive, each baseline with its ratio; by name."""
+    data = json.loads((out / "results.json").read_text())
+    assert (out / f"{scenario}.png").stat().st_size > 0
+    figures = data["scenarios"][scenario]["figures"]
+    names = [f["name"] for f in figures]
+    assert len(figures) == len(expected), names
+    for prefix in expected:
+        matching = [f for f in figures if f["name"].startswith(prefix)]
+        assert matching, f"{scenario}: no row starting {prefix!r} in {names}"
+        for f in matching:
+            assert f["median"] > 0 and all(s > 0 for s in f["samples"]), f
+            if f["baseline_of"] is not None:
+                assert f["ratio"] > 0, f
+    return {f["name"]: f for f in figures}
+
+
+def test_quick_websocket_scenario_writes_every_figure(tmp_path: Path) -> None:
+    assert bench.main(["websocket", "--quick", "--out", str(tmp_path)]) == 0
+    _server_figures(tmp_path, "websocket", WEBSOCKET_EXPECTED)
+
+
+def test_quick_webhook_with_the_python_client_says_so(tmp_path: Path) -> None:
+    # The fallback when wrk is missing: the suite needs no wrk for this one.
+    assert bench.main(["webhook", "--quick", "--loadgen", "python", "--out", str(tmp_path)]) == 0
+    figures = _server_figures(tmp_path, "webhook", WEBHOOK_EXPECTED)
+    off = figures["engine POST /sms/inbound (signed, SQLite, autoresponder off), 8 connections"]
+    on = figures["engine POST /sms/inbound (signed, SQLite, autoresponder on), 8 connections"]
+    assert off["note"].startswith("load generator: the Python client"), off
+    assert "the Twilio stand-in took" in on["note"], on
+    assert "Python client" in (tmp_path / "results.md").read_text()
+
+
+def test_quick_webhook_with_wrk_says_so(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        message = "wrk is not on PATH"
+        if os.environ.get("TIDINGS_REQUIRE_WRK") == "1":
+            pytest.fail(message + " and TIDINGS_REQUIRE_WRK=1")
+        pytest.skip(message)
+    assert bench.main(["webhook", "--quick", "--out", str(tmp_path)]) == 0  # wrk by default
+    figures = _server_figures(tmp_path, "webhook", WEBHOOK_EXPECTED)
+    off = figures["engine POST /sms/inbound (signed, SQLite, autoresponder off), 8 connections"]
+    assert off["note"].startswith("load generator: wrk"), off
+    assert "load generator: wrk" in (tmp_path / "results.md").read_text()
+
+
+CLUSTER_EXPECTED = [  # three nodes on a private redis-server, two of them killed in turn
+    "1 node, webhooks/s, 8 concurrent",
+    "2 nodes, webhooks/s, 8 concurrent",
+    "1 node (vs 2)",
+    "3 nodes, webhooks/s, 8 concurrent",
+    "1 node (vs 3)",
+    "1 node(s), webhook p99",
+    "2 node(s), webhook p99",
+    "3 node(s), webhook p99",
+    "failover: kill to every shard served, median of 2",
+    "webhook p99 on the survivors during failovers",
+]
+
+
+def test_quick_cluster_scenario_writes_every_figure(tmp_path: Path, redis_server: object) -> None:
+    # `redis_server`: the scenario starts its own, so it skips (or fails, with
     # TIDINGS_REQUIRE_REDIS=1) as the other Redis tests do when redis-server is missing
-    assert bench.main([*SERVER_EXPECTED, "--quick", "--out", str(tmp_path)]) == 0
-    data = json.loads((tmp_path / "results.json").read_text())
-    for scenario, prefixes in SERVER_EXPECTED.items():
-        assert (tmp_path / f"{scenario}.png").stat().st_size > 0
-        figures = data["scenarios"][scenario]["figures"]
-        names = [f["name"] for f in figures]
-        assert len(figures) == len(prefixes), names
-        for prefix in prefixes:
-            matching = [f for f in figures if f["name"].startswith(prefix)]
-            assert matching, f"{scenario}: no row starting {prefix!r} in {names}"
-            for f in matching:
-                assert f["median"] > 0 and all(s > 0 for s in f["samples"]), f
-                if f["baseline_of"] is not None:
-                    assert f["ratio"] > 0, f
+    assert bench.main(["cluster", "--quick", "--out", str(tmp_path)]) == 0
+    _server_figures(tmp_path, "cluster", CLUSTER_EXPECTED)
