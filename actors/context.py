@@ -40,6 +40,8 @@ opt-out (ErrorCode 21610) passes it on (`CarrierOptOut`).
 | durable timers (`snooze:`, `followup:`, `send:`) | the engine's timer service, set and cancelled in the TicketActor's batches | the timer service |
 | event log, dead letters | the engine (`Engine.commit`, `DeadLetters`); retention drops events older than `events_kept_s`, the dead-letter writer keeps the newest 10,000 | `Inbox.events`, `/metrics` |
 | `retention:events`, index `expiring` | the engine's retention service (marks of event ages; keys written with an expiry, filed by their owners' batches) | — |
+| `mail-done:{shard}:{id}` | the actor that handled that mail from another node (written by `Engine.commit` in its turn's batch), deleted with the mail's acknowledgement | `RemoteMail` (redelivered mail) |
+| shard leases, epochs and mailboxes, members, reply streams (Redis only) | `engine.placement` / `engine.remote` through `ShardStore` (epochs are checked by the commit script) | — |
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ class DirectoryCache:
     def forget(self, key: str) -> None:
         """`key` maps to no profile now: ask the directory again."""
         self._known.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything (directory shards moved between nodes)."""
+        self._known.clear()
 
 
 @dataclass(eq=False)

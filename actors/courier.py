@@ -162,6 +162,14 @@ async def record_attempt(store: Store, batch: Batch, attempt: Attempting) -> boo
     return True
 
 
+def _job_owner(job: Job) -> Address | None:
+    """The actor that records `job`'s outcome (None: an e-mail queued before jobs named
+    their ticket)."""
+    if isinstance(job, SmsJob):
+        return message_owner(job.ticket, job.profile)
+    return ("ticket", job.ticket) if job.ticket is not None else None
+
+
 def refusal(blocked: bool, subscribed: bool, needs_consent: bool) -> str | None:
     """The `error_code` an SMS is refused with at hand-off, or None (R04, R15)."""
     if blocked:
@@ -191,6 +199,9 @@ class Courier:
         self._workers = workers
         self._retry_after = retry_after
         self._in_flight: set[str] = set()
+        # jobs whose owner runs on another node (several nodes on one store): its courier
+        # sends them; looked at again when shards move (`moved`)
+        self._elsewhere: set[str] = set()
         # outcomes whose recording by the job's owner failed: the recording is retried,
         # the job is never sent again
         self._outcomes: dict[str, tuple[Address, Sent | Mailed]] = {}
@@ -231,6 +242,12 @@ class Courier:
         """Jobs were committed: look at the outbox again."""
         self._wake.set()
 
+    def moved(self) -> None:
+        """Shards moved between nodes: look at every job again (a dead node's jobs may be
+        this node's now)."""
+        self._elsewhere.clear()
+        self._wake.set()
+
     # -- the service ------------------------------------------------------------------------
 
     async def run(
@@ -252,7 +269,7 @@ class Courier:
                 self._wake = trio.Event()
                 rows = await store.index_query(OUTBOX, frozenset(), 500, descending=False)
                 for job_id, _ in rows:
-                    if job_id not in self._in_flight:
+                    if job_id not in self._in_flight and job_id not in self._elsewhere:
                         self._in_flight.add(job_id)
                         send.send_nowait(job_id)
                 with trio.move_on_after(self._retry_after):
@@ -290,6 +307,10 @@ class Courier:
                 if raw is None:
                     return True
                 job = _decode_job(raw)
+                owner = _job_owner(job)
+                if owner is not None and not ctx.owns(owner):
+                    self._elsewhere.add(job_id)
+                    return True
                 if isinstance(job, SmsJob):
                     sent = await self._hand_off(ctx, job_id, job)
                     if sent is None:

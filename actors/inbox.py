@@ -82,6 +82,7 @@ from tidings.actors.visitor import (
     VisitorRecord,
 )
 from tidings.engine import (
+    AnswerLost,
     Batch,
     Child,
     Engine,
@@ -92,6 +93,7 @@ from tidings.engine import (
     open_engine,
 )
 from tidings.engine.clock import to_datetime
+from tidings.engine.remote import RemoteMail
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
@@ -356,9 +358,12 @@ class Inbox:
 
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
         key = directory_key(kind, value)
-        found = self.app.directory.get(key)  # kept current by the directory actors
+        address = ("directory", key)
+        # kept current by the directory actors, which run on this node only while it owns
+        # their shard (and the cache is cleared whenever shards move)
+        found = self.app.directory.get(key) if self.engine.owns(address) else None
         if found is None:
-            found = await self.engine.ask(("directory", key), Resolve(create))
+            found = await self.engine.ask(address, Resolve(create))
         return found
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
@@ -454,12 +459,17 @@ class Inbox:
         profile = await self._resolve("phone", phone)
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
+        inbound = InboundSms(sid, phone, body, list(media))
+        lost_once = False
         while True:
             try:
-                answer = await self.engine.ask(
-                    ("profile", profile), InboundSms(sid, phone, body, list(media))
-                )
+                answer = await self.engine.ask(("profile", profile), inbound)
                 break
+            except AnswerLost:
+                # another node stored it and stopped: asking again finds it (R30)
+                if lost_once:
+                    raise
+                lost_once = True
             except InboxError as exc:
                 if exc.code != "blocked":
                     raise
@@ -538,7 +548,9 @@ class Inbox:
             # this profile. The session keeps them too (R16 mails the claimed address).
             profile = thread.new_id("p", self.now())
             fields: dict[str, Any] = {"verified": False}
-            fields.update((k, v) for k, v in (("name", name), ("email", email), ("phone", phone)) if v)
+            fields.update(
+                (k, v) for k, v in (("name", name), ("email", email), ("phone", phone)) if v
+            )
             await self.engine.ask(("profile", profile), Upsert(fields))
         token = secrets.token_urlsafe(24)  # 192 random bits
         hello = Hello(profile, email, name, phone)
@@ -689,6 +701,9 @@ async def open_inbox(
     app.idempotency_kept_s = idempotency_kept_s
     async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
+        if engine.placement is not None and engine.remote is not None:
+            engine.placement.moved += [app.directory.clear, courier.moved]
+            _relay_chat(engine.remote, app.sessions)
         inbox = Inbox(engine, app, courier)
         await inbox._start(settings)
         await inbox._reconcile()
@@ -700,6 +715,22 @@ async def open_inbox(
                 yield inbox
             finally:
                 nursery.cancel_scope.cancel()
+
+
+def _relay_chat(remote: RemoteMail, sessions: Sessions) -> None:
+    """Web chat frames reach a visitor's connections on every node: a ticket on one node
+    answers a visitor connected to another."""
+    encode = msgspec.json.Encoder().encode
+    decode = msgspec.json.Decoder(tuple[str, dict[str, Any]]).decode
+
+    def relay(session: str, frame: dict[str, Any]) -> None:
+        remote.notify("chat", encode((session, frame)))
+
+    def arrived(payload: bytes) -> None:
+        sessions.deliver_here(*decode(payload))
+
+    sessions.relay = relay
+    remote.listeners["chat"] = arrived
 
 
 async def _link_secret(engine: Engine) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -18,6 +19,9 @@ class Sessions:
 
     def __init__(self) -> None:
         self._live: dict[str, set[trio.MemorySendChannel[dict[str, Any]]]] = {}
+        # several nodes: also hands each frame to the other nodes, whose `deliver_here`
+        # sends it to the session's connections there
+        self.relay: Callable[[str, dict[str, Any]], None] | None = None
 
     def attach(
         self, session: str
@@ -37,7 +41,13 @@ class Sessions:
         send.close()
 
     def deliver(self, session: str, frame: dict[str, Any]) -> None:
-        """Send `frame` to every open connection of `session`."""
+        """Send `frame` to every open connection of `session` (on every node)."""
+        self.deliver_here(session, frame)
+        if self.relay is not None:
+            self.relay(session, frame)
+
+    def deliver_here(self, session: str, frame: dict[str, Any]) -> None:
+        """Send `frame` to the connections of `session` on this node."""
         for send in list(self._live.get(session, ())):
             try:
                 send.send_nowait(frame)

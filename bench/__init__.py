@@ -3,6 +3,7 @@
 from tidings.bench import (  # noqa: F401  (importing a scenario module registers it)
     actors,
     chaos,
+    cluster,
     fuzz,
     pipeline,
     recovery,

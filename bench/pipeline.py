@@ -12,7 +12,10 @@ Figures: messages/s (first send to last event seen) and the latency from the sta
 - ``memory://``,
 - ``sqlite:///<tmp>/pipeline.db`` (WAL, synchronous=FULL, group commit),
 - ``redis://`` on a private `redis-server` (AOF, appendfsync always) started in a
-  temporary directory on a free port (skipped, with a note, if redis-server is missing).
+  temporary directory on a free port (skipped, with a note, if redis-server is missing),
+- the same Redis with the inbox as one node of a cluster (`engine.placement`: it holds all
+  256 shards, and every commit carries and checks its fencing token): the cost of
+  placement on one node is this row against the plain Redis row.
 
 Baseline (same run, same message count and senders): a raw trio chain of three tasks
 joined by memory channels, transport (the senders) → profile → ticket → subscriber,
@@ -44,11 +47,15 @@ import trio
 
 from tidings.actors.inbox import Inbox, open_inbox
 from tidings.bench.harness import Progress, Row, row, scenario
+from tidings.engine.placement import Placement
 from tidings.engine.store import Store, open_store
+from tidings.engine.store.redis import RedisStore
+from tidings.engine.store.redis_shards import ShardStore
 from tidings.transports.mail import OutboxMail
 from tidings.transports.sms_providers import OutboxSms
 
 SENDERS = 200
+PLACED = "redis, one placed node"
 ACTIVE = 100  # profiles that write again just before the passivation check
 AUTORESPONDER_OFF = {"sms": {"autoresponder": {"mode": "off"}}}
 NOTE_OFF = "autoresponder off (no outbound SMS per inbound)"
@@ -182,13 +189,24 @@ async def _engine_run(
     n_profiles: int,
     scale: bool,
     on_progress: Callable[[float], None] | None = None,
+    placed: bool = False,
 ) -> tuple[Result, dict[str, float]]:
-    async with (
-        store_at(url) as store,
-        open_inbox(store, sms=OutboxSms(), mail=OutboxMail(), settings=AUTORESPONDER_OFF) as inbox,
-    ):
-        result = await _drive(inbox, n_msgs, n_profiles, SENDERS, on_progress)
-        extra = await _scale_check(inbox, n_profiles) if scale else {}
+    async with store_at(url) as store:
+        placement = None
+        if placed:  # one node of a cluster: every write carries its fencing token
+            assert isinstance(store, RedisStore)
+            placement = Placement(ShardStore(store, "bench"))
+        async with open_inbox(
+            store,
+            sms=OutboxSms(),
+            mail=OutboxMail(),
+            settings=AUTORESPONDER_OFF,
+            placement=placement,
+        ) as inbox:
+            if placement is not None:
+                await placement.ready.wait()
+            result = await _drive(inbox, n_msgs, n_profiles, SENDERS, on_progress)
+            extra = await _scale_check(inbox, n_profiles) if scale else {}
     return result, extra
 
 
@@ -305,10 +323,12 @@ def pipeline(quick: bool, progress: Progress) -> list[Row]:
     raw = trio.run(_raw_run, n_msgs, n_profiles, SENDERS)
     with tempfile.TemporaryDirectory(prefix="tidings-pipeline-") as tmp:
         server = _redis_server(Path(tmp) / "redis")
+        redis_url = None if isinstance(server, str) else server.url
         stores: list[tuple[str, str | None]] = [
             ("memory", "memory://"),
             ("sqlite", f"sqlite:///{tmp}/pipeline.db"),
-            ("redis", None if isinstance(server, str) else server.url),
+            ("redis", redis_url),
+            (PLACED, redis_url),
         ]
         try:
             for n, (name, url) in enumerate(stores):
@@ -320,8 +340,10 @@ def pipeline(quick: bool, progress: Progress) -> list[Row]:
                     progress(base + fraction / len(stores), f"engine on {name}")
 
                 report(0.0)
+                if name == PLACED:
+                    server.flush()  # type: ignore[union-attr]  # url is None without a server
                 result, extra = trio.run(
-                    _engine_run, url, n_msgs, n_profiles, name == "sqlite", report
+                    _engine_run, url, n_msgs, n_profiles, name == "sqlite", report, name == PLACED
                 )
                 rate_name = f"engine on {name}, {size}"
                 note = NOTE_OFF if name == "memory" else None
@@ -329,6 +351,8 @@ def pipeline(quick: bool, progress: Progress) -> list[Row]:
                     note = f"{NOTE_OFF}; redis rows skipped: {server}"
                 if name == "redis":
                     note = "private redis-server, AOF appendfsync always"
+                if name == PLACED:
+                    note = "one node holding all 256 shards: every commit checks its fencing token"
                 rows += [
                     row(rate_name, result.rate, "msgs/s", note=note),
                     row(

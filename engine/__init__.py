@@ -19,6 +19,7 @@ from tidings.engine.clock import SystemClock, TrioWallClock, WallClock
 from tidings.engine.context import ActorContext
 from tidings.engine.deadletters import DEAD_LETTERS, DeadLetter
 from tidings.engine.errors import (
+    AnswerLost,
     AskTimeout,
     DeadLettered,
     EngineError,
@@ -39,6 +40,7 @@ __all__ = [
     "Actor",
     "ActorContext",
     "Address",
+    "AnswerLost",
     "AskTimeout",
     "Batch",
     "Child",

@@ -61,7 +61,7 @@ class Actor(Generic[AppT]):
     kind: ClassVar[str] = ""
     _handlers: ClassVar[dict[type, Handler] | None] = None
 
-    __slots__ = ("ctx", "key", "_mail", "_running", "_active", "_last", "_failures")
+    __slots__ = ("ctx", "key", "_mail", "_running", "_active", "_last", "_failures", "_token")
 
     def __init__(self, ctx: ActorContext[AppT], key: str) -> None:
         self.ctx = ctx
@@ -71,6 +71,7 @@ class Actor(Generic[AppT]):
         self._active = False
         self._last = 0.0
         self._failures: list[float] | None = None
+        self._token: tuple[int, int] | None = None  # fencing token when placed (placement)
 
     @property
     def address(self) -> Address:

@@ -44,6 +44,8 @@ class Runtime(Protocol):
 
     async def commit(self, batch: Batch) -> list[int]: ...
 
+    def owns(self, address: Address) -> bool: ...
+
     def announce(self, payload: bytes) -> None: ...
 
 
@@ -54,12 +56,14 @@ class ActorContext(Generic[AppT]):
     - `timers`: volatile and durable keyed timers;
     - `tell_nowait`/`tell`/`ask`: messages to other actors (`ask` is typed by `Request[R]`);
     - `commit(batch)`: the one commit path of the engine (`Engine.commit`);
+    - `owns(address)`: whether that actor runs on this node (always, on a single node);
     - `announce(payload)`: a live-only event, pushed to the subscribers connected now and
       never stored (`Engine.announce`).
     """
 
     __slots__ = (
-        "store", "clock", "timers", "tell_nowait", "tell", "ask", "commit", "announce", "app",
+        "store", "clock", "timers", "tell_nowait", "tell", "ask", "commit", "owns", "announce",
+        "app",
     )  # fmt: skip
 
     def __init__(self, runtime: Runtime, app: AppT) -> None:
@@ -70,6 +74,7 @@ class ActorContext(Generic[AppT]):
         self.tell: Callable[[Address, Any], Awaitable[None]] = runtime.tell
         self.ask: AskFn = runtime.ask
         self.commit: Callable[[Batch], Awaitable[list[int]]] = runtime.commit
+        self.owns: Callable[[Address], bool] = runtime.owns
         self.announce: Callable[[bytes], None] = runtime.announce
         self.app: AppT = app
 

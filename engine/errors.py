@@ -49,5 +49,10 @@ class DeadLettered(EngineError):
         self.reason = reason
 
 
+class AnswerLost(EngineError):
+    """Another node handled the ask (its turn committed) but stopped before answering;
+    asking again is safe for a request that is idempotent (e.g. an inbound SMS by sid)."""
+
+
 class RestartIntensityExceeded(EngineError):
     """More restarts than a supervisor's intensity allows within its period: escalated."""

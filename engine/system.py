@@ -24,6 +24,13 @@ the first message after that activates it afresh. Actor failures never reach the
 supervisor: only the engine's services (actor host, timers, dead-letter writer, ask
 deadlines, passivator, retention) and those given to `open_engine` are restarted under the OTP
 semantics of `supervisor.Supervisor`.
+
+Several engines (nodes) may share one Redis store when each is given a `Placement`:
+then an actor runs only on the node that holds its shard, mail for the others goes
+through `remote.RemoteMail`, every commit of an actor's turn carries the fencing token
+its node held when the actor was activated (a refused, `Fenced`, write drops the shard
+here and sends the actor's mail on), and the events other nodes commit are tailed from
+the store and published here too.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import traceback
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -45,6 +54,7 @@ from tidings.engine.context import ActorContext
 from tidings.engine.deadletters import DeadLetters
 from tidings.engine.errors import (
     DeadLettered,
+    EngineError,
     EngineStopped,
     MailboxFull,
     Refused,
@@ -52,8 +62,10 @@ from tidings.engine.errors import (
 )
 from tidings.engine.eventlog import EventLog
 from tidings.engine.messages import Address, Request
+from tidings.engine.placement import Placement, ShardMoved
+from tidings.engine.remote import RemoteMail, type_name
 from tidings.engine.retention import Retention
-from tidings.engine.store.base import Batch, Store
+from tidings.engine.store.base import Batch, Fenced, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.timers import TimerFire, Timers
 
@@ -61,6 +73,13 @@ log = logging.getLogger("tidings.engine")
 
 R = TypeVar("R")
 AppT = TypeVar("AppT")
+
+# The fencing token of the actor whose turn a worker task is running (placed engines
+# only): `Engine.commit` puts it on the batch. A context variable, because the one shared
+# `ActorContext.commit` cannot tell which actor calls it.
+_turn_token: ContextVar[tuple[int, int] | None] = ContextVar("tidings_turn_token", default=None)
+# The done key of the mail from another node being handled (see `RemoteMail.done_key`).
+_turn_mail: ContextVar[str | None] = ContextVar("tidings_turn_mail", default=None)
 
 
 class Engine:
@@ -88,6 +107,7 @@ class Engine:
         checkpoint_every: int = 64,
         timer_window: float = 60.0,
         deadline_compaction: int = 100_000,
+        placement: Placement | None = None,
         events_kept_s: float = 7 * 86400.0,
         retention_every: float = 3600.0,
         dead_letters_kept: int = 10_000,
@@ -128,6 +148,14 @@ class Engine:
             window=timer_window,
         )
         self.context: ActorContext[Any] = ActorContext(self, app)
+        # several nodes on one store: which actors run here, and mail to the others
+        self.placement = placement
+        self.remote: RemoteMail | None = None
+        if placement is not None:
+            self.remote = RemoteMail(placement, self.clock, self._message_type, self._deliver)
+            self.remote.listeners["announce"] = self.events.announce
+            self.timers.owns = placement.owns
+        self._message_types: dict[str, type[Any]] = {}
         self.restarts = 0
         self.quarantined = 0  # quarantines so far
         self.handled = 0
@@ -164,6 +192,14 @@ class Engine:
             self.kinds[cls.kind] = cls
             for msg_type in cls.handlers():
                 self.timers.know(msg_type)
+                self._message_types[type_name(msg_type)] = msg_type
+
+    def _message_type(self, name: str) -> type[Any] | None:
+        return self._message_types.get(name)
+
+    def owns(self, address: Address) -> bool:
+        """Whether the actor at `address` runs on this node (always, unless placed)."""
+        return self.placement is None or self.placement.owns(address)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -186,6 +222,9 @@ class Engine:
             cls = self.kinds.get(address[0])
             if cls is None:
                 raise UnknownActorKind(f"no actor kind {address[0]!r} is registered")
+            if self.remote is not None and not self.owns(address):
+                self._send_away(address, envelope)
+                return None
             if address in self._quarantine:
                 until, _ = self._quarantine[address]
                 if trio.current_time() < until:
@@ -252,9 +291,14 @@ class Engine:
         running, `DeadLettered` if the message could not be handled.
         """
         request = Ask(msg)
-        actor = await self._reserve(address, request)
-        if actor is not None:
-            self._post(actor, request)
+        if self.remote is not None and address not in self._resident and not self.owns(address):
+            if not self._running:
+                raise EngineStopped()
+            self.remote.send(address, request, timeout)
+        else:
+            actor = await self._reserve(address, request)
+            if actor is not None:
+                self._post(actor, request)
         if not request.done.is_set():
             self.asks.add(request, address, timeout)
             await request.done.wait()
@@ -267,11 +311,24 @@ class Engine:
         """Write `batch` durably and publish its events to live subscribers.
 
         The one commit path: every write of actors, timers and dead letters passes here.
-        The cluster storey checks the writer's fencing token here, before the store.
+        With a placement, the batch carries the turn's fencing token (checked by the
+        store) and the done key of the mail from another node being handled.
         """
         observe = self.commit_observer
         started = time.perf_counter() if observe is not None else 0.0
-        seqs = await self.store.commit(batch)
+        if self.placement is not None:
+            batch.fence = _turn_token.get()
+            done = _turn_mail.get()
+            if done is not None:
+                batch.put(done, b"")
+            try:
+                seqs = await self.store.commit(batch)
+            except Fenced:
+                assert batch.fence is not None
+                self.placement.lost(self, batch.fence[0])
+                raise
+        else:
+            seqs = await self.store.commit(batch)
         if observe is not None:
             observe(time.perf_counter() - started)
         if seqs:
@@ -279,9 +336,11 @@ class Engine:
         return seqs
 
     def announce(self, payload: bytes) -> None:
-        """Push a live-only event to the event log's subscribers connected now: it is not
-        stored, takes no sequence number and is never replayed."""
+        """Push a live-only event to the event log's subscribers connected now (on every
+        node): it is not stored, takes no sequence number and is never replayed."""
         self.events.announce(payload)
+        if self.remote is not None:
+            self.remote.notify("announce", payload)
 
     # -- running ------------------------------------------------------------------------
 
@@ -320,6 +379,10 @@ class Engine:
         i = 0
         n = len(mail) if mail else 0
         try:
+            if self.placement is not None:
+                if not actor._active:
+                    actor._token = self.placement.token(address)
+                _turn_token.set(actor._token)
             if not actor._active:
                 await actor._activate()
                 actor._active = True
@@ -332,6 +395,9 @@ class Engine:
                 if budget <= 0 and i < n:
                     await trio.lowlevel.checkpoint()
                     budget = self.checkpoint_every
+        except Fenced:
+            self._move_away(actor, mail[i:] if mail else [])
+            return budget
         except Exception as exc:
             self._crashed(actor, mail[i:] if mail else [], exc)
             return budget
@@ -364,6 +430,8 @@ class Engine:
                 request.fail(DeadLettered(actor.address, reason))
             return
         error: Refused | None = None
+        if self.remote is not None:
+            _turn_mail.set(self.remote.done_key(request) if request is not None else None)
         try:
             value = await fn(actor, msg)
         except Refused as refusal:
@@ -439,6 +507,80 @@ class Engine:
         if room is not None:
             room.unpark_all()  # senders waiting for room now find the quarantine
 
+    # -- placement (several nodes on one store) ----------------------------------------
+
+    def _send_away(self, address: Address, envelope: Any, *, moved: bool = False) -> None:
+        """Hand `envelope` to the node owning `address`'s shard. When the shard `moved`
+        away, mail that came from its stream is left to its next owner, which claims it;
+        a durable timer's message is left to the next owner's timers."""
+        assert self.remote is not None
+        if moved and type(envelope) is Ask and envelope in self.remote.inbound:
+            envelope.fail(ShardMoved(f"{address[0]}:{address[1]} moved to another node"))
+        elif type(envelope) is TimerFire or (
+            type(envelope) is Ask and type(envelope.msg) is TimerFire
+        ):
+            pass
+        else:
+            try:
+                self.remote.send(address, envelope)
+            except EngineError as exc:
+                self._dead_letter_envelope(address, envelope, str(exc))
+
+    def _move_away(self, actor: Actor[Any], pending: list[Any]) -> None:
+        """`actor`'s shard moved while it had mail: drop it and send the mail on."""
+        address = actor.address
+        if self._resident.get(address) is actor:
+            del self._resident[address]
+        actor._running = False
+        mail = pending + (actor._mail or [])
+        actor._mail = None
+        for envelope in mail:
+            self._send_away(address, envelope, moved=True)
+        room = self._room.pop(address, None)
+        if room is not None:
+            room.unpark_all()
+
+    def _deliver(self, address: Address, envelope: Ask) -> None:
+        """Post mail taken from this node's shard stream to its (local) actor."""
+        actor = self._resident.get(address) or self._actor(address, envelope)
+        if actor is not None:
+            self._post(actor, envelope)
+
+    def _shard_actors(self, shard: int) -> list[Actor[Any]]:
+        assert self.placement is not None
+        of = self.placement.shard
+        return [a for address, a in self._resident.items() if of(address) == shard]
+
+    def evict(self, shard: int) -> None:
+        """`shard` is no longer this node's: drop its actors and send their mail on."""
+        for actor in self._shard_actors(shard):
+            # one in a turn finishes the message it has started; its writes are fenced
+            self._move_away(actor, [])
+
+    async def hand_over(self, shard: int, timeout: float) -> bool:
+        """Passivate `shard`'s actors as each becomes idle (new mail for the shard goes
+        to its stream meanwhile); False if some were still busy after `timeout` s."""
+        with trio.move_on_after(timeout):
+            while True:
+                busy = False
+                for actor in self._shard_actors(shard):
+                    if actor._running or actor._mail:
+                        busy = True
+                    elif self._resident.get(actor.address) is actor:
+                        del self._resident[actor.address]
+                        if actor._active:
+                            await actor.on_passivate()
+                if not busy:
+                    return True
+                await trio.sleep(0.01)
+        return False
+
+    async def gained(self, shards: list[int]) -> None:
+        """`shards` became this node's: claim their waiting mail, page in their timers."""
+        assert self.remote is not None
+        self.remote.gained(shards)
+        self.timers.repage()
+
     def _dead_letter_envelope(self, address: Address, envelope: Any, reason: str) -> None:
         """Queue `envelope` (a message or an ask) as a dead letter; an asker gets
         `DeadLettered`."""
@@ -510,7 +652,7 @@ class Engine:
         """The engine's services, as supervised children (timers, dead letters, host, ...)."""
         # the host before the timers: timers already due fire as soon as the timers
         # start, and a host starting after them would drop what they delivered
-        return [
+        children = [
             Child("dead-letters", self.letters.run),
             Child("ask-deadlines", self.asks.run),
             Child("actor-host", self._host),
@@ -518,6 +660,30 @@ class Engine:
             Child("passivator", self._passivator),
             Child("retention", self.retention.run),
         ]
+        if self.placement is not None and self.remote is not None:
+            children += [
+                Child("remote-mail", self.remote.run),
+                Child("placement", partial(self.placement.run, self)),
+                Child("event-tail", self._tail_events),
+            ]
+        return children
+
+    async def _tail_events(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Publish the events other nodes commit, as they land in the shared log."""
+        assert self.placement is not None
+        task_status.started()
+        while True:
+            try:
+                rows = await self.placement.store.events_after(self.events.last_seq, 1000)
+            except StoreError as exc:
+                log.warning("reading the event log failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            rows = [(seq, p) for seq, p in rows if seq > self.events.last_seq]
+            if rows:
+                self.events.published([s for s, _ in rows], [p for _, p in rows])
 
     async def _stop(self) -> None:
         self._running = False

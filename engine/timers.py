@@ -93,6 +93,9 @@ class Timers:
         self._wake_at = math.inf
         self._lot = trio.lowlevel.ParkingLot()
         self.fired_count = 0
+        # when nodes share the store: whether an actor runs here; durable timers of other
+        # nodes' actors are left to them, so each fires once, on its shard's owner
+        self.owns: Callable[[Address], bool] | None = None
 
     def know(self, msg_type: type[Any]) -> None:
         """Let durable timers carry `msg_type`, if it is a Struct with a tag (handlers'
@@ -154,6 +157,11 @@ class Timers:
         batch.cancel_timer(fire.key)
         await self._commit(batch)
 
+    def repage(self) -> None:
+        """Read the durable timers again (this node took shards: theirs are due here)."""
+        self._horizon = -math.inf
+        self._lot.unpark_all()
+
     # -- the service ----------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -203,6 +211,8 @@ class Timers:
     def _fire(self, entry: _Timer) -> None:
         address = entry.address
         wall = entry.wall
+        if wall is not None and self.owns is not None and not self.owns(address):
+            return  # its shard moved to another node, whose timers fire it
         msg = entry.msg if wall is None else TimerFire(entry.key, wall, entry.msg)
         if wall is not None:
             self._in_flight.add(entry.key)
@@ -227,6 +237,8 @@ class Timers:
                 continue
             try:
                 kind, key, tag, raw = _decode_envelope(timer.payload)
+                if self.owns is not None and not self.owns((kind, key)):
+                    continue
                 msg_type = self._types.get(tag)
                 if msg_type is None:
                     raise EngineError(f"no message type has the tag {tag!r}")

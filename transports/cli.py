@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (0: any free port)")
     run.add_argument("--store", help="memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    run.add_argument("--node", help="this node's name among several on one Redis store")
     backup = commands.add_parser(
         "backup", help="write a consistent copy of a SQLite store, also while it is served"
     )
@@ -104,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tidings.transports.check import run
 
         return run(args.store)
-    overrides = {"server.host": args.host, "server.port": args.port, "server.store": args.store}
+    overrides = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.store": args.store,
+        "cluster.node": args.node,
+    }
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:

@@ -72,6 +72,17 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[cluster]`: several `tidings serve` nodes on one Redis store (ignored on SQLite
+    and memory stores, which serve one process). `node` names this node ("" = its host
+    name and port); actor keys hash onto `shards`, each held through a lease of `lease`
+    seconds."""
+
+    node: str = ""
+    shards: int = 256
+    lease: float = 5.0
+
+
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[account]`: the brand."""
 
@@ -165,6 +176,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     by the inbox when it seeds the settings object."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     account: AccountConfig = msgspec.field(default_factory=AccountConfig)
     sms: SmsConfig = msgspec.field(default_factory=SmsConfig)
     email: EmailConfig = msgspec.field(default_factory=EmailConfig)
@@ -476,6 +488,13 @@ def _checked(config: Config) -> Config:
     if not 0 <= server.port <= 65535:
         raise ConfigError("server.port", "must be between 0 and 65535")
     _check_store(server.store)
+    cluster = config.cluster
+    if not 1 <= cluster.shards <= 16384:
+        raise ConfigError("cluster.shards", "must be between 1 and 16384")
+    if not 0.2 <= cluster.lease <= 300 or not math.isfinite(cluster.lease):
+        raise ConfigError("cluster.lease", "must be between 0.2 and 300 seconds")
+    if any(c.isspace() for c in cluster.node) or len(cluster.node) > 200:
+        raise ConfigError("cluster.node", "must be at most 200 characters, without spaces")
     if server.public_url:
         server = msgspec.structs.replace(
             server, public_url=_http_url("server.public_url", server.public_url)

@@ -295,6 +295,10 @@ async def readyz(ctx: Context, request: Request, store: Store) -> Response:
     `READY_DEADLINE_S`; else `503 {"status":"unready","error"}`."""
     if ctx.inbox is None:
         return JSONResponse({"status": "unready", "error": "the engine is starting"}, 503)
+    placement = ctx.inbox.engine.placement
+    if placement is not None and not placement.ready.is_set():
+        error = "the node does not hold its shards yet"
+        return JSONResponse({"status": "unready", "error": error}, 503)
     error = f"the store did not answer within {READY_DEADLINE_S:g} s"
     with trio.move_on_after(READY_DEADLINE_S):
         try:

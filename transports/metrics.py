@@ -77,6 +77,20 @@ class _EngineState(Collector):
                 (CounterMetricFamily, "tidings_webhooks_failed",
                  "Webhook deliveries given up after 24 hours of failures.", self.webhooks.failed),
             ]  # fmt: skip
+        placement, remote = engine.placement, engine.remote
+        if placement is not None and remote is not None:
+            rows += [
+                (GaugeMetricFamily, "tidings_shards_owned", "Shards this node holds a lease on.",
+                 len(placement.owned)),
+                (CounterMetricFamily, "tidings_lease_renewals", "Shard leases renewed.",
+                 placement.renewals),
+                (CounterMetricFamily, "tidings_fenced_writes_refused",
+                 "Writes refused because another node had taken their shard.", placement.fenced),
+                (CounterMetricFamily, "tidings_forwarded_messages",
+                 "Messages sent to actors on other nodes.", remote.forwarded),
+                (CounterMetricFamily, "tidings_received_messages",
+                 "Messages from other nodes taken from this node's shards.", remote.received),
+            ]  # fmt: skip
         for family, name, help_, value in rows:
             yield family(name, help_, value=value)
 

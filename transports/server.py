@@ -7,6 +7,7 @@ is the same for tests: it yields the base URL, the inbox and the outbox provider
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,10 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from tidings.actors.brand import Account, Timing
 from tidings.actors.inbox import Inbox, open_inbox
+from tidings.engine.placement import Placement
 from tidings.engine.store import Batch, Store, open_store
+from tidings.engine.store.redis import RedisStore
+from tidings.engine.store.redis_shards import ShardStore
 from tidings.transports.app import build_app
 from tidings.transports.config import AgentConfig, Config
 from tidings.transports.mail import OutboxMail, SmtpMail
@@ -170,6 +174,7 @@ async def running_server(
                 chat_page_url=config.chat.page_url,
             )
             timing = Timing(**msgspec.structs.asdict(config.timing))
+            placement = _placement(config, store, port)
             try:
                 async with open_inbox(
                     store,
@@ -180,7 +185,12 @@ async def running_server(
                     settings=config.settings,
                     events_kept_s=config.limits.events_kept_days * DAY_S,
                     idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
+                    placement=placement,
                 ) as inbox, running_webhooks(config.webhooks, inbox) as webhooks:
+                    if placement is not None:
+                        # a dead node's shards come free within a lease
+                        with trio.move_on_after(2 * config.cluster.lease + 1):
+                            await placement.ready.wait()
                     ctx.inbox = inbox
                     app.state.metrics.watch(inbox, webhooks)
                     try:
@@ -201,6 +211,16 @@ async def running_server(
         if owned:
             with trio.CancelScope(shield=True):
                 await store.aclose()
+
+
+def _placement(config: Config, store: Store, port: int) -> Placement | None:
+    """On a Redis store, this node's placement among the nodes sharing it (PROTOCOL.md,
+    "Operations"); None on a store that serves one process."""
+    if not isinstance(store, RedisStore):
+        return None
+    node = config.cluster.node or f"{socket.gethostname()}:{port}"
+    cluster = config.cluster
+    return Placement(ShardStore(store, node), count=cluster.shards, lease=cluster.lease)
 
 
 def _local_host(host: str) -> str:

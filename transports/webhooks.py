@@ -23,6 +23,11 @@ dead receiver holds only its own senders.
 Keys (this service is their only writer): `webhooks:cursor` (the consumer's cursor, and for
 each webhook the last event before it was added), `webhook:{delivery id}` (a pending delivery) and
 the index `webhooks` (pending deliveries by next attempt time, tagged `hook=<webhook>`).
+
+Several nodes on one store: the service delivers only on the node that holds the shard of
+`SERVICE` (as an actor would run there), so an event is not delivered once per node; it
+starts there from the stored cursor when the shard arrives and stops when it leaves. While
+a shard moves two nodes may briefly both deliver: a delivery is at least once, with its id.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ MAX_RETRY_S = 600.0  # "doubling up to 10 minutes"
 RETRY_FOR_S = 86_400.0  # "for at least 24 hours"
 BATCH = 500  # events turned into deliveries per commit, at most
 CURSOR_EVERY = 1000  # events nobody wants that may pass before the cursor is saved
+SERVICE = ("webhooks", "service")  # the address whose shard's owner delivers
+OWNER_POLL_S = 0.5  # how often a node checks whether it holds that shard
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -312,8 +319,27 @@ class Webhooks:
     # -- the service ------------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver until cancelled (with no webhook configured: forget the old ones and
-        return)."""
+        """Deliver until cancelled, on the node that holds `SERVICE`'s shard (with no
+        webhook configured: forget the old ones and return)."""
+        engine = self._inbox.engine
+        if not self._hooks or engine.placement is None:
+            await self._deliver(task_status)
+            return
+        task_status.started()
+        while True:
+            while not engine.owns(SERVICE):  # noqa: ASYNC110 - polled: placement signals no arrival
+                await trio.sleep(OWNER_POLL_S)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._while_owned, nursery.cancel_scope)
+                await nursery.start(self._deliver)
+
+    async def _while_owned(self, scope: trio.CancelScope) -> None:
+        """Cancel `scope` once this node no longer holds `SERVICE`'s shard."""
+        while self._inbox.engine.owns(SERVICE):  # noqa: ASYNC110 - polled like the arrival
+            await trio.sleep(OWNER_POLL_S)
+        scope.cancel()
+
+    async def _deliver(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cursor = await self._start_cursor()
         if not self._hooks:
             task_status.started()

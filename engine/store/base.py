@@ -53,6 +53,11 @@ class StoreError(Exception):
     """A store could not carry out a read or a write; nothing of a failed batch is applied."""
 
 
+class Fenced(StoreError):
+    """A batch carried a fencing token that is no longer its shard's epoch: another node
+    took the shard, so this writer's view is stale and nothing of the batch is applied."""
+
+
 @dataclass(slots=True)
 class IndexEntry:
     """Put `member` into sorted index `index` with `score` and a set of `tags`.
@@ -92,6 +97,10 @@ class Batch:
     index_deletes: list[tuple[str, str]] = field(default_factory=list)
     text_puts: dict[tuple[str, str], TextEntry] = field(default_factory=dict)  # by (index, member)
     text_deletes: set[tuple[str, str]] = field(default_factory=set)
+    # (shard, epoch) of the writing actor when nodes share the store (see
+    # `engine.placement`); a store shared by nodes refuses the batch with `Fenced` unless
+    # that epoch is still the shard's. Single-process stores have no shards to check.
+    fence: tuple[int, int] | None = None
 
     def put(self, key: str, value: bytes) -> None:
         """Set `key` to `value` (a later delete of the same key in this batch wins)."""

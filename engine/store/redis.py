@@ -47,6 +47,9 @@ one slot: the price is that one store does not spread over cluster shards.
 - ``{p}ix:<len>:<index>:pairs`` hash pair of tags→member count (two-tag `index_count`)
 - ``{p}tx:<len>:<index>:words`` hash member→JSON list of its words (so a put replaces them)
 - ``{p}tx:<len>:<index>:w:<word>``  sorted set of the members with that word (score)
+- ``{p}shard:<n>:lease|epoch|mail``, ``{p}members``, ``{p}node:<id>:replies``: nodes
+  sharing the store (`redis_shards`); a batch's fencing token is checked against
+  ``{p}shard:<n>:epoch`` inside the commit script.
 
 The index name is length-prefixed so that no (index, tag) pair can spell another's key.
 
@@ -70,7 +73,7 @@ import msgspec
 import trio
 from coredis.tokens import PureToken
 
-from tidings.engine.store.base import Batch, DueTimer, OpenedStore, StoreError
+from tidings.engine.store.base import Batch, DueTimer, Fenced, OpenedStore, StoreError
 from tidings.engine.store.group_commit import GroupCommit, Outcome
 from tidings.engine.store.schema import (
     SCHEMA_VERSION,
@@ -86,6 +89,7 @@ _SCRIPTS: Final = {
     name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
     for name in ("commit", "query", "count", "due", "migrate")
 }
+_FENCED: Final = "FENCED"
 
 _tags_encoder = msgspec.json.Encoder()
 
@@ -261,7 +265,9 @@ class RedisStore(OpenedStore):
         ):
             raise StoreError("batch refused: NaN score or due time")
         base = self._base
+        fence = batch.fence
         keys = [self._events_seq, self._events, self._timers, self._timer_payloads]
+        keys.append(self.shard_key(fence[0] if fence is not None else -1, "epoch"))
         args: list[bytes | str] = [
             str(len(batch.deletes)),
             str(len(batch.puts)),
@@ -271,6 +277,7 @@ class RedisStore(OpenedStore):
             str(len(batch.timers)),
             str(len(batch.index_deletes)),
             str(len(batch.index_puts)),
+            str(fence[1]) if fence is not None else "",
         ]
         keys += [base + "kv:" + k for k in batch.deletes]
         for k, value in batch.puts.items():
@@ -305,6 +312,10 @@ class RedisStore(OpenedStore):
             args += [text.member, root + "w:", _num(text.score), _tags_encoder.encode(text.words)]
         return keys, args
 
+    def shard_key(self, shard: int, part: str) -> str:
+        """The key of `part` (lease, epoch, mail) of `shard` when nodes share this store."""
+        return f"{self._base}shard:{shard}:{part}"
+
     def _index_root(self, index: str) -> str:
         return f"{self._base}ix:{len(index)}:{index}:"
 
@@ -327,7 +338,8 @@ class RedisStore(OpenedStore):
                     retry.append(i)  # not run at all: safe to send again
                     continue
                 except coredis.exceptions.RedisError as exc:
-                    outcomes[i] = StoreError(f"batch refused: {exc}")
+                    refused = Fenced if str(exc).startswith(_FENCED) else StoreError
+                    outcomes[i] = refused(f"batch refused: {exc}")
                     continue
                 first, count = int(answer[0]), int(answer[1])
                 outcomes[i] = list(range(first, first + count))

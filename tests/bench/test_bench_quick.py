@@ -183,3 +183,24 @@ def test_quick_webhook_with_wrk_says_so(tmp_path: Path) -> None:
     off = figures["engine POST /sms/inbound (signed, SQLite, autoresponder off), 8 connections"]
     assert off["note"].startswith("load generator: wrk"), off
     assert "load generator: wrk" in (tmp_path / "results.md").read_text()
+
+
+CLUSTER_EXPECTED = [  # three nodes on a private redis-server, two of them killed in turn
+    "1 node, webhooks/s, 8 concurrent",
+    "2 nodes, webhooks/s, 8 concurrent",
+    "1 node (vs 2)",
+    "3 nodes, webhooks/s, 8 concurrent",
+    "1 node (vs 3)",
+    "1 node(s), webhook p99",
+    "2 node(s), webhook p99",
+    "3 node(s), webhook p99",
+    "failover: kill to every shard served, median of 2",
+    "webhook p99 on the survivors during failovers",
+]
+
+
+def test_quick_cluster_scenario_writes_every_figure(tmp_path: Path, redis_server: object) -> None:
+    # `redis_server`: the scenario starts its own, so it skips (or fails, with
+    # TIDINGS_REQUIRE_REDIS=1) as the other Redis tests do when redis-server is missing
+    assert bench.main(["cluster", "--quick", "--out", str(tmp_path)]) == 0
+    _server_figures(tmp_path, "cluster", CLUSTER_EXPECTED)

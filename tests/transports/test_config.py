@@ -297,3 +297,22 @@ def test_config_error_text_is_field_then_reason() -> None:
         "sms.sender",
         "alphanumeric sender IDs cannot receive messages",
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[cluster]\nshards = 0\n", "cluster.shards: must be between 1 and 16384"),
+        ("[cluster]\nlease = 0.05\n", "cluster.lease: must be between 0.2 and 300 seconds"),
+        ("[cluster]\nlease = nan\n", "cluster.lease: must be between 0.2 and 300 seconds"),
+        ('[cluster]\nnode = "a b"\n', "cluster.node: must be at most 200 characters, without spaces"),
+    ],
+)
+def test_cluster_values_out_of_range_are_refused_naming_them(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert error_of(tmp_path, text) == expected
+
+
+def test_node_flag_names_the_cluster_node() -> None:
+    assert load_config(None, {"cluster.node": "tidings-2"}).cluster.node == "tidings-2"

@@ -101,10 +101,10 @@ def test_the_image_command_refuses_to_serve_unsigned_webhooks(tmp_path: Path) ->
 def test_the_compose_environment_is_a_valid_redis_config() -> None:
     compose = (ROOT / "compose.yaml").read_text()
     assert '"--appendonly", "yes"' in compose
-    block = compose.split("    environment:\n", 1)[1]
+    block = compose.split("  environment: &tidings-env\n", 1)[1]  # every node's
     env = {}
     for line in block.splitlines():
-        if not line.startswith("      "):
+        if not line.startswith("    "):
             break
         name, _, value = line.strip().partition(": ")
         # ${NAME:-default} as compose resolves it with NAME unset; ${NAME:?why} is required
@@ -128,3 +128,14 @@ def test_tzdata_is_a_dependency_everywhere() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "tzdata" in project["dependencies"]  # no platform marker: slim images lack zones
     assert "tzdata" in (importlib.metadata.requires("tidings") or [])
+
+
+def test_compose_runs_three_named_nodes_behind_the_balancer() -> None:
+    compose = (ROOT / "compose.yaml").read_text()
+    balancer = (ROOT / "deploy" / "nginx.conf").read_text()
+    nodes = re.findall(r"^  (tidings-\d):\n    <<: \*tidings\n", compose, re.MULTILINE)
+    assert nodes == ["tidings-1", "tidings-2", "tidings-3"]
+    for node in nodes:
+        assert f"TIDINGS_CLUSTER__NODE: {node}\n" in compose  # a stable name: its shards back
+        assert f"server {node}:8080" in balancer
+    assert "proxy_set_header Upgrade $http_upgrade;" in balancer  # WebSockets pass

@@ -1,8 +1,14 @@
 #!lua
--- KEYS[1] event counter, KEYS[2] event stream, KEYS[3] timers zset, KEYS[4] timer payloads;
--- ARGV[1..8] counts of: deletes, puts, appends, events, timer deletes, timer sets,
--- index deletes, index puts; then each section's keys and arguments, in that order.
-local ki, ai = 5, 9
+-- KEYS[1] event counter, KEYS[2] event stream, KEYS[3] timers zset, KEYS[4] timer payloads,
+-- KEYS[5] the epoch of the writer's shard; ARGV[1..8] counts of: deletes, puts, appends,
+-- events, timer deletes, timer sets, index deletes, index puts; ARGV[9] the writer's
+-- fencing token ('' for a write of no shard); then each section's keys and arguments.
+-- A token that is not the shard's epoch any more (another node took the shard) refuses
+-- the whole batch before anything is written.
+if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then
+  return redis.error_reply('FENCED shard epoch moved past ' .. ARGV[9])
+end
+local ki, ai = 6, 10
 local function key() local k = KEYS[ki]; ki = ki + 1; return k end
 local function arg() local a = ARGV[ai]; ai = ai + 1; return a end
 local n = {}
