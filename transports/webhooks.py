@@ -325,6 +325,7 @@ class Webhooks:
         if not self._hooks or engine.placement is None:
             await self._deliver(task_status)
             return
+        await self._start_cursor()  # a new webhook wants the events from its first start on
         task_status.started()
         while True:
             while not engine.owns(SERVICE):  # noqa: ASYNC110 - polled: placement signals no arrival
