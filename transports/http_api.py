@@ -23,6 +23,7 @@ from starlette.responses import (
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import ProfileFields
 from tidings.actors.model import Order
+from tidings.engine import EngineError
 from tidings.engine.store import Store, StoreError
 from tidings.transports.twilio_signature import is_valid
 from tidings.transports.wire import (
@@ -249,7 +250,12 @@ async def api_messages(ctx: Context, data: Any) -> Any:
     if body.kind not in ("campaign", "flow"):
         raise InboxError("bad_request", "kind: must be campaign or flow")
     return await ctx.require_inbox().send_message(
-        body.profile, body.kind, body.source_id, body.source_name, body.body, body.media  # type: ignore[arg-type]
+        body.profile,
+        body.kind,
+        body.source_id,
+        body.source_name,
+        body.body,
+        body.media,  # type: ignore[arg-type]
     )
 
 
@@ -268,13 +274,21 @@ async def api(ctx: Context, request: Request) -> Response:
         return error_response(InboxError("not_found", "no such endpoint"))
     if not _authorized(ctx, request):
         return _Json(
-            {"error": {"code": "unauthorized", "detail": "a valid Authorization: Bearer key is needed"}},
+            {
+                "error": {
+                    "code": "unauthorized",
+                    "detail": "a valid Authorization: Bearer key is needed",
+                }
+            },
             status_code=401,
         )
     try:
         return _Json(await handler(ctx, await _api_json(ctx, request)))
     except InboxError as exc:
         return error_response(exc)
+    except EngineError as exc:  # an ask that timed out, was dead-lettered, or met a stop
+        log.warning("api %s: %r", request.path_params["name"], exc)
+        return error_response(InboxError("unavailable", f"try again: {type(exc).__name__}"))
 
 
 # -- health, metrics, pages --------------------------------------------------------------------

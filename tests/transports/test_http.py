@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.transports.helpers import AUTH_TOKEN
+from tidings.engine import AskTimeout
 from tidings.transports.server import Running
 
 
@@ -152,3 +154,21 @@ async def test_health_metrics_pages(server: Running) -> None:
         for path in ("/", "/chat", "/static/console.js", "/static/widget.css"):
             assert (await client.get(server.base_url + path)).status_code == 200, path
         assert (await client.get(f"{server.base_url}/static/nope.js")).status_code == 404
+
+
+async def test_api_answers_503_json_when_an_ask_fails_not_500(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def timing_out(*args: object, **kwargs: object) -> None:
+        raise AskTimeout(("profile", "1"), 10.0)
+
+    monkeypatch.setattr(server.inbox, "upsert_profile", timing_out)
+    async with httpx.AsyncClient() as client:
+        r = await client.post(
+            f"{server.base_url}/api/profiles",
+            json={"phone": "+15551239999"},
+            headers={"Authorization": "Bearer api-key"},
+        )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "unavailable"
+    assert "AskTimeout" in r.json()["error"]["detail"]
