@@ -10,7 +10,7 @@ import json
 import re
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -231,11 +231,8 @@ async def test_three_nodes_keep_one_profile_and_ticket_per_phone_and_every_event
             ready = trio.Event()
             agents.start_soon(_agent, node, ready)
             await ready.wait()
-        post = _post(answered, failed)
-        async with httpx.AsyncClient(timeout=15) as client, trio.open_nursery() as senders:
-            for i in range(200):
-                senders.start_soon(post, client, nodes[i % 3], i)
-                await trio.sleep(0.002)
+        async with httpx.AsyncClient(timeout=15) as client:
+            await _spread(client, nodes, _post(answered, failed), gap=0.002)
         assert not failed
         assert len(answered) == 200
         last = await _settle(nodes, redis_url)
@@ -262,13 +259,8 @@ async def test_a_killed_node_loses_no_answered_message_and_its_shards_move(
             ready = trio.Event()
             agents.start_soon(_agent, node, ready)
             await ready.wait()
-        post = _post(answered, failed)
-        async with httpx.AsyncClient(timeout=15) as client, trio.open_nursery() as senders:
-            for i in range(200):
-                senders.start_soon(post, client, nodes[i % 3], i)
-                await trio.sleep(0.004)
-                if i == 100:
-                    nodes[2].process.kill()
+        async with httpx.AsyncClient(timeout=15) as client:
+            await _spread(client, nodes, _post(answered, failed), at={101: nodes[2].process.kill})
         # the live nodes answer everything; the killed one what it answered before
         assert not [f for f in failed.values() if not f.startswith("n2")]
         assert len(answered) >= 130  # two thirds of 200, less those in flight at the kill
@@ -303,12 +295,7 @@ async def test_a_killed_nodes_outbound_sms_are_sent_once_by_the_nodes_that_take_
         async with cluster(tmp_path, redis_url, sms=sms) as nodes:
             post = _post(answered, failed, phones)
             async with httpx.AsyncClient(timeout=15) as client:
-                async with trio.open_nursery() as senders:
-                    for i in range(200):
-                        senders.start_soon(post, client, nodes[i % 3], i)
-                        await trio.sleep(0.004)
-                        if i == 120:
-                            nodes[2].process.kill()
+                await _spread(client, nodes, post, at={121: nodes[2].process.kill})
                 assert not [f for f in failed.values() if not f.startswith("n2")]
                 for body in list(failed):  # the provider retries what was not answered
                     await post(client, nodes[0], int(body[1:]))
@@ -323,6 +310,27 @@ async def test_a_killed_nodes_outbound_sms_are_sent_once_by_the_nodes_that_take_
     assert not unsent, unsent
 
 
+async def _spread(
+    client: httpx.AsyncClient,
+    nodes: list[Node],
+    post: Callable[..., Any],
+    gap: float = 0.004,
+    at: dict[int, Callable[[], object]] | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Post SMS 0..199 round-robin over `nodes`, `gap` seconds apart; call `at[i]()` just
+    before SMS `i`, and await `then()` once all are on their way; return when all are
+    answered."""
+    async with trio.open_nursery() as senders:
+        for i in range(200):
+            if at and i in at:
+                at[i]()
+            senders.start_soon(post, client, nodes[i % 3], i)
+            await trio.sleep(gap)
+        if then is not None:
+            await then()
+
+
 async def _load_around(
     nodes: list[Node],
     post: Callable[..., Any],
@@ -332,14 +340,13 @@ async def _load_around(
 ) -> None:
     """Post 200 SMS over `nodes`: `cut` after the first 100, `heal` 2.5 leases after the
     last, so half the load meets a node cut off past its lease."""
-    async with httpx.AsyncClient(timeout=timeout) as client, trio.open_nursery() as senders:
-        for i in range(200):
-            if i == 100:
-                cut()
-            senders.start_soon(post, client, nodes[i % 3], i)
-            await trio.sleep(0.004)
+
+    async def heal_later() -> None:
         await trio.sleep(LEASE * 2.5)
         heal()
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        await _spread(client, nodes, post, at={100: cut}, then=heal_later)
 
 
 async def test_a_node_paused_past_its_lease_gives_its_shards_up_and_loses_nothing(
