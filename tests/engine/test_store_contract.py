@@ -551,7 +551,9 @@ async def test_text_after_cursor_pages_through_ties(store: Store) -> None:
         pages.append(chunk)
         after = (chunk[-1][1], chunk[-1][0])
     rows = [row for page in pages for row in page]
-    assert rows == sorted(((m, s) for m, (s, _) in texts.items()), key=lambda r: (r[1], r[0]), reverse=True)
+    assert rows == sorted(
+        ((m, s) for m, (s, _) in texts.items()), key=lambda r: (r[1], r[0]), reverse=True
+    )
     assert [len(p) for p in pages] == [4, 4, 2]
 
 
@@ -593,7 +595,9 @@ async def all_text_pages(
 _vocabulary = st.sampled_from(["order", "Ordine", "perché", "PERCHE", "1001", "città", "ship"])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     texts=st.dictionaries(
         st.sampled_from([f"m{i}" for i in range(8)]),
