@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import trio
 
 from tidings.actors.outbound import DeliveryError, Email
+from tidings.transports.sms_providers import KEPT
 
 __all__ = ["OutboxMail", "SmtpMail", "SmtpSettings", "build_message", "parse_smtp_url"]
 
@@ -101,11 +102,12 @@ def build_message(
 
 
 class OutboxMail:
-    """The built-in mailer: every e-mail is recorded in `sent` (oldest first) and
-    nothing leaves the machine. `fail_next` makes the next sends raise, for tests."""
+    """The built-in mailer: every e-mail is recorded in `sent` (oldest first, the newest
+    `kept`) and nothing leaves the machine. `fail_next` makes the next sends raise, for
+    tests."""
 
-    def __init__(self) -> None:
-        self.sent: list[Email] = []
+    def __init__(self, kept: int = KEPT) -> None:
+        self.sent: deque[Email] = deque(maxlen=kept)
         self._failures: deque[DeliveryError] = deque()
 
     def fail_next(self, error: DeliveryError, times: int = 1) -> None:

@@ -31,18 +31,23 @@ import trio
 
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsReceipt, Taken
 
-__all__ = ["OutboxSms", "TwilioError", "TwilioSms"]
+__all__ = ["KEPT", "OutboxSms", "TwilioError", "TwilioSms"]
+
+
+KEPT = 10_000  # what the built-in outboxes remember, newest first: a server runs for months
 
 
 class OutboxSms:
-    """The built-in provider: every SMS is recorded in `sent` (oldest first) and
-    answered `sent` with provider id `outbox-<message_id>`, nothing leaves the machine.
-    Sending the same `message_id` again returns the first receipt and records nothing
-    new. `fail_next` makes the next sends raise, for tests of failure handling."""
+    """The built-in provider: every SMS is recorded in `sent` (oldest first, the newest
+    `kept`) and answered `sent` with provider id `outbox-<message_id>`, nothing leaves
+    the machine. Sending the same `message_id` again returns the first receipt and
+    records nothing new (for the newest `kept` ids). `fail_next` makes the next sends
+    raise, for tests of failure handling."""
 
-    def __init__(self) -> None:
-        self.sent: list[OutboundSms] = []
-        self._receipts: dict[str, SmsReceipt] = {}
+    def __init__(self, kept: int = KEPT) -> None:
+        self.sent: deque[OutboundSms] = deque(maxlen=kept)
+        self._kept = kept
+        self._receipts: dict[str, SmsReceipt] = {}  # oldest first
         self._failures: deque[DeliveryError] = deque()
 
     def fail_next(self, error: DeliveryError, times: int = 1) -> None:
@@ -70,6 +75,8 @@ class OutboxSms:
         if receipt is None:
             receipt = SmsReceipt(provider_id=f"outbox-{sms.message_id}", status="sent")
             self._receipts[sms.message_id] = receipt
+            if len(self._receipts) > self._kept:
+                del self._receipts[next(iter(self._receipts))]
             self.sent.append(sms)
         return receipt
 

@@ -100,7 +100,6 @@ class PerAddress:
         return True
 
 
-
 @dataclass
 class Context:
     """What the endpoints share: the config, the inbox (set once it runs), who may connect."""

@@ -252,7 +252,7 @@ async def test_r16_followup_once_three_minutes_after_the_last_reply_while_offlin
         await trio.sleep(60)
     found = (await inbox.ticket_get(ticket)).ticket
     assert found.followup is not None and found.followup.status == "scheduled"
-    assert harness.mail.sent == []
+    assert not harness.mail.sent
     await trio.sleep(121)  # 3 minutes after the last reply
     [email] = harness.mail.sent
     assert email.subject == "There's a new message from Acme"
@@ -294,7 +294,7 @@ async def test_r16_visitor_back_online_cancels_the_followup(
     await trio.sleep(1)
     assert (await inbox.ticket_get(ticket)).ticket.followup is None
     await trio.sleep(600)
-    assert harness.mail.sent == []
+    assert not harness.mail.sent
 
 
 async def test_r16_no_email_address_means_impossible(

@@ -61,7 +61,7 @@ async def test_messages_search_pages_with_its_cursor(harness: Harness) -> None:
     ("args", "argument"),
     [
         ({"q": ""}, "q"),
-        ({"q": " *\"( "}, "q"),
+        ({"q": ' *"( '}, "q"),
         ({"q": "x" * 501}, "q"),
         ({"q": "order", "limit": 0}, "limit"),
         ({"q": "order", "limit": 51}, "limit"),

@@ -30,4 +30,3 @@ def test_bench_fuzz_sends_the_inputs_asked_for_and_writes_every_figure(
     assert figures["RSS at the end"] > 0 and figures["duration"] > 0
     assert figures["tidings check violations"] == 0
     assert "failures: ws 1011" in (tmp_path / "results.md").read_text()
-

@@ -41,7 +41,7 @@ async def test_outbox_records_every_email() -> None:
     outbox: Mailer = OutboxMail()
     await outbox.send(EMAIL)
     await outbox.send(EMAIL)
-    assert isinstance(outbox, OutboxMail) and outbox.sent == [EMAIL, EMAIL]
+    assert isinstance(outbox, OutboxMail) and list(outbox.sent) == [EMAIL, EMAIL]
     await outbox.aclose()
 
 
@@ -51,7 +51,7 @@ async def test_outbox_failures_can_be_injected() -> None:
     with pytest.raises(DeliveryError):
         await outbox.send(EMAIL)
     await outbox.send(EMAIL)
-    assert outbox.sent == [EMAIL]
+    assert list(outbox.sent) == [EMAIL]
 
 
 # ---------------------------------------------------------------- URL and message

@@ -90,7 +90,7 @@ async def test_outbox_records_and_answers_sent() -> None:
     outbox: SmsProvider = OutboxSms()
     receipt = await outbox.send(SMS)
     assert receipt == SmsReceipt(provider_id="outbox-m-1", status="sent")
-    assert isinstance(outbox, OutboxSms) and outbox.sent == [SMS]
+    assert isinstance(outbox, OutboxSms) and list(outbox.sent) == [SMS]
     await outbox.aclose()
 
 
@@ -105,13 +105,21 @@ async def test_r30_outbox_records_a_retried_message_once() -> None:
     assert outbox.receipt("m-1") == first and outbox.receipt("nope") is None
 
 
+async def test_outbox_remembers_only_the_newest_sends() -> None:
+    outbox = OutboxSms(kept=2)
+    for i in range(1, 4):
+        await outbox.send(OutboundSms(message_id=f"m-{i}", to=SMS.to, sender=SMS.sender, body="b"))
+    assert [s.message_id for s in outbox.sent] == ["m-2", "m-3"]
+    assert outbox.receipt("m-1") is None and outbox.receipt("m-3") is not None
+
+
 async def test_outbox_failures_can_be_injected() -> None:
     outbox = OutboxSms()
     outbox.fail_next(DeliveryError("down"), times=2)
     for _ in range(2):
         with pytest.raises(DeliveryError):
             await outbox.send(SMS)
-    assert outbox.sent == []
+    assert not outbox.sent
     assert (await outbox.send(SMS)).status == "sent"
 
 
