@@ -63,7 +63,16 @@ if TYPE_CHECKING:  # hypothesis and schemathesis are imported when a run starts
 
 __all__ = ["FAILURES", "KINDS", "FLAT_MIB", "WARMUP", "Report", "fuzz", "run"]
 
-KINDS = ("agent op", "agent frame", "agent auth", "chat hello", "chat frame", "api", "webhook", "link")
+KINDS = (
+    "agent op",
+    "agent frame",
+    "agent auth",
+    "chat hello",
+    "chat frame",
+    "api",
+    "webhook",
+    "link",
+)
 FAILURES = (
     "crash", "http 500", "ws 1011", "internal error", "malformed refusal",
     "refusal not naming its argument", "unanswered request", "connection cut", "hang",
@@ -90,7 +99,11 @@ AUTH_TOKEN = "fuzz-auth-token"
 ARGUMENTS = {op: {f.encode_name for f in msgspec.structs.fields(args)} | {"frame"}
              for op, (_, args) in OPS.items()}  # fmt: skip
 CODES = {*STATUS, "unknown_op", "bad_frame"}  # the error codes of PROTOCOL.md
-CHAT_CLOSES = {1000, 4400, 4403}  # what a visitor may be closed with (no hello, not JSON, bad signature)
+CHAT_CLOSES = {
+    1000,
+    4400,
+    4403,
+}  # what a visitor may be closed with (no hello, not JSON, bad signature)
 CONFIG = """
 [server]
 host = "127.0.0.1"
@@ -206,8 +219,12 @@ def _keys(frame: str | bytes | None) -> set[str]:
 def _names(detail: str, names: set[str]) -> bool:
     """Whether `detail` starts with one of `names` (an argument; lone surrogates escaped
     as `\\ud800`), then `:`, `.` or `[`."""
-    escaped = {n.encode("utf-8", "backslashreplace").decode("utf-8") for n in names}  # as refusals name them
-    return any(detail.startswith(n) and detail[len(n) : len(n) + 1] in (":", ".", "[") for n in escaped)
+    escaped = {
+        n.encode("utf-8", "backslashreplace").decode("utf-8") for n in names
+    }  # as refusals name them
+    return any(
+        detail.startswith(n) and detail[len(n) : len(n) + 1] in (":", ".", "[") for n in escaped
+    )
 
 
 @dataclass
@@ -263,7 +280,9 @@ async def agent(target: Target, role: str | None, auth: Any, frames: list[Any]) 
     keys: set[str] = {"frame"}
     count = refused = 0
     try:
-        async with open_websocket_url(target.ws + "/ws/agent", max_message_size=16 * MAX_FRAME) as conn:
+        async with open_websocket_url(
+            target.ws + "/ws/agent", max_message_size=16 * MAX_FRAME
+        ) as conn:
             if role is None:
                 if _size(auth) > MAX_FRAME:
                     return  # closes with 1009: `oversized` tries that
@@ -312,7 +331,9 @@ async def agent(target: Target, role: str | None, auth: Any, frames: list[Any]) 
         report.fail("unanswered request", (len(sent), refused, list(sent.values())[:2]))
 
 
-def _judge_agent(target: Target, role: str, sent: dict[int, Any], keys: set[str], reply: Any) -> None:
+def _judge_agent(
+    target: Target, role: str, sent: dict[int, Any], keys: set[str], reply: Any
+) -> None:
     if reply.get("type") == "error":  # a frame-level refusal: not JSON, no id, too deep, too fast
         target.refusal("agent frame", reply, keys, reply)
         return
@@ -324,7 +345,11 @@ def _judge_agent(target: Target, role: str, sent: dict[int, Any], keys: set[str]
     if reply.get("ok") is False:
         error = reply.get("error")
         target.refusal(op, error, set(request) | ARGUMENTS[op], request)
-        if isinstance(error, dict) and error.get("code") == "forbidden" and role in OP_ROLES.get(op, {role}):
+        if (
+            isinstance(error, dict)
+            and error.get("code") == "forbidden"
+            and role in OP_ROLES.get(op, {role})
+        ):
             target.report.fail("malformed refusal", ("forbidden to a role that may", op, role))
         return
     target.report.accepted["agent op"] += 1
@@ -336,7 +361,9 @@ def _explain(target: Target, op: str | None, result: Any) -> None:
     not known: a raw frame that was a request)."""
     if not isinstance(result, dict):
         return
-    if op in ("quick_replies.add", "quick_replies.update") or (op is None and set(result) == {"id", "name", "body"}):
+    if op in ("quick_replies.add", "quick_replies.update") or (
+        op is None and set(result) == {"id", "name", "body"}
+    ):
         target.quick_replies.add(result["id"])
         target.pool.add("quick_replies", result["id"])
     elif op in ("settings.get", "settings.update") or (op is None and "quiet_hours" in result):
@@ -359,7 +386,9 @@ async def chat(target: Target, hello: dict[str, Any], frames: list[str | bytes])
     replies: list[dict[str, Any]] = []
     ready = False
     try:
-        async with open_websocket_url(target.ws + "/ws/chat", max_message_size=16 * MAX_FRAME) as conn:
+        async with open_websocket_url(
+            target.ws + "/ws/chat", max_message_size=16 * MAX_FRAME
+        ) as conn:
             report.inputs["chat hello"] += 1
             await conn.send_message(json.dumps(hello))
             while not ready:
@@ -369,7 +398,9 @@ async def chat(target: Target, hello: dict[str, Any], frames: list[str | bytes])
                     target.pool.add("sessions", reply["session"])
                     target.pool.add("profiles", reply["profile"])
                     break
-                target.refusal("chat hello", reply, set(hello) | {"frame", "visitor", "identity"}, hello)
+                target.refusal(
+                    "chat hello", reply, set(hello) | {"frame", "visitor", "identity"}, hello
+                )
                 if reply.get("code") != "bad_request":
                     await conn.get_message()  # a refused hello closes (4403, 4400)
                     return
@@ -379,7 +410,9 @@ async def chat(target: Target, hello: dict[str, Any], frames: list[str | bytes])
                     continue  # closes with 1009: `oversized` tries that
                 report.inputs["chat frame"] += 1
                 await conn.send_message(frame)
-            await conn.send_message(json.dumps({"type": "message", "body": "end", "client_id": end}))
+            await conn.send_message(
+                json.dumps({"type": "message", "body": "end", "client_id": end})
+            )
             while True:
                 reply = json.loads(await conn.get_message())
                 replies.append(reply)
@@ -407,7 +440,10 @@ def _api_operations() -> list[Any]:
     """The schemathesis operations of `GET /api/openapi.json`."""
     import schemathesis  # lazily, with hypothesis: a run needs them, importing the bench not
 
-    return [result.ok() for result in schemathesis.openapi.from_dict(document(version())).get_all_operations()]
+    return [
+        result.ok()
+        for result in schemathesis.openapi.from_dict(document(version())).get_all_operations()
+    ]
 
 
 def api_paths() -> set[str]:
@@ -457,18 +493,28 @@ def _spoil(args: tuple[tuple[str, bytes | None, dict[str, str]], int, Any]) -> A
     return path, json.dumps(obj).encode("utf-8", "surrogatepass"), headers
 
 
+_FRAMING = frozenset({"content-length", "transfer-encoding", "host", "connection"})
+
+
 async def api(target: Target, client: httpx.AsyncClient, case: Any, auth: str) -> None:
     """One `/api/*` request; `auth` is `key` (the right one), `theirs` (the case's own) or `none`."""
     path, body, headers = case
     target.report.inputs["api"] += 1
-    # what an HTTP client can send at all (h11 refuses the rest before it leaves)
-    headers = {k: v.strip() for k, v in headers.items() if k.isascii() and v.isascii() and v.strip()}
+    # what an HTTP client can send at all (h11 refuses the rest before it leaves, such as a
+    # generated Content-Length that does not match the body: the client frames the body)
+    headers = {
+        k: v.strip()
+        for k, v in headers.items()
+        if k.isascii() and v.isascii() and v.strip() and k.lower() not in _FRAMING
+    }
     if auth == "key":
         headers["Authorization"] = f"Bearer {API_KEY}"
     elif auth == "none":
         headers.pop("Authorization", None)
     headers.setdefault("Content-Type", "application/json")
-    r = await _send(target, client, "POST", target.base + path, content=body or b"", headers=headers)
+    r = await _send(
+        target, client, "POST", target.base + path, content=body or b"", headers=headers
+    )
     if r is None:
         return
     if not _status(target, r, (path, body, headers)):
@@ -476,7 +522,9 @@ async def api(target: Target, client: httpx.AsyncClient, case: Any, auth: str) -
     try:
         answer = r.json()
     except RecursionError:  # the server answered JSON nested deeper than it accepts
-        target.report.fail("malformed refusal", ("answer nested too deep", path, r.status_code, r.content[:300]))
+        target.report.fail(
+            "malformed refusal", ("answer nested too deep", path, r.status_code, r.content[:300])
+        )
         return
     except ValueError:
         answer = None
@@ -526,11 +574,15 @@ async def webhook(target: Target, client: httpx.AsyncClient, path: str, params: 
             headers["X-Twilio-Signature"] = compute_signature(AUTH_TOKEN, url, params)
         except UnicodeEncodeError:
             pass  # a lone surrogate cannot be signed; sent unsigned
-    r = await _send(target, client, "POST", url, content=body.encode("utf-8", "surrogatepass"), headers=headers)
+    r = await _send(
+        target, client, "POST", url, content=body.encode("utf-8", "surrogatepass"), headers=headers
+    )
     if r is not None and _status(target, r, (path, params, signed)) and r.status_code == 200:
         target.report.accepted["webhook"] += 1
         if not signed:
-            target.report.fail("store unexplained", ("an unsigned webhook was accepted", path, params))
+            target.report.fail(
+                "store unexplained", ("an unsigned webhook was accepted", path, params)
+            )
 
 
 def _quote(text: str) -> str:
@@ -651,16 +703,27 @@ async def _setup(target: Target, client: httpx.AsyncClient) -> None:
         "consent": {"marketing": True, "transactional": True},
         "location": {"city": None, "region": None, "country": "US", "timezone": "America/New_York"}})  # fmt: skip
     target.pool.add("profiles", r.json()["id"])
-    params = [("MessageSid", "SMfuzzsetup"), ("From", "+15551230000"), ("To", "+15550001111"), ("Body", "hi")]
+    params = [
+        ("MessageSid", "SMfuzzsetup"),
+        ("From", "+15551230000"),
+        ("To", "+15550001111"),
+        ("Body", "hi"),
+    ]
     url = target.base + "/sms/inbound"
-    await client.post(url, data=dict(params), headers={"X-Twilio-Signature": compute_signature(AUTH_TOKEN, url, params)})
+    await client.post(
+        url,
+        data=dict(params),
+        headers={"X-Twilio-Signature": compute_signature(AUTH_TOKEN, url, params)},
+    )
     async with open_websocket_url(target.ws + "/ws/agent") as conn:
         await conn.send_message(json.dumps({"type": "auth", "token": AGENTS["owner"]}))
         await conn.get_message()
         await conn.send_message(json.dumps({"id": 0, "op": "tickets.list"}))
         for ticket in json.loads(await conn.get_message())["result"]["tickets"]:
             target.pool.add("tickets", ticket["id"])
-        await conn.send_message(json.dumps({"id": 0, "op": "quick_replies.add", "name": "hi", "body": "Hello!"}))
+        await conn.send_message(
+            json.dumps({"id": 0, "op": "quick_replies.add", "name": "hi", "body": "Hello!"})
+        )
         reply = json.loads(await conn.get_message())["result"]
         target.quick_replies.add(reply["id"])
         target.pool.add("quick_replies", reply["id"])
@@ -682,7 +745,9 @@ async def _explained(target: Target) -> None:
             target.report.fail("store unexplained", ("settings", current))
         cursor = None
         while True:
-            await conn.send_message(json.dumps({"id": 3, "op": "tickets.list", "limit": 200, "cursor": cursor}))
+            await conn.send_message(
+                json.dumps({"id": 3, "op": "tickets.list", "limit": 200, "cursor": cursor})
+            )
             page = json.loads(await conn.get_message())["result"]
             for ticket in page["tickets"]:
                 if ticket["channel"] == "webchat" and ticket["id"] not in target.chat_tickets:
@@ -697,7 +762,10 @@ async def _explained(target: Target) -> None:
 async def oversized(target: Target) -> None:
     """Frames over 64 KiB close with 1009; bodies over 1 MiB are 4xx."""
     huge = json.dumps({"type": "message", "body": "x" * (MAX_FRAME + 10), "client_id": "huge"})
-    for path, opener in (("/ws/chat", {"type": "hello"}), ("/ws/agent", {"type": "auth", "token": AGENTS["owner"]})):
+    for path, opener in (
+        ("/ws/chat", {"type": "hello"}),
+        ("/ws/agent", {"type": "auth", "token": AGENTS["owner"]}),
+    ):
         try:
             async with open_websocket_url(target.ws + path, max_message_size=4 * MAX_FRAME) as conn:
                 await conn.send_message(json.dumps(opener))
@@ -732,9 +800,13 @@ async def fuzz(inputs: int, progress: Progress | None = None, warmup: int | None
             async with httpx.AsyncClient(timeout=EXAMPLE_TIMEOUT_S) as client:
                 await _setup(target, client)
                 report.rss_kib["start"] = rss_kib(target.pid)
-                await trio.to_thread.run_sync(partial(_hypothesis, target, client, inputs, warmup, progress))
+                await trio.to_thread.run_sync(
+                    partial(_hypothesis, target, client, inputs, warmup, progress)
+                )
                 report.rss_kib.setdefault("warm", report.rss_kib["start"])
-                report.rss_kib["end"] = rss_kib(target.pid)  # before the 1 MiB bodies of `oversized`
+                report.rss_kib["end"] = rss_kib(
+                    target.pid
+                )  # before the 1 MiB bodies of `oversized`
                 await oversized(target)
                 r = await client.get(target.base + "/healthz")
                 if server.process.returncode is not None or r.status_code != 200:
@@ -778,8 +850,13 @@ def fuzz_scenario(quick: bool, progress: Progress, inputs: int | None = None) ->
         row("duration", report.seconds, "s", better="lower"),
     ]  # fmt: skip
     rows += [
-        row(f"failures: {kind}", report.failures[kind], "failures", better="lower",
-            note=report.examples.get(kind))
+        row(
+            f"failures: {kind}",
+            report.failures[kind],
+            "failures",
+            better="lower",
+            note=report.examples.get(kind),
+        )
         for kind in FAILURES
     ]
     return rows
