@@ -106,7 +106,7 @@ class Engine:
         quarantine_max_s: float = 3600.0,
         checkpoint_every: int = 64,
         timer_window: float = 60.0,
-        deadline_compaction: int = 100_000,
+        deadline_compaction: int = 4_096,
         placement: Placement | None = None,
         events_kept_s: float = 7 * 86400.0,
         retention_every: float = 3600.0,

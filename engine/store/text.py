@@ -22,6 +22,9 @@ _WORD: Final = re.compile(r"[^\W_]+")
 
 def words(text: str) -> list[str]:
     """The distinct words of `text`, folded (see the module docstring), in order of first use."""
-    folded = unicodedata.normalize("NFKD", text.casefold())
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
+    if text.isascii():  # the common case: folding ASCII is lower-casing it
+        plain = text.lower()
+    else:
+        folded = unicodedata.normalize("NFKD", text.casefold())
+        plain = "".join(c for c in folded if not unicodedata.combining(c))
     return list(dict.fromkeys(w[:MAX_WORD] for w in _WORD.findall(plain)))
