@@ -18,6 +18,7 @@ A held reply (R27) is queued once, by its `held` flag, when its `send:` timer fi
 from __future__ import annotations
 
 import html
+from typing import Literal
 
 import msgspec
 
@@ -152,7 +153,12 @@ class TicketActor(MessageOwner[TicketRecord]):
 
     kind = "ticket"
     state_type = TicketRecord
-    __slots__ = ()
+    __slots__ = ("waiting_entry",)
+
+    async def on_activate(self) -> None:
+        # the (score, tags) of its `waiting` entry as this instance last committed it,
+        # None when it committed none; False until it committed once (then unknown)
+        self.waiting_entry: tuple[float, frozenset[str]] | None | Literal[False] = False
 
     def _existing(self) -> TicketRecord:
         if self.state is None:
@@ -184,13 +190,22 @@ class TicketActor(MessageOwner[TicketRecord]):
         }
         if ticket.assignee is not None:
             tags.add(f"assignee={ticket.assignee}")
-        batch.index(TICKETS, self.key, record.last_activity, frozenset(tags))
+        frozen = frozenset(tags)
+        batch.index(TICKETS, self.key, record.last_activity, frozen)
+        waiting = None
         if ticket.state == "open" and record.waiting_since is not None:
-            batch.index(WAITING, self.key, record.waiting_since, frozenset(tags))
-        else:
-            batch.unindex(WAITING, self.key)
+            waiting = (record.waiting_since, frozen)
+        # the `waiting` entry is written when it changes (it mostly does not: the next
+        # inbound message of a waiting ticket keeps its score and tags), and always by
+        # a new instance, which does not know what was stored
+        if waiting != self.waiting_entry:
+            if waiting is not None:
+                batch.index(WAITING, self.key, *waiting)
+            else:
+                batch.unindex(WAITING, self.key)
         thread.event(batch, "ticket.created" if created else "ticket.updated", {"ticket": ticket})
         await self.ctx.commit(batch)
+        self.waiting_entry = waiting
         if queued:
             self.ctx.app.outbox.queued()
         after = (ticket.state, ticket.unread)

@@ -62,60 +62,70 @@ _tags_decoder = msgspec.json.Decoder(list[str])
 
 
 def put(conn: sqlite3.Connection, entry: IndexEntry) -> None:
-    """Put `entry`'s member into its index with its score and tags (replacing its old ones)."""
+    """Put `entry`'s member into its index with its score and tags (replacing its old ones).
+
+    One read of the member's row decides: a member that keeps its tags (a ticket's last
+    activity moves, its state does not) is moved to its new score by two updates, or
+    left alone when the score is the same too; a new member is inserted; one whose tags
+    change is removed and inserted again.
+    """
+    index, member, score = entry.index, entry.member, entry.score
     tags = sorted(entry.tags)
-    if _rescore(conn, entry.index, entry.member, entry.score, tags):
-        return
-    delete(conn, entry.index, entry.member)
+    encoded = _tags_encoder.encode(tags)
+    row = _row(conn, index, member)
+    if row is not None:
+        old_score, old_encoded = row
+        old_tags = tags if old_encoded == encoded else sorted(_tags_decoder.decode(old_encoded))
+        if old_tags == tags:
+            if old_score != score:
+                conn.execute(
+                    "UPDATE index_members SET score=? WHERE idx=? AND member=?",
+                    (score, index, member),
+                )
+                if tags:
+                    conn.executemany(
+                        "UPDATE index_tags SET score=?"
+                        " WHERE idx=? AND tag=? AND score=? AND member=?",
+                        [(score, index, tag, old_score, member) for tag in tags],
+                    )
+            return
+        _remove(conn, index, member, old_score, old_tags)
     conn.execute(
         "INSERT INTO index_members (idx, member, score, tags) VALUES (?, ?, ?, ?)",
-        (entry.index, entry.member, entry.score, _tags_encoder.encode(tags)),
+        (index, member, score, encoded),
     )
-    conn.executemany(
-        "INSERT INTO index_tags (idx, tag, score, member) VALUES (?, ?, ?, ?)",
-        [(entry.index, tag, entry.score, entry.member) for tag in tags],
-    )
-    _adjust_counts(conn, entry.index, tags, +1)
+    if tags:
+        conn.executemany(
+            "INSERT INTO index_tags (idx, tag, score, member) VALUES (?, ?, ?, ?)",
+            [(index, tag, score, member) for tag in tags],
+        )
+    _adjust_counts(conn, index, tags, +1)
 
 
-def _rescore(
-    conn: sqlite3.Connection, index: str, member: str, score: float, tags: list[str]
-) -> bool:
-    """Move a member that keeps its tags to a new score; False when its tags change.
-
-    The common case (a ticket's last activity moves, its state does not) then costs two
-    updates instead of a delete and re-insert of every tag row and count.
-    """
-    row = conn.execute(
+def _row(conn: sqlite3.Connection, index: str, member: str) -> tuple[float, bytes] | None:
+    """The (score, encoded tags) of `member` in `index`, or None."""
+    row: tuple[float, bytes] | None = conn.execute(
         "SELECT score, tags FROM index_members WHERE idx=? AND member=?", (index, member)
     ).fetchone()
-    if row is None or sorted(_tags_decoder.decode(row[1])) != tags:
-        return False
-    old_score = row[0]
-    if old_score != score:
-        conn.execute(
-            "UPDATE index_members SET score=? WHERE idx=? AND member=?", (score, index, member)
-        )
-        conn.executemany(
-            "UPDATE index_tags SET score=? WHERE idx=? AND tag=? AND score=? AND member=?",
-            [(score, index, tag, old_score, member) for tag in tags],
-        )
-    return True
+    return row
 
 
 def delete(conn: sqlite3.Connection, index: str, member: str) -> None:
-    row = conn.execute(
-        "SELECT score, tags FROM index_members WHERE idx=? AND member=?", (index, member)
-    ).fetchone()
-    if row is None:
-        return
-    score, encoded = row
-    tags = sorted(_tags_decoder.decode(encoded))
+    row = _row(conn, index, member)
+    if row is not None:
+        _remove(conn, index, member, row[0], sorted(_tags_decoder.decode(row[1])))
+
+
+def _remove(
+    conn: sqlite3.Connection, index: str, member: str, score: float, tags: list[str]
+) -> None:
+    """Take out `member`, found with `score` and (sorted) `tags`."""
     conn.execute("DELETE FROM index_members WHERE idx=? AND member=?", (index, member))
-    conn.executemany(
-        "DELETE FROM index_tags WHERE idx=? AND tag=? AND score=? AND member=?",
-        [(index, tag, score, member) for tag in tags],
-    )
+    if tags:
+        conn.executemany(
+            "DELETE FROM index_tags WHERE idx=? AND tag=? AND score=? AND member=?",
+            [(index, tag, score, member) for tag in tags],
+        )
     _adjust_counts(conn, index, tags, -1)
 
 
@@ -131,11 +141,12 @@ def _adjust_counts(conn: sqlite3.Connection, index: str, tags: list[str], delta:
         " ON CONFLICT (idx) DO UPDATE SET n = n + excluded.n",
         (index, delta),
     )
-    conn.executemany(
-        "INSERT INTO index_tag_counts (idx, tag, n) VALUES (?, ?, ?)"
-        " ON CONFLICT (idx, tag) DO UPDATE SET n = n + excluded.n",
-        [(index, tag, delta) for tag in tags],
-    )
+    if tags:
+        conn.executemany(
+            "INSERT INTO index_tag_counts (idx, tag, n) VALUES (?, ?, ?)"
+            " ON CONFLICT (idx, tag) DO UPDATE SET n = n + excluded.n",
+            [(index, tag, delta) for tag in tags],
+        )
     if len(tags) > 1:
         conn.executemany(
             "INSERT INTO index_pair_counts (idx, tag_a, tag_b, n) VALUES (?, ?, ?, ?)"

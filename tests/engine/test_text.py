@@ -3,8 +3,6 @@ exactly as the general (Unicode) one does."""
 
 from __future__ import annotations
 
-import string
-
 from hypothesis import given
 from hypothesis import strategies as st
 
