@@ -66,6 +66,9 @@ class TicketInbound(Request[Message]):
     session: str | None = None
     greeting: StoredMessage | None = None
     idem_key: str | None = None  # written with the message, so a resend stores nothing new
+    # the message id was made for this delivery, in the turn that sent it: no earlier
+    # turn of the ticket can have stored it, except one that crashed after its commit
+    fresh: bool = False
 
 
 class Reply(Request[Message]):

@@ -400,7 +400,9 @@ class ProfileActor(MessageOwner[ProfileState]):
         if changed:
             await self._commit(batch)
         self._remember(msg.sid, stored.message.id)
-        request = TicketInbound(stored, autoreply=self._autoreply(), phone=msg.phone, idem_key=idem)
+        request = TicketInbound(
+            stored, autoreply=self._autoreply(), phone=msg.phone, idem_key=idem, fresh=known is None
+        )
         return Forward(("ticket", self.data.sms_ticket), request)  # the ticket answers
 
     @handler

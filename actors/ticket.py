@@ -160,6 +160,12 @@ class TicketActor(MessageOwner[TicketRecord]):
         # None when it committed none; False until it committed once (then unknown)
         self.waiting_entry: tuple[float, frozenset[str]] | None | Literal[False] = False
 
+    @property
+    def _new_instance(self) -> bool:
+        """True until this instance commits: the engine retries a turn that crashed (it
+        may have committed first) on a new instance, as the first message it handles."""
+        return self.waiting_entry is False
+
     def _existing(self) -> TicketRecord:
         if self.state is None:
             raise InboxError("not_found", f"no ticket {self.key!r}")
@@ -262,10 +268,16 @@ class TicketActor(MessageOwner[TicketRecord]):
         app = self.ctx.app
         store = self.ctx.store
         message = msg.message.message
-        known = await thread.load(store, message.id)
-        if known is not None:  # delivered twice: stored once (R30)
-            return known.message
         current = self.state.ticket if self.state is not None else None
+        # delivered twice (a retried SMS the profile routes again under its id, mail
+        # redelivered, a turn retried after its commit): stored once (R30). The steady
+        # state needs no look-up: a fresh id reaching an open ticket whose instance
+        # committed before.
+        steady = msg.fresh and current is not None and current.state == "open"
+        if not steady or self._new_instance:
+            known = await thread.load(store, message.id)
+            if known is not None:
+                return known.message
         if current is not None and current.state == "closed" and current.channel == "webchat":
             raise InboxError("ticket_closed", "a closed web chat ticket never reopens (R07)")
         if current is None or current.state == "closed":

@@ -166,6 +166,34 @@ async def test_r30_a_turn_retried_after_its_commit_writes_one_reply(
     assert twilioed.bodies() == ["only once"]
 
 
+async def test_r30_an_inbound_turn_retried_after_its_commit_stores_one_message(
+    twilioed: Twilioed, autojump_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the ticket's instance has committed before, so a fresh message id is not looked up
+    # first; the engine retries the crashed turn on a new instance, which looks it up
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed()
+    courier = inbox.courier
+    crashes: list[bool] = []
+    queued = courier.queued
+
+    def crash_once() -> None:  # after the inbound's commit (with its autoresponse)
+        if not crashes:
+            crashes.append(True)
+            raise RuntimeError("crash after the commit")
+        queued()
+
+    monkeypatch.setattr(courier, "queued", crash_once)
+    message = await inbox.receive_sms("SMin2", PHONE, "only once")
+    await trio.sleep(60)
+    assert crashes
+    log = thread.stream("sms", profile, ticket)
+    stored = await thread.last_messages(twilioed.store, log)
+    assert [m.id for m in stored if m.direction == "inbound"][1:] == [message.id]
+    assert len([m for m in stored if m.kind == "autoresponder"]) == 2  # one per inbound
+    assert twilioed.twilio.posts == 1
+
+
 async def test_r30_r27_scheduled_reply_goes_once_although_the_provider_answers_queued(
     twilioed: Twilioed, autojump_clock: Clock
 ) -> None:
