@@ -3,6 +3,7 @@ QuickReply. They are what the store keeps and what the wire carries."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -21,9 +22,29 @@ STATUS_RANK: dict[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered"
 FINAL_STATUSES = frozenset({"failed", "undelivered"})
 
 
+_second: tuple[float, str] = (math.nan, "")  # the last whole second formatted by `iso`
+
+
 def iso(epoch: float) -> str:
-    """ISO 8601 with offset and microseconds, as the wire wants times."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
+    """ISO 8601 with offset and microseconds, as the wire wants times: what
+    ``datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")`` gives
+    (microseconds rounded half to even, as `datetime` does), with the date and time of
+    the whole second kept from the last call (most calls fall in the same second): a
+    third of the cost, and `iso` was a few per cent of an inbound message."""
+    global _second
+    frac, whole = math.modf(epoch)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        whole += 1.0
+    elif us < 0:
+        us += 1_000_000
+        whole -= 1.0
+    second = _second
+    if second[0] != whole:
+        text = datetime.fromtimestamp(whole, UTC).isoformat(timespec="seconds")
+        second = _second = (whole, text.removesuffix("+00:00"))
+    return f"{second[1]}.{us:06d}+00:00"
 
 
 EARLIEST_YEAR = 1970
