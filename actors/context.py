@@ -30,6 +30,7 @@ opt-out (ErrorCode 21610) passes it on (`CarrierOptOut`).
 | `thread:webchat:{ticket}` (log) | TicketActor `{ticket}` | `listing`, VisitorActor (resume), the ticket (R16 summary) |
 | `thread:webchat-blocked:{profile}` (log) | ProfileActor `{profile}` | — (kept, shown nowhere) |
 | `phone:{E.164}`, `email:{address}` and `InboxContext.directory` | DirectoryActor `{key}` | `Inbox` (resolving, through the cache) |
+| `InboxContext.sms_routes` (memory only): a profile's route for its plain SMS | ProfileActor `{id}` (grants its own after routing an SMS, revokes it before any other commit of its state); its `in_flight` ids: `Inbox.receive_sms` | `Inbox.receive_sms` (sends on it straight to the ticket, which then checks `idem:sms:` itself), ProfileActor (in-flight ids, R30) |
 | `outbox:{job}`, index `outbox` | the actor that queued the job: the message's owner (SMS), the ticket (e-mail); for SMS it also records the courier's intent on the job (`Attempting`, before each first provider call) and removes the job with the outcome (`Sent`) | the courier (sends, then tells the owner; an in-doubt job is looked up at the provider first) |
 | index `badge` | ProfileActor (its own entry) | `Inbox` at start (the count) |
 | `settings` | `Inbox.settings_update` (under its lock), seeded at start | actors via `InboxContext.settings` |
@@ -102,6 +103,45 @@ class DirectoryCache:
         self._known.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class SmsRoute:
+    """A profile's word that its plain inbound SMS from `phone` may go straight to its
+    SMS ticket: it is not blocked, has no campaign or flow reply to attribute (R25), and
+    `subscribed` is its consent (the autoresponder's `non_consented` mode, R20)."""
+
+    ticket: str
+    phone: str
+    subscribed: bool
+
+
+class SmsRoutes:
+    """The steady state of inbound SMS in one turn: profile id → `SmsRoute`, and the
+    message ids of SMS in flight on such a route by MessageSid.
+
+    Only ProfileActors write routes: each grants its own after a turn that routed an SMS
+    to its ticket, and revokes it in every turn that changes its state (before that
+    turn's commit), so an SMS the inbox sends on a route is one the profile would have
+    routed the same way. `Inbox.receive_sms` keeps `in_flight`: a retry of the same
+    MessageSid that reaches the profile meanwhile takes that id (R30)."""
+
+    def __init__(self, limit: int = DIRECTORY_CACHED) -> None:
+        self._limit = limit
+        self._routes: dict[str, SmsRoute] = {}
+        self.in_flight: dict[str, str] = {}
+
+    def get(self, profile: str) -> SmsRoute | None:
+        """The route of `profile`'s SMS, if it granted one."""
+        return self._routes.get(profile)
+
+    def grant(self, profile: str, route: SmsRoute) -> None:
+        if len(self._routes) >= self._limit:
+            self._routes.clear()
+        self._routes[profile] = route
+
+    def revoke(self, profile: str) -> None:
+        self._routes.pop(profile, None)
+
+
 @dataclass(eq=False)
 class InboxContext:
     """The inbox's shared values and services, as its actors see them."""
@@ -114,6 +154,7 @@ class InboxContext:
     settings: settings_rules.Settings = field(default_factory=settings_rules.Settings)
     link_secret: bytes = b""
     directory: DirectoryCache = field(default_factory=DirectoryCache)
+    sms_routes: SmsRoutes = field(default_factory=SmsRoutes)
     badge: int = 0  # R18: profiles with an open ticket with unread messages
     # how long idempotency keys (`idem:`) are kept: a retry within it stores nothing new
     idempotency_kept_s: float = IDEMPOTENCY_KEPT_S

@@ -69,6 +69,8 @@ class TicketInbound(Request[Message]):
     # the message id was made for this delivery, in the turn that sent it: no earlier
     # turn of the ticket can have stored it, except one that crashed after its commit
     fresh: bool = False
+    # sent on a profile's route (`context.SmsRoutes`): nobody looked `idem_key` up yet
+    idem_unchecked: bool = False
 
 
 class Reply(Request[Message]):

@@ -22,14 +22,14 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import trio
 
-from tidings.actors import invariants, listing, search, snooze, thread
+from tidings.actors import invariants, keywords, listing, search, snooze, thread
 from tidings.actors import settings as settings_rules
 from tidings.actors.brand import Account, Timing
 from tidings.actors.context import IDEMPOTENCY_KEPT_S, InboxContext
 from tidings.actors.courier import Courier
 from tidings.actors.directory import DirectoryActor, Resolve, directory_key
 from tidings.actors.errors import InboxError, bad_request, not_found
-from tidings.actors.handoff import StatusUpdate, TicketFlag, message_owner
+from tidings.actors.handoff import StatusUpdate, TicketFlag, TicketInbound, message_owner
 from tidings.actors.listing import TicketPage
 from tidings.actors.model import (
     Activity,
@@ -58,6 +58,7 @@ from tidings.actors.profile import (
     SetBlocked,
     Stored,
     Upsert,
+    autoreply,
 )
 from tidings.actors.sessions import Sessions
 from tidings.actors.ticket import (
@@ -472,7 +473,49 @@ class Inbox:
         profile = await self._resolve("phone", phone)
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
-        inbound = InboundSms(sid, phone, body, list(media))
+        routes = self.app.sms_routes
+        # one turn in the steady state: straight to the ticket on the profile's route
+        # (on one node: a route is only known on the profile's node)
+        route = routes.get(profile) if self.engine.placement is None else None
+        if (
+            route is None
+            or route.phone != phone
+            or sid in routes.in_flight  # a retry while the first is on its way: see below
+            or keywords.classify(body) is not None
+        ):
+            return await self._sms_to_profile(profile, InboundSms(sid, phone, body, list(media)))
+        stored = thread.inbound(
+            profile=profile, channel="sms", ticket=route.ticket, kind="support", body=body,
+            media=list(media), now=self.app.now(),
+        )  # fmt: skip
+        # a retry of `sid` meanwhile goes through the profile, which routes it under this id
+        routes.in_flight[sid] = stored.message.id
+        try:
+            request = TicketInbound(
+                stored,
+                autoreply=autoreply(self.app, route.subscribed),
+                phone=phone,
+                idem_key=thread.sms_idem_key(sid),
+                fresh=True,
+                idem_unchecked=True,
+            )
+            try:
+                message: Message = await self.engine.ask(("ticket", route.ticket), request)
+            except InboxError as exc:
+                if exc.code != "blocked":
+                    raise
+                # blocked before its closed ticket reopened (R15): the profile stores it
+                # itself, under the same message id (in flight until it answers)
+                return await self._sms_to_profile(
+                    profile, InboundSms(sid, phone, body, list(media))
+                )
+            self.inbound_count += 1
+            return message
+        finally:
+            del routes.in_flight[sid]
+
+    async def _sms_to_profile(self, profile: str, inbound: InboundSms) -> Message:
+        """An inbound SMS through its profile's turn (R02, R15, R19, R25, R30)."""
         while True:
             try:
                 # another node may store it and stop: asking again finds it (R30)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from tidings.actors import keywords, searchable, thread
+from tidings.actors.context import InboxContext, SmsRoute
 from tidings.actors.courier import MayText, refusal
 from tidings.actors.directory import Claim, Release, directory_key
 from tidings.actors.errors import InboxError, bad_request
@@ -157,6 +158,15 @@ class Stored(msgspec.Struct):
     message: Message
 
 
+def autoreply(app: InboxContext, subscribed: bool) -> str | None:
+    """R20: the autoresponder's text for a non-keyword SMS from a profile whose consent is
+    `subscribed`, or None."""
+    auto = app.settings.sms.autoresponder
+    if auto.mode == "off" or (auto.mode == "non_consented" and subscribed):
+        return None
+    return app.render(auto.text)
+
+
 # -- the actor ------------------------------------------------------------------------------
 
 
@@ -194,8 +204,12 @@ class ProfileActor(MessageOwner[ProfileState]):
         if len(recent) > RECENT_SIDS:
             del recent[next(iter(recent))]
 
-    async def _commit(self, batch: Batch, queued: bool = False) -> None:
-        """Save the profile with `batch`; `queued`: the batch queued outbox jobs."""
+    async def _commit(self, batch: Batch, queued: bool = False, routing: bool = True) -> None:
+        """Save the profile with `batch`; `queued`: the batch queued outbox jobs. Its SMS
+        route is revoked first unless the change cannot touch `routing` (its tickets'
+        flags): a plain SMS goes through its turn again, which grants it anew."""
+        if routing:
+            self.ctx.app.sms_routes.revoke(self.key)
         profile = self.data.profile
         profile.subscribed = profile.consent.marketing or profile.consent.transactional
         text = searchable.profile_text(profile)
@@ -330,20 +344,13 @@ class ProfileActor(MessageOwner[ProfileState]):
             return None
         return source.attribution
 
-    def _autoreply(self) -> str | None:
-        """R20: the autoresponder's text for a non-keyword SMS, or None."""
-        auto = self.ctx.app.settings.sms.autoresponder
-        if auto.mode == "off" or (auto.mode == "non_consented" and self.data.profile.subscribed):
-            return None
-        return self.ctx.app.render(auto.text)
-
     @handler
     async def inbound_sms(self, msg: InboundSms) -> Forward | Stored:
         app = self.ctx.app
-        idem = f"idem:sms:{msg.sid}"
+        idem = thread.sms_idem_key(msg.sid)
         # A retried delivery (R30) finds its message id here while the first delivery may
         # still be on its way to the ticket, or in the store once it was written.
-        known = self.recent.get(msg.sid)
+        known = self.recent.get(msg.sid) or app.sms_routes.in_flight.get(msg.sid)
         if known is None:
             found = await self.ctx.store.get(idem)
             known = found.decode() if found is not None else None
@@ -401,8 +408,16 @@ class ProfileActor(MessageOwner[ProfileState]):
             await self._commit(batch)
         self._remember(msg.sid, stored.message.id)
         request = TicketInbound(
-            stored, autoreply=self._autoreply(), phone=msg.phone, idem_key=idem, fresh=known is None
+            stored,
+            autoreply=autoreply(app, profile.subscribed),
+            phone=msg.phone,
+            idem_key=idem,
+            fresh=known is None,
         )
+        source = self.data.source
+        if source is None or source.used:  # nothing to attribute: the next may skip this turn
+            route = SmsRoute(self.data.sms_ticket, profile.phone, profile.subscribed)
+            app.sms_routes.grant(self.key, route)
         return Forward(("ticket", self.data.sms_ticket), request)  # the ticket answers
 
     @handler
@@ -492,4 +507,4 @@ class ProfileActor(MessageOwner[ProfileState]):
                 batch.unindex(BADGE, self.key)
                 app.badge -= 1
             thread.event(batch, "badge", {"unread_profiles": app.badge})
-        await self._commit(batch)
+        await self._commit(batch, routing=False)

@@ -66,6 +66,11 @@ def event(batch: Batch, name: str, data: dict[str, Any]) -> None:
     batch.event(event_payload(name, data))
 
 
+def sms_idem_key(sid: str) -> str:
+    """The idempotency key of an inbound SMS by its provider's MessageSid (R30)."""
+    return f"idem:sms:{sid}"
+
+
 def remember(app: InboxContext, batch: Batch, idem_key: str, message_id: str) -> None:
     """Write the idempotency key `idem_key` for the message `message_id`: a retry within
     `limits.idempotency_kept_days` finds it; retention forgets it after that."""

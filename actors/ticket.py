@@ -269,11 +269,16 @@ class TicketActor(MessageOwner[TicketRecord]):
         store = self.ctx.store
         message = msg.message.message
         current = self.state.ticket if self.state is not None else None
+        fresh = msg.fresh
+        if msg.idem_unchecked and msg.idem_key:  # sent on the profile's route: R30 here
+            claimed = await store.get(msg.idem_key)
+            if claimed is not None:
+                message.id, fresh = claimed.decode(), False  # stored once, under that id
         # delivered twice (a retried SMS the profile routes again under its id, mail
         # redelivered, a turn retried after its commit): stored once (R30). The steady
         # state needs no look-up: a fresh id reaching an open ticket whose instance
         # committed before.
-        steady = msg.fresh and current is not None and current.state == "open"
+        steady = fresh and current is not None and current.state == "open"
         if not steady or self._new_instance:
             known = await thread.load(store, message.id)
             if known is not None:

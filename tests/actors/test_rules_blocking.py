@@ -187,3 +187,49 @@ async def test_r15_a_block_whose_asker_goes_away_still_closes_the_tickets(
     await trio.sleep(1)
     assert (await inbox.ticket_get(ticket)).ticket.state == "closed"
     await assert_consistent(harness, profile)
+
+
+def reading_the_idempotency_key(key: str) -> bool:
+    return key.startswith("idem:sms:")
+
+
+async def test_r15_an_sms_on_the_route_to_a_closed_ticket_blocked_before_it_reopens(
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the ticket's close keeps the profile's route: the next SMS goes straight to the
+    # ticket, which is held; the block comes before it asks to reopen
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
+    first = await inbox.receive_sms("SM1", PHONE, "hello")
+    assert first.ticket is not None
+    await inbox.ticket_set_state(first.ticket, "closed")
+    await trio.sleep(1)
+    assert inbox.app.sms_routes.get(profile) is not None
+    store.hold_read = reading_the_idempotency_key
+    message = await block_while_held(
+        harness, store, profile, lambda: inbox.receive_sms("SM2", PHONE, "again")
+    )
+    assert message.ticket is None  # stored by the blocked profile (R15)
+    assert (await inbox.ticket_get(first.ticket)).ticket.state == "closed"
+    assert (await inbox.receive_sms("SM2", PHONE, "again")).id == message.id
+    thread = await store.log_tail(f"thread:sms:{profile}", 10)
+    assert thread.count(message.id.encode()) == 1
+    await assert_consistent(harness, profile)
+
+
+async def test_r15_an_sms_on_the_route_to_an_open_ticket_held_while_a_block_comes(
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    # it reached the open ticket before the block's close did: stored in the ticket,
+    # which the block then closes
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
+    first = await inbox.receive_sms("SM1", PHONE, "hello")
+    assert first.ticket is not None
+    store.hold_read = reading_the_idempotency_key
+    message = await block_while_held(
+        harness, store, profile, lambda: inbox.receive_sms("SM2", PHONE, "again")
+    )
+    assert message.ticket == first.ticket
+    assert (await inbox.ticket_get(first.ticket)).ticket.state == "closed"
+    await assert_consistent(harness, profile)
