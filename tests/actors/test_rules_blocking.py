@@ -110,25 +110,38 @@ async def test_r15_a_block_after_the_ticket_was_allowed_to_open_closes_it(
     await assert_consistent(harness, profile)
 
 
+async def closed_sms_ticket(harness: Harness) -> tuple[str, str]:
+    """A subscribed profile whose SMS ticket was closed: (profile, ticket)."""
+    profile = await harness.subscribed_profile()
+    first = await harness.inbox.receive_sms("SM1", PHONE, "hello")
+    assert first.ticket is not None
+    await harness.inbox.ticket_set_state(first.ticket, "closed")  # the profile lists none now
+    return profile, first.ticket
+
+
+async def assert_stored_by_the_blocked_profile(
+    harness: Harness, profile: str, ticket: str, message: Message
+) -> None:
+    """SM2 was stored once, by the blocked profile (R15), and its ticket stayed closed."""
+    assert message.ticket is None
+    assert (await harness.inbox.ticket_get(ticket)).ticket.state == "closed"
+    again = await harness.inbox.receive_sms("SM2", PHONE, "again")  # the provider's retry
+    assert again.id == message.id
+    thread = await harness.store.log_tail(f"thread:sms:{profile}", 10)
+    assert thread.count(message.id.encode()) == 1
+
+
 async def test_r15_an_sms_whose_ticket_is_blocked_before_it_opens_is_stored_without_one(
     harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
 ) -> None:
     inbox = harness.inbox
-    profile = await harness.subscribed_profile()
-    first = await inbox.receive_sms("SM1", PHONE, "hello")
-    assert first.ticket is not None
-    await inbox.ticket_set_state(first.ticket, "closed")  # the profile lists no ticket now
+    profile, ticket = await closed_sms_ticket(harness)
     since = inbox.last_seq
     store.hold_read = reading_a_message  # the ticket, routed to by the profile, is held
     message = await block_while_held(
         harness, store, profile, lambda: inbox.receive_sms("SM2", PHONE, "again")
     )
-    assert message.ticket is None  # stored by the blocked profile (R15)
-    assert (await inbox.ticket_get(first.ticket)).ticket.state == "closed"
-    again = await inbox.receive_sms("SM2", PHONE, "again")  # the provider's retry
-    assert again.id == message.id
-    thread = await store.log_tail(f"thread:sms:{profile}", 10)
-    assert thread.count(message.id.encode()) == 1
+    await assert_stored_by_the_blocked_profile(harness, profile, ticket, message)
     told = [e["event"] for e in await harness.events(since)]
     assert "ticket.updated" not in told, told  # nothing reopened, not even for a moment
     await assert_consistent(harness, profile)
@@ -197,23 +210,16 @@ async def test_r15_an_sms_on_the_route_to_a_closed_ticket_blocked_before_it_reop
     harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
 ) -> None:
     # the ticket's close keeps the profile's route: the next SMS goes straight to the
-    # ticket, which is held; the block comes before it asks to reopen
+    # ticket, held at its first read; the block comes before it asks to reopen
     inbox = harness.inbox
-    profile = await harness.subscribed_profile()
-    first = await inbox.receive_sms("SM1", PHONE, "hello")
-    assert first.ticket is not None
-    await inbox.ticket_set_state(first.ticket, "closed")
+    profile, ticket = await closed_sms_ticket(harness)
     await trio.sleep(1)
     assert inbox.app.sms_routes.get(profile) is not None
     store.hold_read = reading_the_idempotency_key
     message = await block_while_held(
         harness, store, profile, lambda: inbox.receive_sms("SM2", PHONE, "again")
     )
-    assert message.ticket is None  # stored by the blocked profile (R15)
-    assert (await inbox.ticket_get(first.ticket)).ticket.state == "closed"
-    assert (await inbox.receive_sms("SM2", PHONE, "again")).id == message.id
-    thread = await store.log_tail(f"thread:sms:{profile}", 10)
-    assert thread.count(message.id.encode()) == 1
+    await assert_stored_by_the_blocked_profile(harness, profile, ticket, message)
     await assert_consistent(harness, profile)
 
 

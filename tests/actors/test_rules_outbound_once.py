@@ -141,22 +141,29 @@ async def test_r30_a_refusal_by_the_provider_fails_the_message_with_its_code(
     assert twilioed.twilio.posts == 1  # failed for good: not tried again
 
 
-async def test_r30_a_turn_retried_after_its_commit_writes_one_reply(
-    twilioed: Twilioed, autojump_clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    inbox = twilioed.inbox
-    profile, ticket = await twilioed.ticket_of_subscribed()
+def crash_once_after_the_commit(inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The next turn that queues an outbox job crashes once, after its commit, inside the
+    turn (where it tells the courier); the list says whether it did."""
     courier = inbox.courier
     crashes: list[bool] = []
     queued = courier.queued
 
-    def crash_once() -> None:  # after the reply's commit, inside the ticket's turn
+    def crash_once() -> None:
         if not crashes:
             crashes.append(True)
             raise RuntimeError("crash after the commit")
         queued()
 
     monkeypatch.setattr(courier, "queued", crash_once)
+    return crashes
+
+
+async def test_r30_a_turn_retried_after_its_commit_writes_one_reply(
+    twilioed: Twilioed, autojump_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = twilioed.inbox
+    profile, ticket = await twilioed.ticket_of_subscribed()
+    crashes = crash_once_after_the_commit(inbox, monkeypatch)
     reply = await inbox.ticket_reply(ticket, "only once", author="a1")
     await trio.sleep(60)
     assert crashes
@@ -173,17 +180,7 @@ async def test_r30_an_inbound_turn_retried_after_its_commit_stores_one_message(
     # first; the engine retries the crashed turn on a new instance, which looks it up
     inbox = twilioed.inbox
     profile, ticket = await twilioed.ticket_of_subscribed()
-    courier = inbox.courier
-    crashes: list[bool] = []
-    queued = courier.queued
-
-    def crash_once() -> None:  # after the inbound's commit (with its autoresponse)
-        if not crashes:
-            crashes.append(True)
-            raise RuntimeError("crash after the commit")
-        queued()
-
-    monkeypatch.setattr(courier, "queued", crash_once)
+    crashes = crash_once_after_the_commit(inbox, monkeypatch)  # with its autoresponse
     message = await inbox.receive_sms("SMin2", PHONE, "only once")
     await trio.sleep(60)
     assert crashes
