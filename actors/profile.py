@@ -508,3 +508,7 @@ class ProfileActor(MessageOwner[ProfileState]):
                 app.badge -= 1
             thread.event(batch, "badge", {"unread_profiles": app.badge})
         await self._commit(batch, routing=False)
+        if msg.state != "closed" and state.profile.blocked:
+            # opened with a leave this profile no longer remembers (its actor restarted
+            # after granting it, before the block): it closes now (R15)
+            self.ctx.tell_nowait(("ticket", msg.ticket), ProfileBlocked())

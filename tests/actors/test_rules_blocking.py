@@ -16,6 +16,7 @@ from tests.actors.helpers import PHONE, Harness
 from tidings.actors import invariants
 from tidings.actors.errors import InboxError
 from tidings.actors.model import Message
+from tidings.actors.profile import ProfileActor
 from tidings.engine import Batch
 from tidings.engine.store.memory import MemoryStore
 
@@ -61,10 +62,11 @@ def reading_a_message(key: str) -> bool:
 
 
 async def block_while_held(
-    harness: Harness, store: HeldStore, profile: str, deliver: Callable[[], Awaitable[Message]]
-) -> Message:
-    """Start `deliver`; once `store` holds it, block `profile`; then let it go. Returns
-    what `deliver` answered, after the block finished."""
+    harness: Harness, store: HeldStore, profile: str, deliver: Callable[[], Awaitable[Message]],
+    meanwhile: Callable[[], None] = lambda: None,
+) -> Message:  # fmt: skip
+    """Start `deliver`; once `store` holds it, call `meanwhile()` and block `profile`;
+    then let it go. Returns what `deliver` answered, after the block finished."""
     got: list[Message] = []
     blocked = trio.Event()
 
@@ -78,6 +80,7 @@ async def block_while_held(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(delivering)
         await store.reached.wait()
+        meanwhile()
         nursery.start_soon(blocking)
         await trio.sleep(1)  # the block runs as far as it can while the delivery is held
         store.release.set()
@@ -108,6 +111,26 @@ async def test_r15_a_block_after_the_ticket_was_allowed_to_open_closes_it(
     assert message.ticket is not None  # it opened before the block, and the block closed it
     assert (await inbox.ticket_get(message.ticket)).ticket.state == "closed"
     await assert_consistent(harness, profile)
+
+
+async def test_r15_a_ticket_opened_with_a_leave_its_restarted_profile_forgot_closes_on_its_flag(
+    harness: Harness, store: HeldStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox = harness.inbox
+    profile = await harness.subscribed_profile()
+    store.hold_commit = opening_a_ticket  # allowed to open; its first commit is held
+
+    def profile_restarted() -> None:  # a fresh profile actor knows no ticket on its way
+        actor = inbox.engine._resident[("profile", profile)]
+        assert isinstance(actor, ProfileActor) and actor.opening
+        actor.opening.clear()
+
+    message = await block_while_held(
+        harness, store, profile, lambda: inbox.receive_sms("SM1", PHONE, "hi"), profile_restarted
+    )
+    assert message.ticket is not None  # it opened; its flag told the blocked profile
+    await assert_consistent(harness, profile)
+    assert (await inbox.ticket_get(message.ticket)).ticket.state == "closed"
 
 
 async def closed_sms_ticket(harness: Harness) -> tuple[str, str]:
