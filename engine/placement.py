@@ -81,6 +81,7 @@ class Placement:
         self.ready = trio.Event()
         self.renewals = 0
         self.fenced = 0  # writes refused because their epoch moved on
+        self.leases_lost = 0  # shards found taken by another node when renewing
         self.moved: list[Callable[[], None]] = []  # told when a shard leaves this node
         self._lease_ms = int(lease * 1000)
 
@@ -138,6 +139,7 @@ class Placement:
         for shard in lost:
             if shard in self.owned:
                 log.warning("node %s lost the lease of shard %d", self.node, shard)
+                self.leases_lost += 1
                 self._drop(host, shard)
 
     async def rebalance(self, host: Host) -> None:
