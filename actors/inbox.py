@@ -363,7 +363,12 @@ class Inbox:
         # their shard (and the cache is cleared whenever shards move)
         found = self.app.directory.get(key) if self.engine.owns(address) else None
         if found is None:
-            found = await self.engine.ask(address, Resolve(create))
+            try:
+                found = await self.engine.ask(address, Resolve(create))
+            except AnswerLost:
+                # the directory's node stored the mapping and stopped before answering:
+                # asked again, the shard's next owner reads it (and makes no second profile)
+                found = await self.engine.ask(address, Resolve(create))
         return found
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
