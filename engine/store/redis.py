@@ -36,6 +36,20 @@ hash tag, so ALL keys of one store live in one hash slot. A batch may touch any 
 log, timer and index at once and must be atomic, which a Lua script can only be within
 one slot: the price is that one store does not spread over cluster shards.
 
+On a real Redis Cluster (checked by hand on three local ``redis-server`` 7.0 masters,
+``cluster-enabled yes``, slots given with ``CLUSTER ADDSLOTSRANGE`` and joined with
+``CLUSTER MEET``: ``cluster_state:ok`` within 3 s, no ``redis-cli`` needed) this store runs
+as it is through coredis' ``RedisCluster`` client: the scripts, commits, fencing, leases,
+shard mail and event reads all go to the one slot's master. What it lacks: a URL that asks
+for the cluster client (e.g. ``redis+cluster://``), ``now_id`` (``TIME`` names no key, so
+the cluster client cannot route it: read it in a script keyed on the prefix), and a test
+on such a cluster (the client's ``scan_iter`` already visits every master, so the
+migrations' scans hold). Spreading one store over the masters would need per-actor hash
+tags, and then a commit that writes an actor's keys, the event log and shared indexes
+could no longer be one script: the log and the indexes would have to be split per slot
+(events merged by sequence on read) or written after the actor's commit by an outbox of
+their own.
+
 - ``{p}kv:<key>``               string
 - ``{p}log:<stream>``           list (RPUSH)
 - ``{p}events:seq``             counter; ``{p}events`` stream with ids ``0-<seq>``
