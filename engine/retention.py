@@ -15,6 +15,13 @@ Two kinds of data would otherwise grow forever:
 
 The service (`Retention.run`) sweeps every `every` seconds under the engine's
 supervisor. The dead-letter log is bounded by its writer (`DeadLetters`).
+
+Several nodes on one store: the marks and the expiry deletes are written only by the node
+holding the shard of `SERVICE`, through `Engine.commit` with that shard's fencing token
+(`Engine.while_owned`), so a node paused past its lease cannot delete a key rewritten
+since it read the index, nor rewrite the marks. Every node drops the events the stored
+marks allow (`sweep(writes=False)`): the drop is not a commit, but dropping a prefix of the
+log is idempotent, and a late one only drops events older still.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ MARKS = "retention:events"
 """The key of the event marks: a JSON list of [wall time, last sequence number]."""
 
 EXPIRE_AT_ONCE = 500  # keys deleted per commit
+
+SERVICE = ("retention", "service")
+"""The address whose shard's owner writes the marks and expires keys (several nodes)."""
 
 
 def expire_at(batch: Batch, key: str, at: float) -> None:
@@ -67,31 +77,45 @@ class Retention:
         self.events_kept_s = events_kept_s
         self.every = every
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep now and then every `every` seconds. A sweep the store refuses is tried
+    async def run(
+        self,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        *,
+        writes: bool = True,
+    ) -> None:
+        """Sweep now and then every `every` seconds (with `writes` false: only drop the
+        events the stored marks allow, see `sweep`). A sweep the store refuses is tried
         again at the next one: housekeeping never takes the engine down."""
         task_status.started()
         while True:
             try:
-                await self.sweep()
+                await self.sweep(writes=writes)
             except StoreError as exc:
                 log.warning("retention sweep failed, next try in %g s: %s", self.every, exc)
             await trio.sleep(self.every)
 
-    async def sweep(self) -> None:
-        """Drop the events older than `events_kept_s` and delete the keys that expired."""
-        now = self._clock.now()
-        await self._drop_old_events(now)
-        await self._expire_keys(now)
+    async def sweep(self, *, writes: bool = True) -> None:
+        """Drop the events older than `events_kept_s` and delete the keys that expired.
 
-    async def _drop_old_events(self, now: float) -> None:
+        With several nodes on one store, only the node holding the shard of `SERVICE`
+        sweeps with `writes` (it alone writes the marks and deletes expired keys, fenced by
+        that shard's token, `Engine.while_owned`); every node drops the events the stored
+        marks allow and learns the new `EventLog.oldest`: dropping a prefix of the log is
+        idempotent, and a late drop (from a paused node) only drops what is older still.
+        """
+        now = self._clock.now()
+        await self._drop_old_events(now, writes)
+        if writes:
+            await self._expire_keys(now)
+
+    async def _drop_old_events(self, now: float, writes: bool) -> None:
         raw = await self._store.get(MARKS)
         marks: list[tuple[float, int]] = (
             msgspec.json.decode(raw, type=list[tuple[float, int]]) if raw else []
         )
         kept = list(marks)
         last = self._events.last_seq
-        if last and (not kept or kept[-1][1] < last):
+        if writes and last and (not kept or kept[-1][1] < last):
             kept.append((now, last))
         cutoff = now - self.events_kept_s
         old = [seq for at, seq in kept if at <= cutoff]
@@ -104,7 +128,7 @@ class Retention:
                 log.info(
                     "dropped the events up to %d (older than %g s)", through, self.events_kept_s
                 )
-        if kept != marks:
+        if writes and kept != marks:
             batch = Batch()
             batch.put(MARKS, msgspec.json.encode(kept))
             await self._commit(batch)

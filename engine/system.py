@@ -64,6 +64,7 @@ from tidings.engine.eventlog import EventLog
 from tidings.engine.messages import Address, Request
 from tidings.engine.placement import Placement, ShardMoved
 from tidings.engine.remote import RemoteMail, type_name
+from tidings.engine.retention import SERVICE as RETENTION
 from tidings.engine.retention import Retention
 from tidings.engine.store.base import Batch, Fenced, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
@@ -224,6 +225,19 @@ class Engine:
                     await nursery.start(service)
             finally:
                 _turn_token.reset(reset)
+
+    async def _retention(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The retention service; placed, every node drops the events the marks allow and
+        the holder of `retention.SERVICE`'s shard writes the marks and expires keys."""
+        if self.placement is None:
+            await self.retention.run(task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(self.retention.run, writes=False))
+            task_status.started()
+            await self.while_owned(RETENTION, self.retention.run)
 
     async def _cancel_when_gone(
         self, address: Address, poll: float, scope: trio.CancelScope
@@ -689,7 +703,7 @@ class Engine:
             Child("actor-host", self._host),
             Child("timers", self.timers.run),
             Child("passivator", self._passivator),
-            Child("retention", self.retention.run),
+            Child("retention", self._retention),
         ]
         if self.placement is not None and self.remote is not None:
             children += [
