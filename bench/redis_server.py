@@ -27,12 +27,15 @@ def free_port() -> int:
 class RedisServer:
     """A `redis-server` child process with AOF (`appendfsync always`) in `directory`."""
 
-    def __init__(self, directory: Path, executable: str = "redis-server") -> None:
+    def __init__(
+        self, directory: Path, executable: str = "redis-server", extra: tuple[str, ...] = ()
+    ) -> None:
         found = shutil.which(executable)
         if found is None:
             raise FileNotFoundError(f"{executable} is not on PATH")
         self.executable = found
         self.directory = directory
+        self.extra = extra  # more command-line options
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -62,6 +65,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "yes",
                 "--appendfsync", "always",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -101,3 +105,79 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+def _bus_port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port() -> int:
+    """A free port for a cluster master whose bus port (the port + 10000, which must
+    exist) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 <= 65535 and _bus_port_free(port + 10000):
+            return port
+
+
+class RedisCluster:
+    """A Redis Cluster of `masters` private `redis-server`s (no replicas) in `directory`:
+    the 16384 slots split evenly, joined with ``CLUSTER MEET`` (no ``redis-cli`` needed)."""
+
+    SLOTS = 16384
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.servers = [
+            RedisServer(
+                directory / f"m{i}",
+                extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` URL of the cluster (its first master)."""
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the masters, give each its slots, join them, and wait until every
+        master says ``cluster_state:ok``."""
+        for server in self.servers:
+            server.port = server.port or cluster_port()
+            server.start()
+        share = self.SLOTS // len(self.servers)
+        for i, server in enumerate(self.servers):
+            last = self.SLOTS - 1 if i == len(self.servers) - 1 else (i + 1) * share - 1
+            self._ok(server, "CLUSTER", "ADDSLOTSRANGE", str(i * share), str(last))
+        first = self.servers[0]
+        for server in self.servers[1:]:
+            self._ok(first, "CLUSTER", "MEET", "127.0.0.1", str(server.port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(b"cluster_state:ok" in s.command("CLUSTER", "INFO") for s in self.servers):
+                return
+            time.sleep(0.05)  # only while the masters gossip their slots
+        self.stop()
+        raise RuntimeError(f"the Redis Cluster was not ok within {timeout} s")
+
+    @staticmethod
+    def _ok(server: RedisServer, *words: str) -> None:
+        answer = server.command(*words)
+        if answer != b"+OK\r\n":
+            raise RuntimeError(f"{' '.join(words)} answered {answer!r}")
+
+    def flush(self) -> None:
+        """Empty every master of this cluster (and only those)."""
+        for server in self.servers:
+            server.flush()
+
+    def stop(self) -> None:
+        """Kill every master and reap it."""
+        for server in self.servers:
+            server.stop()

@@ -433,7 +433,8 @@ def _check_store(store: str) -> None:
         return
     if store.startswith("sqlite:///") and len(store) > len("sqlite:///"):
         return
-    if store.startswith("redis://"):
+    cluster = store.startswith("redis+cluster://")
+    if store.startswith("redis://") or cluster:
         try:
             parts = urlsplit(store)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -441,10 +442,15 @@ def _check_store(store: str) -> None:
             parts = None
         if parts is not None and parts.hostname:
             db = parts.path.lstrip("/")
-            if db == "" or db.isdigit():
+            if db == "" or (db.isdigit() and not cluster):
                 return
+            if cluster:
+                raise ConfigError("server.store", "a Redis Cluster has no database to choose")
             raise ConfigError("server.store", "the Redis database must be a number")
-    raise ConfigError("server.store", "must be memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    raise ConfigError(
+        "server.store",
+        "must be memory://, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT",
+    )
 
 
 def _check_smtp_url(url: str) -> None:
@@ -548,7 +554,9 @@ def _checked(config: Config) -> Config:
         if agent.id in ids:
             raise ConfigError(f"{where}.id", f"duplicate agent id {agent.id!r}")
         if agent.id in RESERVED_AGENT_IDS:
-            raise ConfigError(f"{where}.id", f"{agent.id!r} is reserved (the tickets.list assignee filter)")
+            raise ConfigError(
+                f"{where}.id", f"{agent.id!r} is reserved (the tickets.list assignee filter)"
+            )
         if not agent.token:
             raise ConfigError(f"{where}.token", "must not be empty")
         if agent.token in tokens:
@@ -581,10 +589,13 @@ def _checked(config: Config) -> Config:
             raise ConfigError(f"limits.{name}", "must be 1 or more")
     _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
     if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
-        raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
+        raise ConfigError(
+            "limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)"
+        )
     if not math.isfinite(limits.idempotency_kept_days) or limits.idempotency_kept_days < 7:
         raise ConfigError(
-            "limits.idempotency_kept_days", "must be 7 or more (a MessageSid is kept 7 days at least)"
+            "limits.idempotency_kept_days",
+            "must be 7 or more (a MessageSid is kept 7 days at least)",
         )
 
     webhooks = [_checked_webhook(f"webhooks[{i}]", hook) for i, hook in enumerate(config.webhooks)]

@@ -27,7 +27,7 @@ class Backend:
     open: Callable[[], Awaitable[Store]]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     kind: str = request.param
     if kind == "memory":
@@ -42,7 +42,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
             return await SqliteStore(tmp_path / "store.db").open()
 
         return Backend(kind, open_sqlite)
-    url: str = request.getfixturevalue("redis_url")
+    # redis-cluster: three masters, the store's keys all in one hash slot
+    url: str = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
 
     async def open_redis() -> Store:
         return await RedisStore(url, prefix="test:").open()
@@ -551,7 +552,9 @@ async def test_text_after_cursor_pages_through_ties(store: Store) -> None:
         pages.append(chunk)
         after = (chunk[-1][1], chunk[-1][0])
     rows = [row for page in pages for row in page]
-    assert rows == sorted(((m, s) for m, (s, _) in texts.items()), key=lambda r: (r[1], r[0]), reverse=True)
+    assert rows == sorted(
+        ((m, s) for m, (s, _) in texts.items()), key=lambda r: (r[1], r[0]), reverse=True
+    )
     assert [len(p) for p in pages] == [4, 4, 2]
 
 
@@ -593,7 +596,9 @@ async def all_text_pages(
 _vocabulary = st.sampled_from(["order", "Ordine", "perché", "PERCHE", "1001", "città", "ship"])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     texts=st.dictionaries(
         st.sampled_from([f"m{i}" for i in range(8)]),
