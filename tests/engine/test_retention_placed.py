@@ -4,11 +4,12 @@ token; every node drops the events the stored marks allow."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
 
+from tests.polling import until
 from tidings.engine import Batch, expire_at, open_engine
 from tidings.engine.placement import Placement
 from tidings.engine.retention import MARKS, SERVICE
@@ -48,14 +49,6 @@ async def node(url: str, name: str, clock: Clock, heartbeat: float = 0.0) -> Asy
             yield engine
 
 
-async def _until(done: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(200):
-        if await done():
-            return
-        await trio.sleep(0.05)
-    raise AssertionError(f"not within 10 s: {what}")
-
-
 async def test_a_node_that_lost_the_retention_shard_deletes_no_expired_key(
     redis_url: str,
 ) -> None:
@@ -68,7 +61,7 @@ async def test_a_node_that_lost_the_retention_shard_deletes_no_expired_key(
         async def holds_all() -> bool:
             return len(placement.owned) == SHARDS
 
-        await _until(holds_all, "node a holds every shard")
+        await until(holds_all, "node a holds every shard")
         batch = Batch()
         batch.put("k", b"kept")
         expire_at(batch, "k", START + 10)
@@ -78,7 +71,7 @@ async def test_a_node_that_lost_the_retention_shard_deletes_no_expired_key(
         async def marked() -> bool:  # a, the holder, writes the marks
             return await other.get(MARKS) is not None
 
-        await _until(marked, "node a writes a retention mark")
+        await until(marked, "node a writes a retention mark")
         marks = await other.get(MARKS)
 
         # another node takes the shard of SERVICE while a does not look
@@ -91,7 +84,7 @@ async def test_a_node_that_lost_the_retention_shard_deletes_no_expired_key(
         async def refused() -> bool:
             return placement.fenced > fenced
 
-        await _until(refused, "node a's sweep is fenced")
+        await until(refused, "node a's sweep is fenced")
         assert shard not in placement.owned
         assert await other.get("k") == b"kept"  # not deleted by the stale holder
         assert await other.get(MARKS) == marks  # nor its marks rewritten
@@ -108,7 +101,7 @@ async def test_a_node_without_the_retention_shard_drops_the_events_the_marks_all
         async def settled() -> bool:  # split between the two, the service's on one
             return len(pa.owned) + len(pb.owned) == SHARDS and bool(pa.owned) and bool(pb.owned)
 
-        await _until(settled, "the shards settle on a and b")
+        await until(settled, "the shards settle on a and b")
         holder, reader = (a, b) if pa.owns(SERVICE) else (b, a)
         batch = Batch()
         batch.event(b"{}")
@@ -118,11 +111,11 @@ async def test_a_node_without_the_retention_shard_drops_the_events_the_marks_all
         async def marked() -> bool:
             return await holder.store.get(MARKS) is not None
 
-        await _until(marked, "the holder writes a mark")
+        await until(marked, "the holder writes a mark")
         clock.at = START + 120
 
         async def dropped() -> bool:
             return reader.events.oldest > seq
 
-        await _until(dropped, "the other node learns the events are dropped")
+        await until(dropped, "the other node learns the events are dropped")
         assert await holder.store.events_since(0, 10) == []

@@ -4,11 +4,10 @@ look (paused past its lease) cannot move the cursor or write a delivery late."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import msgspec
 import trio
 
+from tests.polling import until
 from tests.transports.helpers import free_port
 from tidings.actors.inbox import open_inbox
 from tidings.engine import Batch
@@ -35,15 +34,6 @@ async def _cursor_seq(store: RedisStore) -> int:
     return msgspec.json.decode(await store.get(CURSOR_KEY) or b"{}", type=_Seq).seq
 
 
-async def _until(done: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `done` (another task, or Redis, moves it) for up to 10 s."""
-    for _ in range(200):
-        if await done():
-            return
-        await trio.sleep(0.05)
-    raise AssertionError(f"not within 10 s: {what}")
-
-
 async def test_a_node_that_lost_the_webhooks_shard_cannot_move_the_cursor(redis_url: str) -> None:
     # nothing listens on the hook's port: every attempt fails and is rescheduled, which
     # is a write too
@@ -65,7 +55,7 @@ async def test_a_node_that_lost_the_webhooks_shard_cannot_move_the_cursor(redis_
             async def holds_all() -> bool:
                 return len(placement.owned) == SHARDS
 
-            await _until(holds_all, "node a holds every shard")
+            await until(holds_all, "node a holds every shard")
             # an event while a holds the shard: delivered as pending, cursor moved on
             first = Batch()
             first.event(_event("ticket.created"))
@@ -74,7 +64,7 @@ async def test_a_node_that_lost_the_webhooks_shard_cannot_move_the_cursor(redis_
             async def cursor_moved() -> bool:
                 return await _cursor_seq(other) >= seq
 
-            await _until(cursor_moved, "the cursor passes the first event")
+            await until(cursor_moved, "the cursor passes the first event")
             pending = await other.index_query(PENDING, frozenset(), 100, descending=False)
             assert len(pending) == 1
 
@@ -92,7 +82,7 @@ async def test_a_node_that_lost_the_webhooks_shard_cannot_move_the_cursor(redis_
             async def refused() -> bool:
                 return placement.fenced > fenced
 
-            await _until(refused, "node a's write is fenced")
+            await until(refused, "node a's write is fenced")
             assert shard not in placement.owned  # a gave the shard up on the fenced write
             assert await _cursor_seq(other) == seq < late
             assert await other.index_query(PENDING, frozenset(), 100, descending=False) == pending
