@@ -17,7 +17,7 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import trio
@@ -82,10 +82,12 @@ from tidings.actors.visitor import (
     VisitorRecord,
 )
 from tidings.engine import (
+    Address,
     AnswerLost,
     Batch,
     Child,
     Engine,
+    Request,
     Store,
     Supervisor,
     SystemClock,
@@ -94,6 +96,8 @@ from tidings.engine import (
 )
 from tidings.engine.clock import to_datetime
 from tidings.engine.remote import RemoteMail
+
+_R = TypeVar("_R")  # what an ask answers
 
 ACTORS = (ProfileActor, TicketActor, VisitorActor, DirectoryActor)
 SETTINGS_KEY = "settings"
@@ -363,13 +367,17 @@ class Inbox:
         # their shard (and the cache is cleared whenever shards move)
         found = self.app.directory.get(key) if self.engine.owns(address) else None
         if found is None:
-            try:
-                found = await self.engine.ask(address, Resolve(create))
-            except AnswerLost:
-                # the directory's node stored the mapping and stopped before answering:
-                # asked again, the shard's next owner reads it (and makes no second profile)
-                found = await self.engine.ask(address, Resolve(create))
+            found = await self._ask_idempotent(address, Resolve(create))
         return found
+
+    async def _ask_idempotent(self, address: Address, request: Request[_R]) -> _R:
+        """`engine.ask`, asked once more when the node that handled `request` stopped
+        before answering (`AnswerLost`): only for requests whose second handling finds
+        what the first did (a directory `Resolve`, an inbound SMS by its sid)."""
+        try:
+            return await self.engine.ask(address, request)
+        except AnswerLost:
+            return await self.engine.ask(address, request)
 
     async def upsert_profile(self, fields: dict[str, Any]) -> Profile:
         """Create or update a profile, matched by id, else phone, else e-mail."""
@@ -465,16 +473,11 @@ class Inbox:
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
         inbound = InboundSms(sid, phone, body, list(media))
-        lost_once = False
         while True:
             try:
-                answer = await self.engine.ask(("profile", profile), inbound)
+                # another node may store it and stop: asking again finds it (R30)
+                answer = await self._ask_idempotent(("profile", profile), inbound)
                 break
-            except AnswerLost:
-                # another node stored it and stopped: asking again finds it (R30)
-                if lost_once:
-                    raise
-                lost_once = True
             except InboxError as exc:
                 if exc.code != "blocked":
                     raise

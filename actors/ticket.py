@@ -107,19 +107,20 @@ class FlagAgain(Request[None]):
     start-up repair of a profile's view: after any flag the ticket sent before)."""
 
 
-class Wake(msgspec.Struct, tag="ticket.wake"):
-    """A snooze ran out (durable timer)."""
+class Wake(msgspec.Struct, tag="ticket.wake", gc=False):
+    """A snooze ran out (durable timer). Timer messages hold only scalars, so the garbage
+    collector need not track them (`gc=False`: 16 bytes less for each pending timer)."""
 
     due: float
 
 
-class FollowupDue(msgspec.Struct, tag="ticket.followup_due"):
+class FollowupDue(msgspec.Struct, tag="ticket.followup_due", gc=False):
     """The follow-up e-mail's debounce ran out (durable timer)."""
 
     due: float
 
 
-class ScheduledSend(msgspec.Struct, tag="ticket.scheduled_send"):
+class ScheduledSend(msgspec.Struct, tag="ticket.scheduled_send", gc=False):
     """A reply held for quiet hours may go now (durable timer)."""
 
     message: str

@@ -133,6 +133,9 @@ async def sms_inbound(ctx: Context, request: Request) -> Response:
         if exc.code == "unavailable":
             return PlainTextResponse("starting", status_code=503)
         return PlainTextResponse(exc.detail, status_code=STATUS.get(exc.code, 400))
+    except EngineError as exc:  # not stored: the provider sends it again, same sid (R30)
+        log.warning("sms %s not stored: %r", sid, exc)
+        return PlainTextResponse("try again", status_code=503)
     return Response(TWIML_EMPTY, media_type="text/xml")
 
 
@@ -151,6 +154,9 @@ async def sms_status(ctx: Context, request: Request) -> Response:
         except InboxError as exc:
             if exc.code == "unavailable":
                 return PlainTextResponse("starting", status_code=503)
+        except EngineError as exc:  # not recorded: the provider sends it again
+            log.warning("status of %s not recorded: %r", sid, exc)
+            return PlainTextResponse("try again", status_code=503)
     return Response(b"", status_code=200)
 
 

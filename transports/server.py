@@ -6,6 +6,7 @@ is the same for tests: it yields the base URL, the inbox and the outbox provider
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -102,7 +103,7 @@ def _hypercorn_config(config: Config) -> HypercornConfig:
     hc.websocket_max_message_size = MAX_FRAME
     hc.graceful_timeout = GRACEFUL_S
     hc.accesslog = None
-    hc.errorlog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # an app's crash reaches the JSON log
     return hc
 
 

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 import trio
 import trio.testing
 
-from tidings.engine import Actor, Batch, handler, open_engine
+from tests.engine.speaker import Say, Speaker
+from tidings.engine import Batch, open_engine
 from tidings.engine.store.memory import MemoryStore
-
-
-class Say(msgspec.Struct):
-    text: str
-
-
-class Speaker(Actor):
-    kind = "speaker"
-    __slots__ = ()
-
-    @handler
-    async def say(self, msg: Say) -> None:
-        batch = Batch()
-        batch.event(msg.text.encode())
-        await self.ctx.commit(batch)
 
 
 @pytest.fixture

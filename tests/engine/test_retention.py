@@ -14,14 +14,13 @@ import pytest
 import trio
 import trio.testing
 
+from tests.engine.speaker import Say, Shout, Speaker
 from tidings.engine import (
     DEAD_LETTERS,
-    Actor,
     Batch,
     Engine,
     TrioWallClock,
     expire_at,
-    handler,
     open_engine,
 )
 from tidings.engine.retention import MARKS
@@ -32,29 +31,6 @@ from tidings.engine.store.sqlite import SqliteStore
 
 DAY = 86400.0
 START = 1_800_000_000.0
-
-
-class Say(msgspec.Struct):
-    text: str
-
-
-class Shout(msgspec.Struct):
-    text: str
-
-
-class Speaker(Actor):
-    kind = "speaker"
-    __slots__ = ()
-
-    @handler
-    async def say(self, msg: Say) -> None:
-        batch = Batch()
-        batch.event(msg.text.encode())
-        await self.ctx.commit(batch)
-
-    @handler
-    async def shout(self, msg: Shout) -> None:
-        self.ctx.announce(msg.text.encode())
 
 
 @pytest.fixture

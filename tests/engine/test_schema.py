@@ -240,8 +240,12 @@ async def redis_v1_store(url: str) -> None:
     async with RedisStore(url) as store:
         batch = Batch()
         wake = msgspec.Raw(msgspec.msgpack.encode({"due": START}))
-        batch.set_timer("snooze:t1", START, msgspec.msgpack.encode(("ticket", "t1", "ticket/Wake", wake)))
-        batch.set_timer("snooze:t2", START, msgspec.msgpack.encode(("ticket", "t2", "ticket.wake", wake)))
+        batch.set_timer(
+            "snooze:t1", START, msgspec.msgpack.encode(("ticket", "t1", "ticket/Wake", wake))
+        )
+        batch.set_timer(
+            "snooze:t2", START, msgspec.msgpack.encode(("ticket", "t2", "ticket.wake", wake))
+        )
         await store.commit(batch)
         await store.commit(v2_records())
         await store._live().delete([store._schema_key])
@@ -258,5 +262,7 @@ async def test_redis_version_1_is_migrated_and_newer_refused(redis_url: str) -> 
         assert names == {"snooze:t1": "ticket.wake", "snooze:t2": "ticket.wake"}
         await check_v2_records_found(store)
         await client.set(store._schema_key, "4")
-    with pytest.raises(SchemaTooNew, match="written by schema version 4, this release reads up to 3"):
+    with pytest.raises(
+        SchemaTooNew, match="written by schema version 4, this release reads up to 3"
+    ):
         await open_store(redis_url)

@@ -54,8 +54,12 @@ def need_browser() -> None:
 def serve_console(
     until: tuple[str, ...], env: Mapping[str, str] | None = None
 ) -> Iterator[dict[str, str]]:
-    """`tidings serve --port 0 --store memory://` with `env` added to the environment;
-    yields the printed `name: value` lines once every name in `until` was printed."""
+    """`tidings serve --port 0 --store memory://` with `env` added to the environment
+    (settings inherited as `TIDINGS_<SECTION>__<NAME>` left out, so only `env` configures
+    it); yields the printed `name: value` lines once every name in `until` was printed."""
+    inherited = {
+        k: v for k, v in os.environ.items() if not (k.startswith("TIDINGS_") and "__" in k)
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -70,7 +74,7 @@ def serve_console(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=str(ROOT),
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         text=True,
     )
     lines: queue.Queue[str | None] = queue.Queue()

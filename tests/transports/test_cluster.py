@@ -10,7 +10,7 @@ import json
 import re
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +25,8 @@ from twilio.request_validator import RequestValidator
 from tests.transports.serve_process import ROOT, SERVE, child_env
 from tests.transports.test_webhooks import Receiver, receiving, until
 from tidings.actors import thread
+from tidings.actors.model import Message
+from tidings.bench.chaos import Provider
 from tidings.engine.store.redis import RedisStore
 
 TOKEN = "cluster-token"
@@ -35,6 +37,7 @@ CONFIG = f"""
 [sms]
 sender = "+15550001111"
 auth_token = "{TOKEN}"
+{{sms}}
 
 [[agents]]
 id = "a1"
@@ -78,13 +81,14 @@ async def _console(proc: trio.Process) -> str:
 
 @asynccontextmanager
 async def cluster(
-    tmp_path: Path, redis_url: str, n: int = 3, extra: str = "", via: dict[int, str] | None = None
-) -> AsyncIterator[list[Node]]:
+    tmp_path: Path, redis_url: str, n: int = 3, extra: str = "",
+    via: dict[int, str] | None = None, sms: str = "",
+) -> AsyncIterator[list[Node]]:  # fmt: skip
     """`n` nodes on `redis_url` (node `i` on `via[i]` instead when given) configured with
-    `CONFIG` + `extra`, started one after another; stopped (SIGTERM, or SIGKILL if one
-    does not stop) when the block ends."""
+    `CONFIG` (`sms` added to its `[sms]` table) + `extra`, started one after another;
+    stopped (SIGTERM, or SIGKILL if one does not stop) when the block ends."""
     config = tmp_path / "cluster.toml"
-    config.write_text(CONFIG + extra)
+    config.write_text(CONFIG.format(sms=sms) + extra)
     nodes: list[Node] = []
     async with trio.open_nursery() as nursery:
         for i in range(n):
@@ -134,14 +138,16 @@ async def _frame(ws: WebSocketConnection) -> dict[str, Any]:
     return json.loads(await ws.get_message())  # type: ignore[no-any-return]
 
 
-def _post(answered: list[str], failed: dict[str, str] | None = None) -> Callable[..., Any]:
-    """A poster of SMS number `i` to a node; the bodies answered 200 go to `answered`,
-    the others (with what went wrong) to `failed`."""
+def _post(
+    answered: list[str], failed: dict[str, str] | None = None, phones: list[str] = PHONES
+) -> Callable[..., Any]:
+    """A poster of SMS number `i` (from `phones[i % len(phones)]`) to a node; the bodies
+    answered 200 go to `answered`, the others (with what went wrong) to `failed`."""
     validator = RequestValidator(TOKEN)
 
     async def post(client: httpx.AsyncClient, node: Node, i: int) -> None:
         url = node.base + "/sms/inbound"
-        params = {"MessageSid": f"SM{i:05d}", "From": PHONES[i % len(PHONES)], "Body": f"m{i}"}
+        params = {"MessageSid": f"SM{i:05d}", "From": phones[i % len(phones)], "Body": f"m{i}"}
         headers = {"X-Twilio-Signature": validator.compute_signature(url, params)}
         try:
             r = await client.post(url, data=params, headers=headers)
@@ -157,24 +163,30 @@ def _post(answered: list[str], failed: dict[str, str] | None = None) -> Callable
     return post
 
 
-async def _check_store(redis_url: str, answered: list[str]) -> None:
-    """Each answered SMS stored once; one profile and one SMS ticket per phone (R02)."""
+async def _check_store(
+    redis_url: str, answered: list[str], phones: list[str] = PHONES
+) -> list[Message]:
+    """Each answered SMS stored once; one profile and one SMS ticket per phone (R02).
+    The outbound SMS stored."""
     async with RedisStore(redis_url) as store:
-        mapped = await store.get_many([f"phone:{p}" for p in PHONES])
+        mapped = await store.get_many([f"phone:{p}" for p in phones])
         profiles = {m.decode() for m in mapped if m is not None}
-        assert len(profiles) == len(PHONES)
+        assert len(profiles) == len(phones)
         stored = await store._live().keys(store._base + "kv:profile:*")
-        assert len(stored) == len(PHONES)
+        assert len(stored) == len(phones)
         tickets = await store.index_query("tickets", frozenset({"channel=sms"}), 1000)
-        assert len(tickets) == len(PHONES)
+        assert len(tickets) == len(phones)
         bodies: list[str] = []
+        outbound: list[Message] = []
         for profile in profiles:
             messages = await thread.last_messages(
                 store, thread.stream("sms", profile, None), 10_000
             )
             bodies += [m.body for m in messages if m.direction == "inbound"]
+            outbound += [m for m in messages if m.direction == "outbound"]
     for body in answered:
         assert bodies.count(body) == 1, body
+    return outbound
 
 
 async def _outbox_drained(redis_url: str) -> None:
@@ -219,11 +231,8 @@ async def test_three_nodes_keep_one_profile_and_ticket_per_phone_and_every_event
             ready = trio.Event()
             agents.start_soon(_agent, node, ready)
             await ready.wait()
-        post = _post(answered, failed)
-        async with httpx.AsyncClient(timeout=15) as client, trio.open_nursery() as senders:
-            for i in range(200):
-                senders.start_soon(post, client, nodes[i % 3], i)
-                await trio.sleep(0.002)
+        async with httpx.AsyncClient(timeout=15) as client:
+            await _spread(client, nodes, _post(answered, failed), gap=0.002)
         assert not failed
         assert len(answered) == 200
         last = await _settle(nodes, redis_url)
@@ -250,13 +259,8 @@ async def test_a_killed_node_loses_no_answered_message_and_its_shards_move(
             ready = trio.Event()
             agents.start_soon(_agent, node, ready)
             await ready.wait()
-        post = _post(answered, failed)
-        async with httpx.AsyncClient(timeout=15) as client, trio.open_nursery() as senders:
-            for i in range(200):
-                senders.start_soon(post, client, nodes[i % 3], i)
-                await trio.sleep(0.004)
-                if i == 100:
-                    nodes[2].process.kill()
+        async with httpx.AsyncClient(timeout=15) as client:
+            await _spread(client, nodes, _post(answered, failed), at={101: nodes[2].process.kill})
         # the live nodes answer everything; the killed one what it answered before
         assert not [f for f in failed.values() if not f.startswith("n2")]
         assert len(answered) >= 130  # two thirds of 200, less those in flight at the kill
@@ -272,6 +276,61 @@ async def test_a_killed_node_loses_no_answered_message_and_its_shards_move(
     await _check_store(redis_url, answered)
 
 
+async def test_a_killed_nodes_outbound_sms_are_sent_once_by_the_nodes_that_take_its_shards(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """200 new phones each get an R20 autoresponse through a stand-in of Twilio's REST
+    API that answers after 0-30 ms and counts every POST; one node is killed with
+    SIGKILL mid-load, so some of its sends are in doubt. The nodes that take its shards
+    send its jobs; every autoresponse is POSTed exactly once."""
+    phones = [f"+1555300{i:04d}" for i in range(200)]
+    answered: list[str] = []
+    failed: dict[str, str] = {}
+    provider = Provider()
+    async with trio.open_nursery() as stand_in:
+        port = await stand_in.start(provider.run)
+        sms = (
+            f'provider = "twilio"\naccount_sid = "ACcluster"\nbase_url = "http://127.0.0.1:{port}"'
+        )
+        async with cluster(tmp_path, redis_url, sms=sms) as nodes:
+            post = _post(answered, failed, phones)
+            async with httpx.AsyncClient(timeout=15) as client:
+                await _spread(client, nodes, post, at={121: nodes[2].process.kill})
+                assert not [f for f in failed.values() if not f.startswith("n2")]
+                for body in list(failed):  # the provider retries what was not answered
+                    await post(client, nodes[0], int(body[1:]))
+            await _outbox_drained(redis_url)
+        stand_in.cancel_scope.cancel()
+    assert len(answered) == 200
+    outbound = await _check_store(redis_url, answered, phones)
+    assert len(outbound) >= len(answered)  # one autoresponse per new ticket (R20)
+    twice = {key: n for key, n in provider.posts.items() if n > 1}
+    assert not twice, twice
+    unsent = [m.id for m in outbound if provider.posts[m.id] != 1]
+    assert not unsent, unsent
+
+
+async def _spread(
+    client: httpx.AsyncClient,
+    nodes: list[Node],
+    post: Callable[..., Any],
+    gap: float = 0.004,
+    at: dict[int, Callable[[], object]] | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Post SMS 0..199 round-robin over `nodes`, `gap` seconds apart; call `at[i]()` just
+    before SMS `i`, and await `then()` once all are on their way; return when all are
+    answered."""
+    async with trio.open_nursery() as senders:
+        for i in range(200):
+            if at and i in at:
+                at[i]()
+            senders.start_soon(post, client, nodes[i % 3], i)
+            await trio.sleep(gap)
+        if then is not None:
+            await then()
+
+
 async def _load_around(
     nodes: list[Node],
     post: Callable[..., Any],
@@ -281,14 +340,13 @@ async def _load_around(
 ) -> None:
     """Post 200 SMS over `nodes`: `cut` after the first 100, `heal` 2.5 leases after the
     last, so half the load meets a node cut off past its lease."""
-    async with httpx.AsyncClient(timeout=timeout) as client, trio.open_nursery() as senders:
-        for i in range(200):
-            if i == 100:
-                cut()
-            senders.start_soon(post, client, nodes[i % 3], i)
-            await trio.sleep(0.004)
+
+    async def heal_later() -> None:
         await trio.sleep(LEASE * 2.5)
         heal()
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        await _spread(client, nodes, post, at={100: cut}, then=heal_later)
 
 
 async def test_a_node_paused_past_its_lease_gives_its_shards_up_and_loses_nothing(

@@ -7,7 +7,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.transports.helpers import AUTH_TOKEN
-from tidings.engine import AskTimeout
+from tidings.engine import AnswerLost, AskTimeout
 from tidings.transports.server import Running
 
 
@@ -172,3 +172,16 @@ async def test_api_answers_503_json_when_an_ask_fails_not_500(
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "unavailable"
     assert "AskTimeout" in r.json()["error"]["detail"]
+
+
+async def test_sms_webhook_answers_503_when_the_sms_could_not_be_stored_not_500(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lost(*args: object, **kwargs: object) -> None:
+        raise AnswerLost("the node that handled it stopped before answering")
+
+    monkeypatch.setattr(server.inbox, "receive_sms", lost)
+    async with httpx.AsyncClient() as client:
+        params = {"MessageSid": "SM503", "From": "+15551239999", "Body": "hi"}
+        r = await _post_sms(client, server.base_url, params)
+    assert r.status_code == 503, r.text  # not acknowledged: the provider sends it again

@@ -10,11 +10,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import os
-import queue
-import signal
-import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -22,27 +17,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-TIMEOUT_MS = 10_000
+from tests.transports.browser import ARGS, CHROMIUM, TIMEOUT_MS, need_browser, serve_console
+
 SECRET = "brand-secret"
 CUSTOMER = "customer@shop.example"
 API_KEY = "embed-api-key"
-
-
-def _need_browser() -> None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        if os.environ.get("TIDINGS_REQUIRE_BROWSER") == "1":
-            pytest.fail("playwright is not installed and TIDINGS_REQUIRE_BROWSER=1")
-        pytest.skip("playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("TIDINGS_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and TIDINGS_REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is missing")
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
@@ -63,32 +42,12 @@ def shop(tmp_path: Path) -> Iterator[str]:
         httpd.server_close()
 
 
-def _serve(shop_origin: str) -> tuple[subprocess.Popen[str], str]:
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("TIDINGS_") and "__" in k)}
-    env.update({
+def _settings(shop_origin: str) -> dict[str, str]:
+    return {
         "TIDINGS_CHAT__IDENTITY_SECRET": SECRET,
         "TIDINGS_CHAT__ALLOWED_ORIGINS": json.dumps([shop_origin]),
         "TIDINGS_API__KEYS": json.dumps([API_KEY]),
-    })  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tidings.transports.cli", "serve", "--port", "0", "--store", "memory://"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(ROOT), text=True, env=env,
-    )  # fmt: skip
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    while True:
-        line = lines.get(timeout=20)
-        assert line is not None, "the server exited early"
-        name, _, value = line.strip().partition(": ")
-        if name == "console":
-            return proc, value.rstrip("/")
+    }
 
 
 def _post(base: str, path: str, body: dict[str, object]) -> dict[str, object]:
@@ -103,11 +62,11 @@ def _post(base: str, path: str, body: dict[str, object]) -> dict[str, object]:
 def test_widget_embedded_on_another_origin_joins_the_signed_profile_and_resists_fixation(
     shop: str, tmp_path: Path
 ) -> None:
-    _need_browser()
+    need_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    proc, base = _serve(shop)
-    try:
+    with serve_console(("console",), _settings(shop)) as printed:
+        base = printed["console"].rstrip("/")
         customer = _post(base, "/api/profiles", {"email": CUSTOMER, "name": "Cara"})
         signature = hmac.new(SECRET.encode(), CUSTOMER.encode(), hashlib.sha256).hexdigest()
         (tmp_path / "index.html").write_text(
@@ -143,10 +102,3 @@ def test_widget_embedded_on_another_origin_joins_the_signed_profile_and_resists_
                 assert page.evaluate("localStorage.getItem('tidings.session')") == held
             finally:
                 browser.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
