@@ -19,9 +19,10 @@ supervisor. The dead-letter log is bounded by its writer (`DeadLetters`).
 Several nodes on one store: the marks and the expiry deletes are written only by the node
 holding the shard of `SERVICE`, through `Engine.commit` with that shard's fencing token
 (`Engine.while_owned`), so a node paused past its lease cannot delete a key rewritten
-since it read the index, nor rewrite the marks. Every node drops the events the stored
-marks allow (`sweep(writes=False)`): the drop is not a commit, but dropping a prefix of the
-log is idempotent, and a late one only drops events older still.
+since it read the index, nor rewrite the marks. The drop of old events is not a commit,
+but dropping a prefix of the log is idempotent and a late one only drops events older
+still. The other nodes learn from the store which events are gone
+(`sweep(writes=False)`), for their `EventLog.oldest`.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ class Retention:
         *,
         writes: bool = True,
     ) -> None:
-        """Sweep now and then every `every` seconds (with `writes` false: only drop the
-        events the stored marks allow, see `sweep`). A sweep the store refuses is tried
+        """Sweep now and then every `every` seconds (with `writes` false: only learn
+        which events are gone, see `sweep`). A sweep the store refuses is tried
         again at the next one: housekeeping never takes the engine down."""
         task_status.started()
         while True:
@@ -98,24 +99,27 @@ class Retention:
         """Drop the events older than `events_kept_s` and delete the keys that expired.
 
         With several nodes on one store, only the node holding the shard of `SERVICE`
-        sweeps with `writes` (it alone writes the marks and deletes expired keys, fenced by
-        that shard's token, `Engine.while_owned`); every node drops the events the stored
-        marks allow and learns the new `EventLog.oldest`: dropping a prefix of the log is
-        idempotent, and a late drop (from a paused node) only drops what is older still.
+        sweeps with `writes` (fenced by that shard's token, `Engine.while_owned`); the
+        others sweep without: they only learn from the store which events are gone
+        (`EventLog.oldest`).
         """
+        if not writes:
+            first = await self._store.first_event_seq()
+            if first > self._events.oldest:
+                self._events.dropped(first - 1)
+            return
         now = self._clock.now()
-        await self._drop_old_events(now, writes)
-        if writes:
-            await self._expire_keys(now)
+        await self._drop_old_events(now)
+        await self._expire_keys(now)
 
-    async def _drop_old_events(self, now: float, writes: bool) -> None:
+    async def _drop_old_events(self, now: float) -> None:
         raw = await self._store.get(MARKS)
         marks: list[tuple[float, int]] = (
             msgspec.json.decode(raw, type=list[tuple[float, int]]) if raw else []
         )
         kept = list(marks)
         last = self._events.last_seq
-        if writes and last and (not kept or kept[-1][1] < last):
+        if last and (not kept or kept[-1][1] < last):
             kept.append((now, last))
         cutoff = now - self.events_kept_s
         old = [seq for at, seq in kept if at <= cutoff]
@@ -128,7 +132,7 @@ class Retention:
                 log.info(
                     "dropped the events up to %d (older than %g s)", through, self.events_kept_s
                 )
-        if writes and kept != marks:
+        if kept != marks:
             batch = Batch()
             batch.put(MARKS, msgspec.json.encode(kept))
             await self._commit(batch)

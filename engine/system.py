@@ -229,8 +229,8 @@ class Engine:
     async def _retention(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The retention service; placed, every node drops the events the marks allow and
-        the holder of `retention.SERVICE`'s shard writes the marks and expires keys."""
+        """The retention service; placed, the holder of `retention.SERVICE`'s shard sweeps
+        and every node learns from the store which events are gone."""
         if self.placement is None:
             await self.retention.run(task_status)
             return

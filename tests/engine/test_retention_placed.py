@@ -1,6 +1,6 @@
 """Retention on several nodes (one Redis store): only the node holding the shard of
-`retention.SERVICE` writes the marks and deletes expired keys, fenced by that shard's
-token; every node drops the events the stored marks allow."""
+`retention.SERVICE` writes the marks, drops old events and deletes expired keys, fenced by
+that shard's token; every node learns which events are gone."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ async def test_a_node_that_lost_the_retention_shard_deletes_no_expired_key(
         assert await other.get(MARKS) == marks  # nor its marks rewritten
 
 
-async def test_a_node_without_the_retention_shard_drops_the_events_the_marks_allow(
+async def test_a_node_without_the_retention_shard_learns_which_events_are_gone(
     redis_url: str,
 ) -> None:
     clock = Clock()
