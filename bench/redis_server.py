@@ -148,6 +148,13 @@ class RedisCluster:
     def start(self, timeout: float = 20.0) -> None:
         """Start the masters, give each its slots, join them, and wait until every
         master says ``cluster_state:ok``."""
+        try:
+            self._form(timeout)
+        except BaseException:
+            self.stop()  # none of the masters outlives a failed start
+            raise
+
+    def _form(self, timeout: float) -> None:
         for server in self.servers:
             server.port = server.port or cluster_port()
             server.start()
@@ -163,7 +170,6 @@ class RedisCluster:
             if all(b"cluster_state:ok" in s.command("CLUSTER", "INFO") for s in self.servers):
                 return
             time.sleep(0.05)  # only while the masters gossip their slots
-        self.stop()
         raise RuntimeError(f"the Redis Cluster was not ok within {timeout} s")
 
     @staticmethod
