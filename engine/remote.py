@@ -187,24 +187,32 @@ class RemoteMail:
         self._outgoing.append((self.store.notices_key, notice))
         self._wake.set()
 
-    async def _notices(self) -> None:
+    async def _tail(self, key: str, handle: Callable[[list[tuple[str, bytes]]], None]) -> None:
+        """Follow stream `key` from the server's time now on, handing each read's entries
+        (id, payload; none when a blocking read timed out) to `handle`; a failed read is
+        logged and tried again. The replies to this node's asks and the notices to every
+        node are both such tails."""
         after = await self._time_id()
         while True:
             try:
-                rows = await self.store.read(self.store.notices_key, after, 1000)
+                rows = await self.store.read(key, after, 1000)
             except StoreError as exc:
-                log.warning("reading notices failed: %s", exc)
+                log.warning("reading %s failed: %s", key, exc)
                 await trio.sleep(0.1)
                 continue
-            for ident, payload in rows:
-                after = ident
-                try:
-                    notice = _decode_notice(payload)
-                except msgspec.DecodeError:
-                    continue
-                listener = self.listeners.get(notice.topic)
-                if listener is not None and notice.origin != self.placement.node:
-                    listener(notice.payload)
+            if rows:
+                after = rows[-1][0]
+            handle(rows)
+
+    def _notices(self, rows: list[tuple[str, bytes]]) -> None:
+        for _, payload in rows:
+            try:
+                notice = _decode_notice(payload)
+            except msgspec.DecodeError:
+                continue
+            listener = self.listeners.get(notice.topic)
+            if listener is not None and notice.origin != self.placement.node:
+                listener(notice.payload)
 
     async def _time_id(self) -> str:
         while True:
@@ -231,27 +239,16 @@ class RemoteMail:
                 await trio.sleep(0.1)
                 self._wake.set()
 
-    async def _replies(self) -> None:
-        after = await self._time_id()
-        while True:
+    def _replies(self, rows: list[tuple[str, bytes]]) -> None:
+        for ident, payload in rows:
             try:
-                rows = await self.store.read(
-                    self.store.replies_key(self.placement.node), after, 1000
-                )
-            except StoreError as exc:
-                log.warning("reading replies failed: %s", exc)
-                await trio.sleep(0.1)
+                reply = _decode_reply(payload)
+            except msgspec.DecodeError as exc:
+                log.error("unreadable reply %s dropped: %s", ident, exc)
                 continue
-            for ident, payload in rows:
-                after = ident
-                try:
-                    reply = _decode_reply(payload)
-                except msgspec.DecodeError as exc:
-                    log.error("unreadable reply %s dropped: %s", ident, exc)
-                    continue
-                self._answer(reply)
-            if len(self._pending) > 1000:
-                self._pending = {n: p for n, p in self._pending.items() if not p[0].done.is_set()}
+            self._answer(reply)
+        if len(self._pending) > 1000:
+            self._pending = {n: p for n, p in self._pending.items() if not p[0].done.is_set()}
 
     def _answer(self, reply: _Reply) -> None:
         found = self._pending.pop(reply.ask, None)
@@ -411,8 +408,10 @@ class RemoteMail:
             self._nursery = nursery
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._acker)
-            nursery.start_soon(self._replies)
-            nursery.start_soon(self._notices)
+            nursery.start_soon(
+                self._tail, self.store.replies_key(self.placement.node), self._replies
+            )
+            nursery.start_soon(self._tail, self.store.notices_key, self._notices)
             nursery.start_soon(self._receiver)
             task_status.started()
 

@@ -15,6 +15,14 @@ Two kinds of data would otherwise grow forever:
 
 The service (`Retention.run`) sweeps every `every` seconds under the engine's
 supervisor. The dead-letter log is bounded by its writer (`DeadLetters`).
+
+Several nodes on one store: the marks and the expiry deletes are written only by the node
+holding the shard of `SERVICE`, through `Engine.commit` with that shard's fencing token
+(`Engine.while_owned`), so a node paused past its lease cannot delete a key rewritten
+since it read the index, nor rewrite the marks. The drop of old events is not a commit,
+but dropping a prefix of the log is idempotent and a late one only drops events older
+still. The other nodes learn from the store which events are gone
+(`sweep(writes=False)`), for their `EventLog.oldest`.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ MARKS = "retention:events"
 """The key of the event marks: a JSON list of [wall time, last sequence number]."""
 
 EXPIRE_AT_ONCE = 500  # keys deleted per commit
+
+SERVICE = ("retention", "service")
+"""The address whose shard's owner writes the marks and expires keys (several nodes)."""
 
 
 def expire_at(batch: Batch, key: str, at: float) -> None:
@@ -67,19 +78,36 @@ class Retention:
         self.events_kept_s = events_kept_s
         self.every = every
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep now and then every `every` seconds. A sweep the store refuses is tried
+    async def run(
+        self,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        *,
+        writes: bool = True,
+    ) -> None:
+        """Sweep now and then every `every` seconds (with `writes` false: only learn
+        which events are gone, see `sweep`). A sweep the store refuses is tried
         again at the next one: housekeeping never takes the engine down."""
         task_status.started()
         while True:
             try:
-                await self.sweep()
+                await self.sweep(writes=writes)
             except StoreError as exc:
                 log.warning("retention sweep failed, next try in %g s: %s", self.every, exc)
             await trio.sleep(self.every)
 
-    async def sweep(self) -> None:
-        """Drop the events older than `events_kept_s` and delete the keys that expired."""
+    async def sweep(self, *, writes: bool = True) -> None:
+        """Drop the events older than `events_kept_s` and delete the keys that expired.
+
+        With several nodes on one store, only the node holding the shard of `SERVICE`
+        sweeps with `writes` (fenced by that shard's token, `Engine.while_owned`); the
+        others sweep without: they only learn from the store which events are gone
+        (`EventLog.oldest`).
+        """
+        if not writes:
+            first = await self._store.first_event_seq()
+            if first > self._events.oldest:
+                self._events.dropped(first - 1)
+            return
         now = self._clock.now()
         await self._drop_old_events(now)
         await self._expire_keys(now)

@@ -39,7 +39,7 @@ import logging
 import time
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -64,6 +64,7 @@ from tidings.engine.eventlog import EventLog
 from tidings.engine.messages import Address, Request
 from tidings.engine.placement import Placement, ShardMoved
 from tidings.engine.remote import RemoteMail, type_name
+from tidings.engine.retention import SERVICE as RETENTION
 from tidings.engine.retention import Retention
 from tidings.engine.store.base import Batch, Fenced, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
@@ -200,6 +201,50 @@ class Engine:
     def owns(self, address: Address) -> bool:
         """Whether the actor at `address` runs on this node (always, unless placed)."""
         return self.placement is None or self.placement.owns(address)
+
+    async def while_owned(
+        self, address: Address, service: Callable[..., Awaitable[Any]], poll: float = 0.5
+    ) -> None:
+        """Run `service` (started with `nursery.start`) whenever this node holds the shard
+        of `address`, as that address's actor would run here, and cancel it when the shard
+        leaves (looked at every `poll` seconds). Its commits, and those of the tasks it
+        starts, carry the fencing token the shard had when it started: once another node
+        took the shard nothing it writes lands, even from a node paused past its lease
+        that has not looked yet (the fenced write tells the placement at once). Without a
+        placement, `service` just runs."""
+        if self.placement is None:
+            await service()
+            return
+        while True:
+            while not self.owns(address):  # noqa: ASYNC110 - polled: placement signals no arrival
+                await trio.sleep(poll)
+            reset = _turn_token.set(self.placement.token(address))
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._cancel_when_gone, address, poll, nursery.cancel_scope)
+                    await nursery.start(service)
+            finally:
+                _turn_token.reset(reset)
+
+    async def _retention(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The retention service; placed, the holder of `retention.SERVICE`'s shard sweeps
+        and every node learns from the store which events are gone."""
+        if self.placement is None:
+            await self.retention.run(task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(self.retention.run, writes=False))
+            task_status.started()
+            await self.while_owned(RETENTION, self.retention.run)
+
+    async def _cancel_when_gone(
+        self, address: Address, poll: float, scope: trio.CancelScope
+    ) -> None:
+        while self.owns(address):  # noqa: ASYNC110 - polled like the arrival
+            await trio.sleep(poll)
+        scope.cancel()
 
     # -- sending ------------------------------------------------------------------------
 
@@ -658,7 +703,7 @@ class Engine:
             Child("actor-host", self._host),
             Child("timers", self.timers.run),
             Child("passivator", self._passivator),
-            Child("retention", self.retention.run),
+            Child("retention", self._retention),
         ]
         if self.placement is not None and self.remote is not None:
             children += [

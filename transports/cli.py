@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (0: any free port)")
-    run.add_argument("--store", help="memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    run.add_argument(
+        "--store",
+        help="memory://, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT",
+    )
     run.add_argument("--node", help="this node's name among several on one Redis store")
     backup = commands.add_parser(
         "backup", help="write a consistent copy of a SQLite store, also while it is served"

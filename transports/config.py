@@ -433,7 +433,8 @@ def _check_store(store: str) -> None:
         return
     if store.startswith("sqlite:///") and len(store) > len("sqlite:///"):
         return
-    if store.startswith("redis://"):
+    cluster = store.startswith("redis+cluster://")
+    if store.startswith("redis://") or cluster:
         try:
             parts = urlsplit(store)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -441,10 +442,15 @@ def _check_store(store: str) -> None:
             parts = None
         if parts is not None and parts.hostname:
             db = parts.path.lstrip("/")
-            if db == "" or db.isdigit():
+            if db == "" or (db.isdigit() and not cluster):
                 return
+            if cluster:
+                raise ConfigError("server.store", "a Redis Cluster has no database to choose")
             raise ConfigError("server.store", "the Redis database must be a number")
-    raise ConfigError("server.store", "must be memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    raise ConfigError(
+        "server.store",
+        "must be memory://, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT",
+    )
 
 
 def _check_smtp_url(url: str) -> None:

@@ -25,9 +25,11 @@ each webhook the last event before it was added), `webhook:{delivery id}` (a pen
 the index `webhooks` (pending deliveries by next attempt time, tagged `hook=<webhook>`).
 
 Several nodes on one store: the service delivers only on the node that holds the shard of
-`SERVICE` (as an actor would run there), so an event is not delivered once per node; it
-starts there from the stored cursor when the shard arrives and stops when it leaves. While
-a shard moves two nodes may briefly both deliver: a delivery is at least once, with its id.
+`SERVICE` (as an actor would run there, `Engine.while_owned`), so an event is not delivered
+once per node; it starts there from the stored cursor when the shard arrives and stops when
+it leaves. Its writes carry the shard's fencing token, so a node that lost the shard (paused
+past its lease, say) cannot move the cursor or a delivery back. While a shard moves two
+nodes may briefly both POST a delivery: a delivery is at least once, with its id.
 """
 
 from __future__ import annotations
@@ -166,16 +168,17 @@ class Webhooks:
 
     # -- the consumer: events to pending deliveries -----------------------------------------
 
-    async def _start_cursor(self) -> _Cursor:
+    async def _start_cursor(self, only_if_none: bool = False) -> _Cursor:
         """The stored cursor, with the webhooks of the config: a new one wants the events
-        from now on, one no longer configured is forgotten."""
+        from now on, one no longer configured is forgotten (with `only_if_none`, nothing
+        is written over a stored cursor)."""
         raw = await self._inbox.engine.store.get(CURSOR_KEY)
         last = self._inbox.last_seq
         stored = msgspec.json.decode(raw, type=_Cursor) if raw else None
         seq = stored.seq if stored else last
         before = stored.after if stored else {}
         cursor = _Cursor(seq, {h: before.get(h, last) for h in self._hooks})
-        if cursor != stored:
+        if cursor != stored and not (only_if_none and stored):
             batch = Batch()
             batch.put(CURSOR_KEY, msgspec.json.encode(cursor))
             await self._inbox.engine.commit(batch)
@@ -319,26 +322,19 @@ class Webhooks:
     # -- the service ------------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver until cancelled, on the node that holds `SERVICE`'s shard (with no
-        webhook configured: forget the old ones and return)."""
+        """Deliver until cancelled, on the node that holds `SERVICE`'s shard, every write
+        fenced by the shard's token (with no webhook configured: forget the old ones and
+        return)."""
         engine = self._inbox.engine
         if not self._hooks or engine.placement is None:
             await self._deliver(task_status)
             return
-        await self._start_cursor()  # a new webhook wants the events from its first start on
+        # on a store without a cursor yet, the webhooks want the events from this first
+        # start on, not from when the service's shard arrives (written by whichever node
+        # comes first; the owner's fenced writes take over from there)
+        await self._start_cursor(only_if_none=True)
         task_status.started()
-        while True:
-            while not engine.owns(SERVICE):  # noqa: ASYNC110 - polled: placement signals no arrival
-                await trio.sleep(OWNER_POLL_S)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._while_owned, nursery.cancel_scope)
-                await nursery.start(self._deliver)
-
-    async def _while_owned(self, scope: trio.CancelScope) -> None:
-        """Cancel `scope` once this node no longer holds `SERVICE`'s shard."""
-        while self._inbox.engine.owns(SERVICE):  # noqa: ASYNC110 - polled like the arrival
-            await trio.sleep(OWNER_POLL_S)
-        scope.cancel()
+        await engine.while_owned(SERVICE, self._deliver, poll=OWNER_POLL_S)
 
     async def _deliver(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cursor = await self._start_cursor()

@@ -8,7 +8,10 @@ from tidings.engine.store.base import Batch, DueTimer, IndexEntry, Store, StoreE
 
 __all__ = ["Batch", "DueTimer", "IndexEntry", "Store", "StoreError", "TextEntry", "open_store"]
 
-_FORMS = "memory://, sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db"
+_FORMS = (
+    "memory://, sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db, "
+    "redis+cluster://host:port"
+)
 
 
 async def open_store(url: str) -> Store:
@@ -18,7 +21,10 @@ async def open_store(url: str) -> Store:
     - ``sqlite:///data/tidings.db``: a file relative to the working directory,
       ``sqlite:////var/lib/tidings.db``: an absolute path,
     - ``redis://host:port/db`` (or ``rediss://``): a Redis 7+ server, keys prefixed
-      ``tidings:``.
+      ``tidings:``,
+    - ``redis+cluster://host:port`` (or ``rediss+cluster://``): a Redis 7+ Cluster known by
+      one of its masters; every key of the store is in one hash slot (see
+      `tidings.engine.store.redis`), so one master holds the whole store.
 
     Raises `ValueError` for a URL that names none of these, `StoreError` when the store
     cannot be opened.
@@ -43,7 +49,7 @@ async def open_store(url: str) -> Store:
         from tidings.engine.store.sqlite import SqliteStore
 
         return await SqliteStore(rest[1:]).open()
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
@@ -52,6 +58,8 @@ async def open_store(url: str) -> Store:
         if not parts.hostname:
             raise ValueError(f"redis store URL {url!r} has no host; expected redis://host:port/db")
         db = parts.path.strip("/")
+        if db and scheme.endswith("+cluster"):
+            raise ValueError(f"redis cluster URL {url!r} takes no database: a cluster has only 0")
         if db and not db.isdigit():
             raise ValueError(f"redis store URL {url!r}: the path must be a database number")
         from tidings.engine.store.redis import RedisStore

@@ -36,6 +36,16 @@ hash tag, so ALL keys of one store live in one hash slot. A batch may touch any 
 log, timer and index at once and must be atomic, which a Lua script can only be within
 one slot: the price is that one store does not spread over cluster shards.
 
+A Redis Cluster is named ``redis+cluster://host:port`` (one of its masters) and reached
+through coredis' ``RedisCluster`` client: the scripts, commits, fencing, leases, shard mail
+and event reads all go to the one slot's master (``now_id`` reads ``TIME`` in a script keyed
+on the store, since a bare ``TIME`` names no slot; ``scan_iter`` visits every master). The
+tests run the store contract and two placed nodes on three local masters. Spreading one
+store over the masters would need per-actor hash tags, and then a commit that writes an
+actor's keys, the event log and shared indexes could no longer be one script: the log and
+the indexes would have to be split per slot (events merged by sequence on read) or written
+after the actor's commit by an outbox of their own.
+
 - ``{p}kv:<key>``               string
 - ``{p}log:<stream>``           list (RPUSH)
 - ``{p}events:seq``             counter; ``{p}events`` stream with ids ``0-<seq>``
@@ -102,6 +112,20 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
+Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+"""A client of one Redis server, or of a Redis Cluster (``redis+cluster://``)."""
+
+
+def _connect(url: str) -> Client:
+    """The client for `url`: ``redis+cluster://host:port`` (or ``rediss+cluster://``) is a
+    Redis Cluster known by one of its masters; any other is one server."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower().endswith("+cluster"):
+        plain = scheme[: -len("+cluster")] + sep + rest
+        return coredis.RedisCluster.from_url(plain, decode_responses=False)
+    return coredis.Redis.from_url(url, decode_responses=False)
+
+
 class RedisStore(OpenedStore):
     """A `Store` on a Redis 7+ server: one Lua script call per batch, pipelined.
 
@@ -118,7 +142,7 @@ class RedisStore(OpenedStore):
         self._events = self._base + "events"
         self._timers = self._base + "timers"
         self._timer_payloads = self._base + "timers:payload"
-        self._client: coredis.Redis[bytes] | None = None
+        self._client: Client | None = None
         self._closed = True
         self._failure: BaseException | None = None
         self._stopped = trio.Event()
@@ -134,7 +158,7 @@ class RedisStore(OpenedStore):
         if self._client is not None:
             raise StoreError("store is already open")
         try:
-            self._client = coredis.Redis.from_url(self.url, decode_responses=False)
+            self._client = _connect(self.url)
         except (ValueError, coredis.exceptions.RedisError) as exc:
             raise StoreError(f"bad redis URL {self.url!r}: {exc}") from exc
         ready = trio.Event()
@@ -178,7 +202,7 @@ class RedisStore(OpenedStore):
         await self._commits.aclose()  # the flusher sends what is queued, then ends
         await self._stopped.wait()
 
-    def _live(self) -> coredis.Redis[bytes]:
+    def _live(self) -> Client:
         if self._closed or self._client is None:
             raise StoreError("store is closed")
         return self._client

@@ -22,12 +22,12 @@ import coredis
 import coredis.exceptions
 
 from tidings.engine.store.base import StoreError
-from tidings.engine.store.redis import RedisStore
+from tidings.engine.store.redis import Client, RedisStore
 
 _LUA: Final = resources.files(__package__).joinpath("lua")
 _SCRIPTS: Final = {
     name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    for name in ("acquire", "renew", "release", "members", "put_back", "pass_on")
+    for name in ("acquire", "renew", "release", "members", "put_back", "pass_on", "now")
 }
 GROUP: Final = "owner"
 REPLIES_KEPT: Final = 10_000  # a node's reply stream is trimmed to about this many
@@ -48,7 +48,7 @@ class ShardStore:
         """The stream of answers to `node`'s forwarded asks."""
         return f"{self._base}node:{node}:replies"
 
-    def _client(self) -> coredis.Redis[bytes]:
+    def _client(self) -> Client:
         return self.store._live()
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -216,11 +216,8 @@ class ShardStore:
 
     async def now_id(self) -> str:
         """A stream id of the server's current time: read replies after it."""
-        try:
-            now = await self._client().time()
-        except coredis.exceptions.RedisError as exc:
-            raise StoreError(f"redis time failed: {exc}") from exc
-        return f"{int(now.timestamp() * 1000)}-0"
+        seconds, micros = await self._run("now", [self._members], [])
+        return f"{int(seconds) * 1000 + int(micros) // 1000}-0"
 
     async def read(self, stream: str, after: str, block_ms: int) -> list[tuple[str, bytes]]:
         """Entries of `stream` (replies, notices) after id `after`: (id, payload)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from trio_websocket import WebSocketConnection
 
+from tidings.bench.redis_server import free_port
 from tidings.transports.config import load_config
 
 AUTH_TOKEN = "twilio-secret"
@@ -53,12 +53,6 @@ def make_config(**overrides: Any) -> Any:
         section, key = dotted.split(".")
         raw[section][key] = value
     return msgspec.convert(raw, type=type(config))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

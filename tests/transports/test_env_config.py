@@ -130,7 +130,8 @@ def test_the_default_environment_is_the_process_one(monkeypatch: pytest.MonkeyPa
         ),
         (
             {"TIDINGS_SERVER__STORE": "ftp://x"},
-            "TIDINGS_SERVER__STORE: must be memory://, sqlite:///PATH or redis://HOST:PORT/DB",
+            "TIDINGS_SERVER__STORE: must be memory://, sqlite:///PATH, redis://HOST:PORT/DB or "
+            "redis+cluster://HOST:PORT",
         ),
     ],
 )
