@@ -156,6 +156,10 @@ class InboxContext:
     directory: DirectoryCache = field(default_factory=DirectoryCache)
     sms_routes: SmsRoutes = field(default_factory=SmsRoutes)
     badge: int = 0  # R18: profiles with an open ticket with unread messages
+    # several nodes share the store: a message may reach an actor twice (mail moved on
+    # after a fenced turn elsewhere), so no actor skips a look-up on the strength of
+    # having handled everything itself (`TicketInbound.fresh`)
+    placed: bool = False
     # how long idempotency keys (`idem:`) are kept: a retry within it stores nothing new
     idempotency_kept_s: float = IDEMPOTENCY_KEPT_S
     # told each ticket's first-response time (R28) once it is committed (metrics)

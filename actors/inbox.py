@@ -476,7 +476,7 @@ class Inbox:
         routes = self.app.sms_routes
         # one turn in the steady state: straight to the ticket on the profile's route
         # (on one node: a route is only known on the profile's node)
-        route = routes.get(profile) if self.engine.placement is None else None
+        route = None if self.app.placed else routes.get(profile)
         if (
             route is None
             or route.phone != phone
@@ -752,6 +752,7 @@ async def open_inbox(
     app.idempotency_kept_s = idempotency_kept_s
     async with open_engine(store, ACTORS, app=app, clock=clock, **engine_options) as engine:
         app.link_secret = link_secret or await _link_secret(engine)
+        app.placed = engine.placement is not None
         if engine.placement is not None and engine.remote is not None:
             engine.placement.moved += [app.directory.clear, courier.moved]
             _relay_chat(engine.remote, app.sessions)

@@ -276,9 +276,10 @@ class TicketActor(MessageOwner[TicketRecord]):
                 message.id, fresh = claimed.decode(), False  # stored once, under that id
         # delivered twice (a retried SMS the profile routes again under its id, mail
         # redelivered, a turn retried after its commit): stored once (R30). The steady
-        # state needs no look-up: a fresh id reaching an open ticket whose instance
-        # committed before.
-        steady = fresh and current is not None and current.state == "open"
+        # state on one node needs no look-up: a fresh id reaching an open ticket whose
+        # instance committed before. On several nodes the same mail can reach this
+        # instance twice (moved on after a fenced turn on another node): it looks.
+        steady = fresh and not app.placed and current is not None and current.state == "open"
         if not steady or self._new_instance:
             known = await thread.load(store, message.id)
             if known is not None:

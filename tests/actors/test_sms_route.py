@@ -4,12 +4,15 @@ actor turn and one commit, until the profile's state changes (R02, R15, R19, R25
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import trio
 import trio.testing
 
 from tests.actors.helpers import PHONE, Harness
 from tidings.actors import invariants, thread
+from tidings.actors.handoff import TicketInbound
 from tidings.engine import Batch
 
 Clock = trio.testing.MockClock
@@ -138,3 +141,30 @@ async def test_a_campaign_received_revokes_the_route_so_the_reply_is_attributed(
     assert reply.attributed_to is not None and reply.attributed_to.id == "c1"
     plain = await inbox.receive_sms("SM3", PHONE, "thanks")
     assert plain.attributed_to is None and plain.ticket == reply.ticket
+
+
+async def test_on_several_nodes_the_same_fresh_message_reaching_a_ticket_twice_is_stored_once(
+    harness: Harness, autojump_clock: Clock
+) -> None:
+    """With a placement, mail a fenced turn could not finish moves on to the shard's new
+    owner, so one fresh message can reach the same ticket instance twice: it looks the id
+    up (R30) instead of trusting the steady state."""
+    inbox = harness.inbox
+    inbox.app.placed = True  # as `open_inbox` sets it for a placed engine
+    profile = await harness.subscribed_profile()
+    first = await inbox.receive_sms("SM1", PHONE, "hello")  # the ticket opened and committed
+    assert first.ticket is not None
+    stored = thread.inbound(
+        profile=profile, channel="sms", ticket=first.ticket, kind="support", body="moved",
+        media=[], now=inbox.app.now(),
+    )  # fmt: skip
+
+    def mail() -> TicketInbound:  # the same mail each time, as it would be decoded again
+        return TicketInbound(copy.deepcopy(stored), phone=PHONE, fresh=True)
+
+    once = await inbox.engine.ask(("ticket", first.ticket), mail())
+    again = await inbox.engine.ask(("ticket", first.ticket), mail())
+    assert again.id == once.id
+    view = await inbox.ticket_get(first.ticket)
+    assert [m.body for m in view.messages].count("moved") == 1
+    assert await invariants.check(harness.store) == []

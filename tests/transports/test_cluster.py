@@ -27,6 +27,7 @@ from tests.transports.test_webhooks import Receiver, receiving, until
 from tidings.actors import thread
 from tidings.actors.model import Message
 from tidings.bench.chaos import Provider
+from tidings.client import AgentClient, AgentError, Disconnected, ReplyTimeout, open_agent_client
 from tidings.engine.store.redis import RedisStore
 
 TOKEN = "cluster-token"
@@ -311,18 +312,15 @@ async def test_a_killed_nodes_outbound_sms_are_sent_once_by_the_nodes_that_take_
 
 
 async def _spread(
-    client: httpx.AsyncClient,
-    nodes: list[Node],
-    post: Callable[..., Any],
-    gap: float = 0.004,
+    client: httpx.AsyncClient, nodes: list[Node], post: Callable[..., Any], gap: float = 0.004,
     at: dict[int, Callable[[], object]] | None = None,
-    then: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Post SMS 0..199 round-robin over `nodes`, `gap` seconds apart; call `at[i]()` just
-    before SMS `i`, and await `then()` once all are on their way; return when all are
-    answered."""
+    then: Callable[[], Awaitable[None]] | None = None, sms: range = range(200),
+) -> None:  # fmt: skip
+    """Post SMS `sms` (0..199) round-robin over `nodes`, `gap` seconds apart; call
+    `at[i]()` just before SMS `i`, and await `then()` once all are on their way; return
+    when all are answered."""
     async with trio.open_nursery() as senders:
-        for i in range(200):
+        for i in sms:
             if at and i in at:
                 at[i]()
             senders.start_soon(post, client, nodes[i % 3], i)
@@ -331,22 +329,10 @@ async def _spread(
             await then()
 
 
-async def _load_around(
-    nodes: list[Node],
-    post: Callable[..., Any],
-    cut: Callable[[], None],
-    heal: Callable[[], None],
-    timeout: float = 20,
-) -> None:
-    """Post 200 SMS over `nodes`: `cut` after the first 100, `heal` 2.5 leases after the
-    last, so half the load meets a node cut off past its lease."""
-
-    async def heal_later() -> None:
-        await trio.sleep(LEASE * 2.5)
-        heal()
-
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        await _spread(client, nodes, post, at={100: cut}, then=heal_later)
+async def _heal_later(heal: Callable[[], None]) -> None:
+    """`heal()` 2.5 leases from now: whatever was cut stayed cut past a lease."""
+    await trio.sleep(LEASE * 2.5)
+    heal()
 
 
 async def test_a_node_paused_past_its_lease_gives_its_shards_up_and_loses_nothing(
@@ -356,11 +342,12 @@ async def test_a_node_paused_past_its_lease_gives_its_shards_up_and_loses_nothin
     failed: dict[str, str] = {}
     async with cluster(tmp_path, redis_url) as nodes:
         paused = nodes[1]
-        await _load_around(
-            nodes, _post(answered, failed),
-            lambda: paused.process.send_signal(signal.SIGSTOP),
-            lambda: paused.process.send_signal(signal.SIGCONT),
-        )  # fmt: skip
+        async with httpx.AsyncClient(timeout=20) as client:
+            await _spread(
+                client, nodes, _post(answered, failed),
+                at={100: lambda: paused.process.send_signal(signal.SIGSTOP)},
+                then=partial(_heal_later, lambda: paused.process.send_signal(signal.SIGCONT)),
+            )  # fmt: skip
         # the live nodes answer everything; the paused one answers once it runs again,
         # but may drop a kept-alive connection it found idle when it woke up (a client
         # retries those, as an SMS provider does)
@@ -417,8 +404,10 @@ async def test_a_node_cut_off_past_its_lease_is_fenced_and_writes_nothing_late(
     tmp_path: Path, redis_url: str
 ) -> None:
     """Node n1 reaches Redis through a relay that is cut for 2.5 leases while SMS keep
-    coming: the writes it sent during the cut reach Redis after another node took their
-    shards, and the commit script refuses every one of them."""
+    coming and an agent on n1 marks every SMS ticket read. The marks of the tickets on
+    n1's own shards are committed at once (an active ticket reads nothing first), so
+    their writes are on the wire during the cut and reach Redis after other nodes took
+    those shards: the commit script refuses every one of them."""
     answered: list[str] = []
     failed: dict[str, str] = {}
     partition = Partition(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
@@ -427,13 +416,37 @@ async def test_a_node_cut_off_past_its_lease_is_fenced_and_writes_nothing_late(
         via = {1: f"redis://127.0.0.1:{port}"}
         async with cluster(tmp_path, redis_url, via=via) as nodes:
             cut_off = nodes[1]
-            await _load_around(nodes, _post(answered, failed), partition.cut, partition.heal, 30)
+            post = _post(answered, failed)
+            url = cut_off.base.replace("http://", "ws://") + "/ws/agent"
+            async with (
+                open_agent_client(url, AGENT) as agent,
+                httpx.AsyncClient(timeout=30) as client,
+            ):
+                await _spread(client, nodes, post, sms=range(100))
+                tickets = [t["id"] for t in (await agent.tickets_list(limit=100))["tickets"]]
+                assert len(tickets) == len(PHONES)
+                partition.cut()
+                async with trio.open_nursery() as marks:
+                    for ticket in tickets:
+                        marks.start_soon(_mark_read, agent, ticket)
+                    then = partial(_heal_later, partition.heal)
+                    await _spread(client, nodes, post, sms=range(100, 200), then=then)
             assert not [f for f in failed.values() if not f.startswith(cut_off.name)]
             assert len(answered) >= 190
             fenced = await cut_off.metric("tidings_fenced_writes_refused_total")
             assert fenced > 0
         relay.cancel_scope.cancel()
     await _check_store(redis_url, answered)
+
+
+async def _mark_read(agent: AgentClient, ticket: str) -> None:
+    """Mark `ticket` read; whatever the answer (it may come from the shard's new owner,
+    or not before the cut heals), it is not what the test looks at."""
+    with trio.move_on_after(LEASE * 6):
+        try:
+            await agent.ticket_mark(ticket, True)
+        except (AgentError, Disconnected, ReplyTimeout):
+            pass
 
 
 async def _chat_call(ws: WebSocketConnection, frame: dict[str, Any], kind: str) -> dict[str, Any]:
