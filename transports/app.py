@@ -40,12 +40,7 @@ def _ws(ctx: Context, handler: Callable[[Context, WebSocket], Awaitable[None]]) 
         if not ctx.addresses.connect(address):
             await websocket.send_denial_response(
                 JSONResponse(
-                    {
-                        "error": {
-                            "code": "rate_limited",
-                            "detail": "too many connections from this address",
-                        }
-                    },
+                    {"error": {"code": "rate_limited", "detail": "too many connections from this address"}},
                     status_code=429,
                 )
             )

@@ -63,11 +63,7 @@ def _backup(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr, flush=True)
         return 2
     if not store.startswith("sqlite:///"):
-        hint = (
-            REDIS_BACKUP_HINT
-            if store.startswith("redis")
-            else "it copies sqlite:///PATH stores only"
-        )
+        hint = REDIS_BACKUP_HINT if store.startswith("redis") else "it copies sqlite:///PATH stores only"
         print(f"backup error: {store}: {hint}", file=sys.stderr, flush=True)
         return 2
     try:

@@ -554,9 +554,7 @@ def _checked(config: Config) -> Config:
         if agent.id in ids:
             raise ConfigError(f"{where}.id", f"duplicate agent id {agent.id!r}")
         if agent.id in RESERVED_AGENT_IDS:
-            raise ConfigError(
-                f"{where}.id", f"{agent.id!r} is reserved (the tickets.list assignee filter)"
-            )
+            raise ConfigError(f"{where}.id", f"{agent.id!r} is reserved (the tickets.list assignee filter)")
         if not agent.token:
             raise ConfigError(f"{where}.token", "must not be empty")
         if agent.token in tokens:
@@ -589,13 +587,10 @@ def _checked(config: Config) -> Config:
             raise ConfigError(f"limits.{name}", "must be 1 or more")
     _check_seconds("limits.body_timeout_s", limits.body_timeout_s)
     if not math.isfinite(limits.events_kept_days) or limits.events_kept_days < 1:
-        raise ConfigError(
-            "limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)"
-        )
+        raise ConfigError("limits.events_kept_days", "must be 1 or more (events are kept 24 h at least)")
     if not math.isfinite(limits.idempotency_kept_days) or limits.idempotency_kept_days < 7:
         raise ConfigError(
-            "limits.idempotency_kept_days",
-            "must be 7 or more (a MessageSid is kept 7 days at least)",
+            "limits.idempotency_kept_days", "must be 7 or more (a MessageSid is kept 7 days at least)"
         )
 
     webhooks = [_checked_webhook(f"webhooks[{i}]", hook) for i, hook in enumerate(config.webhooks)]

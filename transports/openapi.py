@@ -97,10 +97,7 @@ def document(release: str) -> dict[str, Any]:
             "post": {
                 "operationId": name,
                 "summary": op.summary,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": body_ref}},
-                },
+                "requestBody": {"required": True, "content": {"application/json": {"schema": body_ref}}},
                 "responses": responses,
             }
         }

@@ -148,14 +148,8 @@ class Session:
     async def tickets_list(self, a: TicketsList) -> Any:
         assignee = self.agent.id if a.assignee == "me" else a.assignee
         return await self.inbox.tickets_list(
-            state=a.state,
-            unread=a.unread,
-            channel=a.channel,
-            attributed_to=a.attributed_to,
-            order=a.order,
-            limit=a.limit,
-            cursor=a.cursor,
-            assignee=assignee,
+            state=a.state, unread=a.unread, channel=a.channel, attributed_to=a.attributed_to,
+            order=a.order, limit=a.limit, cursor=a.cursor, assignee=assignee,
         )
 
     async def ticket_get(self, a: TicketArg) -> Any:
@@ -163,12 +157,8 @@ class Session:
 
     async def ticket_reply(self, a: TicketReply) -> Any:
         message = await self.inbox.ticket_reply(
-            a.ticket,
-            a.body,
-            media=a.media,
-            author=self.agent.id,
-            send_anyway=a.send_anyway,
-            schedule=a.schedule,
+            a.ticket, a.body, media=a.media, author=self.agent.id,
+            send_anyway=a.send_anyway, schedule=a.schedule,
         )
         return {"message": message}
 
@@ -261,11 +251,7 @@ class Session:
             reply: dict[str, Any] = {"id": rid, "ok": False, "error": error_body(exc)}
         except Exception:
             log.exception("op %r failed", frame.get("op"))
-            reply = {
-                "id": rid,
-                "ok": False,
-                "error": {"code": "internal", "detail": "internal error"},
-            }
+            reply = {"id": rid, "ok": False, "error": {"code": "internal", "detail": "internal error"}}
         else:
             reply = {"id": rid, "ok": True, "result": result}
         try:
@@ -344,15 +330,11 @@ async def _authenticate(ctx: Context, conn: Conn) -> AgentConfig | None:
         token = secret_matches(auth.token, ctx.agents) if auth.type == "auth" else None
         agent = None if token is None else ctx.agents[token]
         if agent is None or agent.role not in ALLOWED_ROLES:
-            detail = (
-                "unknown token" if agent is None else f"role {agent.role!r} may not use the inbox"
-            )
+            detail = "unknown token" if agent is None else f"role {agent.role!r} may not use the inbox"
             await conn.send({"type": "error", "code": "forbidden", "detail": detail})
             await conn.close(4403, "forbidden")
             return None
-        await conn.send(
-            {"type": "ready", "agent": {"id": agent.id, "name": agent.name, "role": agent.role}}
-        )
+        await conn.send({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "role": agent.role}})
         return agent
     await conn.close(4408, "no auth frame")
     return None

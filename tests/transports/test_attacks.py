@@ -49,9 +49,7 @@ async def agent(ws: WebSocketConnection, token: str = AGENT_TOKEN) -> None:
 
 # -- roles per operation --------------------------------------------------------------------
 
-OUTSIDE = {
-    "notifications": {"new_ticket_email": {"enabled": True, "recipients": ["x@evil.example"]}}
-}
+OUTSIDE = {"notifications": {"new_ticket_email": {"enabled": True, "recipients": ["x@evil.example"]}}}
 
 
 async def test_support_agent_cannot_redirect_new_ticket_emails(server: Running) -> None:
@@ -125,9 +123,7 @@ async def still_open(ws: WebSocketConnection, frame: dict[str, Any]) -> dict[str
 
 
 @pytest.mark.parametrize("depth", [33, 5000])
-async def test_deep_json_on_agent_socket_is_bad_request_not_1011(
-    server: Running, depth: int
-) -> None:
+async def test_deep_json_on_agent_socket_is_bad_request_not_1011(server: Running, depth: int) -> None:
     async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
         await agent(ws)
         nested = "[" * (depth - 1) + "]" * (depth - 1)
@@ -153,28 +149,16 @@ async def test_deep_json_on_chat_socket_is_bad_request_not_1011(server: Running)
         assert (await hello(ws))["type"] == "ready"
         await ws.send_message('{"type":"message","body":' + DEEP + "}")
         frame = await recv(ws)
-        assert frame == {
-            "type": "error",
-            "code": "bad_request",
-            "detail": "frame: nested deeper than 32 levels",
-        }
+        assert frame == {"type": "error", "code": "bad_request", "detail": "frame: nested deeper than 32 levels"}
         assert await still_open(ws, {"type": "ping"}) == {"type": "pong"}
 
 
 async def test_deep_json_to_api_events_is_400_not_500(server: Running) -> None:
-    body = (
-        '{"profile":"p1","metric":"Viewed","time":"2024-01-01T00:00:00+00:00","properties":'
-        + DEEP
-        + "}"
-    )
+    body = '{"profile":"p1","metric":"Viewed","time":"2024-01-01T00:00:00+00:00","properties":' + DEEP + "}"
     async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            "/api/events", content=body, headers={"Authorization": "Bearer api-key"}
-        )
+        r = await http.post("/api/events", content=body, headers={"Authorization": "Bearer api-key"})
     assert r.status_code == 400
-    assert r.json() == {
-        "error": {"code": "bad_request", "detail": "frame: nested deeper than 32 levels"}
-    }
+    assert r.json() == {"error": {"code": "bad_request", "detail": "frame: nested deeper than 32 levels"}}
 
 
 @pytest.mark.parametrize(
@@ -196,11 +180,7 @@ async def test_nul_or_lone_surrogate_in_text_is_bad_request_naming_it(
         await ws.send_message('{"type":"hello","visitor":{"name":' + raw + "}}")
         error = await recv(ws)
         reason = detail.partition(": ")[2]
-        assert error == {
-            "type": "error",
-            "code": "bad_request",
-            "detail": "visitor.name: " + reason,
-        }
+        assert error == {"type": "error", "code": "bad_request", "detail": "visitor.name: " + reason}
         assert (await hello(ws))["type"] == "ready"
     async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:
         await agent(ws)
@@ -210,9 +190,7 @@ async def test_nul_or_lone_surrogate_in_text_is_bad_request_naming_it(
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         r = await http.post(
             "/api/messages",
-            content='{"profile":"p1","kind":"campaign","source_id":"c","source_name":"C","body":'
-            + raw
-            + "}",
+            content='{"profile":"p1","kind":"campaign","source_id":"c","source_name":"C","body":' + raw + "}",
             headers={"Authorization": "Bearer api-key"},
         )
     assert r.status_code == 400 and r.json() == {"error": {"code": "bad_request", "detail": detail}}
@@ -242,10 +220,7 @@ def test_unsigned_webhooks_on_a_public_host_are_a_config_error(
 ) -> None:
     code = main(["serve", "--host", "0.0.0.0", "--port", "0", "--store", "memory://"])
     assert code == 2
-    assert (
-        capsys.readouterr().err
-        == "config error: sms.auth_token: required when listening on 0.0.0.0\n"
-    )
+    assert capsys.readouterr().err == "config error: sms.auth_token: required when listening on 0.0.0.0\n"
     with pytest.raises(ConfigError, match=r"^sms.auth_token: required when listening on 10.1.2.3$"):
         load_config(None, {"server.host": "10.1.2.3"}, {})
     for host in ("127.0.0.1", "::1", "localhost", "127.8.0.1"):
@@ -269,19 +244,15 @@ async def test_allow_unsigned_serves_on_a_public_host_with_a_warning() -> None:
 async def test_connections_over_the_per_address_limit_get_429_before_the_socket_opens() -> None:
     config = make_config(**{"limits.connections_per_ip": 2})
     async with running_server(config) as server:
-        async with (
-            open_websocket_url(ws_url(server, "/ws/chat")) as one,
-            open_websocket_url(ws_url(server, "/ws/agent")),
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as one, open_websocket_url(
+            ws_url(server, "/ws/agent")
         ):
             with pytest.raises(ConnectionRejected) as info:
                 async with open_websocket_url(ws_url(server, "/ws/chat")):
                     pass
             assert info.value.status_code == 429
             assert json.loads(info.value.body) == {
-                "error": {
-                    "code": "rate_limited",
-                    "detail": "too many connections from this address",
-                }
+                "error": {"code": "rate_limited", "detail": "too many connections from this address"}
             }
             assert (await hello(one))["type"] == "ready"  # the open ones are untouched
         async with open_websocket_url(ws_url(server, "/ws/agent")) as ws:  # freed again
@@ -302,9 +273,7 @@ async def test_new_sessions_over_the_per_address_rate_are_refused_with_4429() ->
             with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
                 await ws.get_message()
         assert info.value.reason.code == 4429
-        async with open_websocket_url(
-            ws_url(server, "/ws/chat")
-        ) as ws:  # resuming is no new session
+        async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:  # resuming is no new session
             await ws.send_message(json.dumps({"type": "hello", "session": sessions[0]}))
             assert (await recv(ws))["session"] == sessions[0]
 
@@ -336,22 +305,10 @@ async def test_a_trickled_body_is_cut_off_with_408() -> None:
     ("key", "value", "error"),
     [
         ("connections_per_ip", 0, "limits.connections_per_ip: must be 1 or more"),
-        (
-            "new_sessions_per_ip_per_min",
-            -1,
-            "limits.new_sessions_per_ip_per_min: must be 1 or more",
-        ),
+        ("new_sessions_per_ip_per_min", -1, "limits.new_sessions_per_ip_per_min: must be 1 or more"),
         ("body_timeout_s", 0, "limits.body_timeout_s: must be a number of seconds greater than 0"),
-        (
-            "events_kept_days",
-            0.5,
-            "limits.events_kept_days: must be 1 or more (events are kept 24 h at least)",
-        ),
-        (
-            "idempotency_kept_days",
-            6.5,
-            "limits.idempotency_kept_days: must be 7 or more (a MessageSid is kept 7 days at least)",
-        ),
+        ("events_kept_days", 0.5, "limits.events_kept_days: must be 1 or more (events are kept 24 h at least)"),
+        ("idempotency_kept_days", 6.5, "limits.idempotency_kept_days: must be 7 or more (a MessageSid is kept 7 days at least)"),
         ("connections_per_ip", "many", "limits.connections_per_ip: expected integer, got string"),
     ],
 )
@@ -405,9 +362,7 @@ async def test_a_signed_identity_joins_the_customers_profile() -> None:
             ready = await hello(ws, identity={"email": CUSTOMER}, signature=signed(CUSTOMER))
         assert ready["profile"] == customer.id
         async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:  # made if none
-            ready = await hello(
-                ws, identity={"phone": "+15551239999"}, signature=signed("+15551239999")
-            )
+            ready = await hello(ws, identity={"phone": "+15551239999"}, signature=signed("+15551239999"))
         made = await server.inbox.profile_get(ready["profile"])
         assert made.phone == "+15551239999" and made.verified is True
 
@@ -416,9 +371,7 @@ async def test_a_signed_identity_joins_the_customers_profile() -> None:
 async def test_a_forged_or_unverifiable_identity_is_forbidden_with_4403(secret: str) -> None:
     async with running_server(make_config(**{"chat.identity_secret": secret})) as server:
         async with open_websocket_url(ws_url(server, "/ws/chat")) as ws:
-            frame = await hello(
-                ws, identity={"email": CUSTOMER}, signature=signed(CUSTOMER, "guess")
-            )
+            frame = await hello(ws, identity={"email": CUSTOMER}, signature=signed(CUSTOMER, "guess"))
             assert frame["type"] == "error" and frame["code"] == "forbidden"
             with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
                 await ws.get_message()
@@ -497,12 +450,7 @@ async def test_subscribe_reports_oldest_after_retention_drop() -> None:
             batch.event(json.dumps({"event": "badge", "data": {"unread_profiles": 9}}).encode())
             await server.inbox.engine.commit(batch)
             first = await recv(ws)
-        assert first == {
-            "type": "event",
-            "seq": 4,
-            "event": "badge",
-            "data": {"unread_profiles": 9},
-        }
+        assert first == {"type": "event", "seq": 4, "event": "badge", "data": {"unread_profiles": 9}}
         assert [seq for seq, _ in await store.events_since(0, 10)] == [4]  # 1..3 are gone
 
 

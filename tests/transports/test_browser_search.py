@@ -19,20 +19,8 @@ PHONE = "+393331234567"
 
 def _seed(base: str) -> None:
     """A customer with a conversation about order 1001, and another with no match."""
-    sms_from(
-        base,
-        "Giulia Rossi",
-        PHONE,
-        "SM1",
-        "Buongiorno, perché l'ordine 1001 non è ancora arrivato?",
-    )
-    sms_from(
-        base,
-        "Marco Bianchi",
-        "+393339876543",
-        "SM2",
-        "Posso cambiare l'indirizzo dell'ordine 1002?",
-    )
+    sms_from(base, "Giulia Rossi", PHONE, "SM1", "Buongiorno, perché l'ordine 1001 non è ancora arrivato?")
+    sms_from(base, "Marco Bianchi", "+393339876543", "SM2", "Posso cambiare l'indirizzo dell'ordine 1002?")
     sms_from(base, "Giulia Rossi", PHONE, "SM3", f"Ordine 1001: {XSS}")
 
 
@@ -52,9 +40,7 @@ def test_console_search_opens_the_ticket_and_the_profile(server: dict[str, str])
             dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(f"{console_url}?token={SAM}")
-            expect(page.get_by_test_id("connection-status")).to_have_attribute(
-                "data-state", "connected"
-            )
+            expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
             expect(page.get_by_test_id("ticket-row")).to_have_count(2)
 
             # Every word, without case or accents: "PERCHE ordine" finds only Giulia's message.

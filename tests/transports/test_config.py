@@ -305,10 +305,7 @@ def test_config_error_text_is_field_then_reason() -> None:
         ("[cluster]\nshards = 0\n", "cluster.shards: must be between 1 and 16384"),
         ("[cluster]\nlease = 0.05\n", "cluster.lease: must be between 0.2 and 300 seconds"),
         ("[cluster]\nlease = nan\n", "cluster.lease: must be between 0.2 and 300 seconds"),
-        (
-            '[cluster]\nnode = "a b"\n',
-            "cluster.node: must be at most 200 characters, without spaces",
-        ),
+        ('[cluster]\nnode = "a b"\n', "cluster.node: must be at most 200 characters, without spaces"),
     ],
 )
 def test_cluster_values_out_of_range_are_refused_naming_them(

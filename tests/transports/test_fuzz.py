@@ -49,9 +49,7 @@ def test_every_api_endpoint_is_fuzzed_through_the_openapi_document() -> None:
 def test_a_refusal_that_names_no_argument_of_the_request_is_counted() -> None:
     target = Target("http://127.0.0.1:1", 0, Report(), hostile.Pool())
     names = {"ticket", "body", "frame"}
-    target.refusal(
-        "ticket.reply", {"code": "bad_request", "detail": "ticket: is required"}, names, None
-    )
+    target.refusal("ticket.reply", {"code": "bad_request", "detail": "ticket: is required"}, names, None)
     target.refusal("ticket.reply", {"code": "bad_request", "detail": "frame[0]: bad"}, names, None)
     assert not target.report.failures
     target.refusal("ticket.reply", {"code": "bad_request", "detail": "Expected `str`"}, names, None)
@@ -68,9 +66,7 @@ async def test_a_thousand_hostile_inputs_leave_one_server_alive_without_500_1011
     print(report.summary())
     assert report.sent >= INPUTS
     assert all(report.inputs[kind] > 0 for kind in KINDS), report.inputs
-    assert {kind: report.failures[kind] for kind in FAILURES} == dict.fromkeys(FAILURES, 0), (
-        report.summary()
-    )
+    assert {kind: report.failures[kind] for kind in FAILURES} == dict.fromkeys(FAILURES, 0), report.summary()
     assert report.statuses[200] > 0 and report.errors["bad_request"] > 0  # both sides were reached
     assert report.growth_mib < FLAT_MIB, report.summary()
     assert report.check == "clean: every invariant holds"

@@ -28,10 +28,7 @@ async def test_lone_surrogate_in_an_argument_name_is_bad_request_not_1011_on_age
         await ws.send_message('{"id":1,"op":"quick_replies.list",' + SURROGATE_KEY + ":1}")
         reply = await recv(ws)
         assert reply["id"] == 1 and reply["ok"] is False
-        assert reply["error"] == {
-            "code": "bad_request",
-            "detail": "\\ud800: must not contain lone surrogates",
-        }
+        assert reply["error"] == {"code": "bad_request", "detail": "\\ud800: must not contain lone surrogates"}
         assert (await call(ws, 2, "badge.get"))["ok"] is True  # the connection stays open
 
 
@@ -47,27 +44,19 @@ async def test_lone_surrogate_in_a_field_name_is_bad_request_not_1011_on_chat_so
         assert (await recv(ws))["type"] == "ready"
 
 
-async def test_lone_surrogate_in_a_property_name_is_400_not_500_on_api_events(
-    server: Running,
-) -> None:
+async def test_lone_surrogate_in_a_property_name_is_400_not_500_on_api_events(server: Running) -> None:
     body = ('{"profile":"p1","metric":"Viewed","time":"2024-01-01T00:00:00+00:00",'
             '"properties":{' + SURROGATE_KEY + ":1}}")  # fmt: skip
     async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            "/api/events", content=body, headers={"Authorization": "Bearer api-key"}
-        )
+        r = await http.post("/api/events", content=body, headers={"Authorization": "Bearer api-key"})
     assert r.status_code == 400
     assert r.json() == {"error": {"code": "bad_request",
                                   "detail": "properties.\\ud800: must not contain lone surrogates"}}  # fmt: skip
 
 
-async def test_profile_field_of_the_wrong_type_is_bad_request_naming_the_field(
-    server: Running,
-) -> None:
+async def test_profile_field_of_the_wrong_type_is_bad_request_naming_the_field(server: Running) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            "/api/profiles", json={"email": [1, 2]}, headers={"Authorization": "Bearer api-key"}
-        )
+        r = await http.post("/api/profiles", json={"email": [1, 2]}, headers={"Authorization": "Bearer api-key"})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"
     assert r.json()["error"]["detail"].startswith("email: ")
@@ -77,13 +66,9 @@ async def test_bad_text_in_a_body_that_is_a_list_is_refused_naming_its_place_in_
     server: Running,
 ) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as http:
-        r = await http.post(
-            "/api/orders", content='[{"a":"x\\u0000"}]', headers={"Authorization": "Bearer api-key"}
-        )
+        r = await http.post("/api/orders", content='[{"a":"x\\u0000"}]', headers={"Authorization": "Bearer api-key"})
     assert r.status_code == 400
-    assert r.json() == {
-        "error": {"code": "bad_request", "detail": "frame[0].a: must not contain NUL characters"}
-    }
+    assert r.json() == {"error": {"code": "bad_request", "detail": "frame[0].a: must not contain NUL characters"}}
 
 
 async def test_lone_surrogate_in_a_key_of_the_auth_frame_is_refused_with_4403_not_1011(

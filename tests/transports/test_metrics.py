@@ -59,7 +59,5 @@ async def test_metrics_keep_their_names_and_histograms_count_what_happened() -> 
         assert first["tidings_first_response_seconds_bucket,le=+Inf"] == 1
         # each app has its own registry: the other server saw nothing
         quiet = await scrape(other.base_url)
-        assert (
-            quiet["tidings_webhook_latency_seconds"]["tidings_webhook_latency_seconds_count"] == 0
-        )
+        assert quiet["tidings_webhook_latency_seconds"]["tidings_webhook_latency_seconds_count"] == 0
         assert quiet["tidings_first_response_seconds"]["tidings_first_response_seconds_count"] == 0

@@ -26,9 +26,7 @@ async def sqlite_server(tmp_path: Path) -> AsyncIterator[Running]:
 
 async def test_search_ops_answer_the_contract_shapes(sqlite_server: Running) -> None:
     inbox = sqlite_server.inbox
-    profile = await inbox.upsert_profile(
-        {"phone": PHONE, "name": "Zoë Müller", "email": "zoe@example.de"}
-    )
+    profile = await inbox.upsert_profile({"phone": PHONE, "name": "Zoë Müller", "email": "zoe@example.de"})
     stored = await inbox.receive_sms("SM1", PHONE, "Wo ist meine Bestellung 1001? Grüße")
     async with open_websocket_url(ws_url(sqlite_server, "/ws/agent")) as ws:
         await ws.send_message(json.dumps({"type": "auth", "token": AGENT_TOKEN}))
@@ -57,10 +55,8 @@ async def test_hostile_queries_are_plain_words(sqlite_server: Running, q: str) -
         for rid, op in enumerate(("messages.search", "profiles.search")):
             reply = await call(ws, rid, op, q=q)
             if q in ('"', "*"):  # no word at all
-                assert reply["error"] == {
-                    "code": "bad_request",
-                    "detail": "q: must contain a word (letters or digits)",
-                }
+                assert reply["error"] == {"code": "bad_request",
+                                          "detail": "q: must contain a word (letters or digits)"}
             elif op == "messages.search":  # every word of q is in the message
                 assert len(reply["result"]["results"]) == 1, reply
             else:
