@@ -177,20 +177,17 @@ async def running_server(
             timing = Timing(**msgspec.structs.asdict(config.timing))
             placement = _placement(config, store, port)
             try:
-                async with (
-                    open_inbox(
-                        store,
-                        account=account,
-                        timing=timing,
-                        sms=sms,
-                        mail=mail,
-                        settings=config.settings,
-                        events_kept_s=config.limits.events_kept_days * DAY_S,
-                        idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
-                        placement=placement,
-                    ) as inbox,
-                    running_webhooks(config.webhooks, inbox) as webhooks,
-                ):
+                async with open_inbox(
+                    store,
+                    account=account,
+                    timing=timing,
+                    sms=sms,
+                    mail=mail,
+                    settings=config.settings,
+                    events_kept_s=config.limits.events_kept_days * DAY_S,
+                    idempotency_kept_s=config.limits.idempotency_kept_days * DAY_S,
+                    placement=placement,
+                ) as inbox, running_webhooks(config.webhooks, inbox) as webhooks:
                     if placement is not None:
                         # a dead node's shards come free within a lease
                         with trio.move_on_after(2 * config.cluster.lease + 1):
