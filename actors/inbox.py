@@ -473,6 +473,7 @@ class Inbox:
         profile = await self._resolve("phone", phone)
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
+        inbound = InboundSms(sid, phone, body, list(media))
         routes = self.app.sms_routes
         # one turn in the steady state: straight to the ticket on the profile's route
         # (on one node: a route is only known on the profile's node)
@@ -483,10 +484,10 @@ class Inbox:
             or sid in routes.in_flight  # a retry while the first is on its way: see below
             or keywords.classify(body) is not None
         ):
-            return await self._sms_to_profile(profile, InboundSms(sid, phone, body, list(media)))
+            return await self._sms_to_profile(profile, inbound)
         stored = thread.inbound(
             profile=profile, channel="sms", ticket=route.ticket, kind="support", body=body,
-            media=list(media), now=self.app.now(),
+            media=list(inbound.media), now=self.app.now(),
         )  # fmt: skip
         # a retry of `sid` meanwhile goes through the profile, which routes it under this id
         routes.in_flight[sid] = stored.message.id
@@ -506,9 +507,7 @@ class Inbox:
                     raise
                 # blocked before its closed ticket reopened (R15): the profile stores it
                 # itself, under the same message id (in flight until it answers)
-                return await self._sms_to_profile(
-                    profile, InboundSms(sid, phone, body, list(media))
-                )
+                return await self._sms_to_profile(profile, inbound)
             self.inbound_count += 1
             return message
         finally:
