@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import trio
 from twilio.request_validator import RequestValidator
 
+from tests.polling import until
 from tests.transports.helpers import AUTH_TOKEN
 from tidings.engine import AnswerLost, AskTimeout
 from tidings.transports.server import Running
@@ -185,3 +187,25 @@ async def test_sms_webhook_answers_503_when_the_sms_could_not_be_stored_not_500(
         params = {"MessageSid": "SM503", "From": "+15551239999", "Body": "hi"}
         r = await _post_sms(client, server.base_url, params)
     assert r.status_code == 503, r.text  # not acknowledged: the provider sends it again
+
+
+async def test_an_endpoint_that_crashes_is_logged_with_its_traceback(
+    server: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def crashing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the inbox")
+
+    monkeypatch.setattr(server.inbox, "receive_sms", crashing)
+    async with httpx.AsyncClient() as client:
+        params = {"MessageSid": "SM500", "From": "+15551239999", "Body": "hi"}
+        r = await _post_sms(client, server.base_url, params)
+    assert r.status_code == 500
+
+    async def logged() -> bool:  # the server logs it once the 500 has gone out
+        await trio.lowlevel.checkpoint()
+        return any(
+            rec.name == "hypercorn.error" and "a bug in the inbox" in str((rec.exc_info or ())[1:2])
+            for rec in caplog.records
+        )
+
+    await until(logged, "the crash in hypercorn's error log", seconds=5)
