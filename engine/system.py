@@ -210,8 +210,9 @@ class Engine:
         leaves (looked at every `poll` seconds). Its commits, and those of the tasks it
         starts, carry the fencing token the shard had when it started: once another node
         took the shard nothing it writes lands, even from a node paused past its lease
-        that has not looked yet (the fenced write tells the placement at once). Without a
-        placement, `service` just runs."""
+        that has not looked yet (the fenced write tells the placement at once, and ends
+        the service here rather than failing it). Without a placement, `service` just
+        runs."""
         if self.placement is None:
             await service()
             return
@@ -223,6 +224,8 @@ class Engine:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._cancel_when_gone, address, poll, nursery.cancel_scope)
                     await nursery.start(service)
+            except* Fenced:
+                pass  # another node took the shard (the placement dropped it here): wait
             finally:
                 _turn_token.reset(reset)
 

@@ -179,6 +179,41 @@ async def test_a_write_from_a_node_whose_shard_was_taken_is_fenced(redis_url: st
             assert msgspec.json.decode(await other.get("counter:k") or b"", type=Tally).count == 1
 
 
+async def test_a_service_whose_write_is_fenced_ends_quietly_and_waits_for_its_shard(
+    redis_url: str,
+) -> None:
+    """`Engine.while_owned`: a service that writes after another node took its shard
+    (unseen, as after a pause) is refused, ends, and is not failed nor run again here."""
+    service_address = ("service", "s")
+    go, rounds = trio.Event(), []
+
+    async def service(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        rounds.append(1)
+        task_status.started()
+        await go.wait()
+        batch = Batch()
+        batch.put("service:last", b"late")
+        await a.commit(batch)
+        await trio.sleep_forever()
+
+    async with node(redis_url, "a", heartbeat=600) as a, trio.open_nursery() as nursery:
+        await ready(a)
+        assert a.placement
+        shard = a.placement.shard(service_address)
+        nursery.start_soon(a.while_owned, service_address, service, 0.05)
+        await trio.sleep(0.2)
+        assert rounds == [1]
+        async with RedisStore(redis_url, prefix="t:") as other:
+            await other._live().delete([other.shard_key(shard, "lease")])
+            assert await ShardStore(other, "z").acquire(shard, 60_000) > 0
+            go.set()
+            await trio.sleep(0.5)  # refused, the shard dropped, the loop waiting again
+            assert shard not in a.placement.owned
+            assert await other.get("service:last") is None
+        assert rounds == [1]
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_leaving_node_hands_its_shards_and_state_over(redis_url: str) -> None:
     async with node(redis_url, "a") as a:
         async with node(redis_url, "b") as b:
