@@ -1,5 +1,5 @@
-"""What both WebSocket endpoints need: one sender at a time, frame reading with the
-size limit, and a per-connection rate limit."""
+"""What both WebSocket endpoints need: sending from several tasks, frame reading with
+the size limit, and a per-connection rate limit."""
 
 from __future__ import annotations
 
