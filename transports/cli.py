@@ -5,6 +5,7 @@ release. `tidings bench …` is handed to the benchmarks by `tidings.cli`, above
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -86,10 +87,30 @@ def _announce(running: Running) -> None:
         print(f"api key: {running.demo_api_key}", flush=True)
 
 
+# Allocations (net of frees) between young-generation collections, and collections of
+# one generation per collection of the next (CPython's defaults: 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def gc_policy() -> None:
+    """Collect cycles less often in a server that holds many long-lived objects.
+
+    With CPython's defaults the collector walked the objects of every open connection
+    and actor again and again: on web chat at 5,000 visitors it took 967 µs of the
+    server's 1,982 µs of CPU per message (README, Benchmarks). Called once start-up is
+    done: `gc.freeze` moves what start-up made (modules, the app) out of every later
+    collection, and higher thresholds collect less often. It stays a threshold, not
+    `gc.disable`, so cyclic garbage is still collected and memory stays bounded. Only
+    `tidings serve` does this; an application embedding the library keeps its own."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _serve(config: object) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(serve, config)
+            gc_policy()
             _announce(running)
             async for _ in signals:
                 running.stop.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 import trio
 from trio_websocket import open_websocket_url
+
+from tidings.transports.cli import GC_THRESHOLDS, gc_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,3 +210,17 @@ async def _set_state_absurdly(urls: dict[str, str]) -> dict[int, dict[str, Any]]
                     assert reply["ok"] is False, reply
                     errors[reply["id"]] = reply["error"]
     return errors
+
+
+def test_serve_gc_policy_freezes_start_up_and_raises_the_thresholds() -> None:
+    """What `tidings serve` does once started (README, Benchmarks): start-up's objects
+    leave the collections, and young objects are collected less often, not never."""
+    before = gc.get_threshold()
+    try:
+        gc_policy()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0] and gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
