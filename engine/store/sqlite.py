@@ -225,7 +225,8 @@ class SqliteStore(OpenedStore):
                 await _begin(conn)
                 outcomes = _apply_all(conn, group, next_seq)
                 if outcomes is None:  # a batch was refused: again, each in a savepoint
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # (some errors end the transaction themselves)
+                        conn.execute("ROLLBACK")
                     await _begin(conn)
                     outcomes = _apply_each(conn, group, next_seq)
                 await trio.to_thread.run_sync(conn.execute, "COMMIT")
