@@ -14,15 +14,21 @@ machine and each driven by the same load generator with the same requests:
    queues an outbound autoreply that the courier posts to a Twilio stand-in (the bare
    server's ``Messages.json`` route, in its own subprocess) while the load goes on.
 
-Every request is a Twilio-style form (``MessageSid`` unique per request, ``From`` one of
-``PHONES`` numbers so profiles and tickets are made at first and then reused), signed for
-the server's URL before the run. The load generator is ``wrk`` (C, epoll; a Lua script
+Every request is a Twilio-style form (``MessageSid`` unique per request), signed for the
+server's URL before the run. Two paths are measured on each engine server:
+
+- **steady state** (the main rows): ``From`` is one of ``PHONES`` numbers, and every one of
+  them has sent one SMS before the clock starts (the phones' warm-up, one request per
+  phone, from the Python client), so each timed request is a known phone writing to its
+  open SMS ticket;
+- **first message** (rows labelled so): every request comes from a phone never seen
+  before, so each one makes a profile, its directory entry and a ticket. The load generator is ``wrk`` (C, epoll; a Lua script
 plays the pre-signed requests, a distinct slice per wrk thread) when it is on the PATH,
 else this package's Python client (httpx, one ``AsyncClient`` per 8 connections), which
 eats a good part of the cores the server needs; each throughput row's note names the one
 used. Every answer must be ``200``.
 
-Measured per server: requests/s over the timed window (after a warm-up with other
+Measured per server and path: requests/s over the timed window (after a warm-up with other
 ``MessageSid``s), latency p50/p99 as the load generator saw it, and the server's CPU per
 request (``utime + stime`` from ``/proc/<pid>/stat`` over the window ÷ requests), which a
 loaded machine disturbs less than throughput. Ratios: engine ÷ bare route.
@@ -35,6 +41,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +56,8 @@ from tidings.bench.websocket import _percentile, cpu_seconds, server_process, ti
 from tidings.transports.twilio_signature import compute_signature
 
 AUTH_TOKEN = "bench-twilio-auth-token"
-PHONES = 3_000  # distinct senders
+PHONES = 3_000  # distinct senders of the steady state
+QUICK_PHONES = 50
 FULL = (64, 3.0)  # (connections, seconds)
 QUICK = (8, 1.0)
 PER_CLIENT = 8  # connections (and worker tasks) per httpx.AsyncClient of the Python client
@@ -181,21 +189,37 @@ class Measured:
     outbound: int = 0  # SMS the Twilio stand-in took during the run
 
 
+@dataclass
+class Paths:
+    """One engine server: the steady state, and first messages from new phones."""
+
+    steady: Measured
+    first: Measured
+
+
 def loadgen_default() -> str:
     """``wrk`` when it is installed, else the Python client."""
     return "wrk" if shutil.which("wrk") else "python"
 
 
-def signed_requests(url: str, first: int, count: int) -> list[tuple[str, bytes]]:
-    """`count` (signature, form body) pairs for `url`, `MessageSid`s from `first` on."""
+def known_phones(count: int) -> list[str]:
+    """The `count` senders of the steady state (``+1555…``)."""
     rng = random.Random(5)
-    phones = [f"+1555{rng.randrange(10**7):07d}" for _ in range(PHONES)]
+    return [f"+1555{rng.randrange(10**7):07d}" for _ in range(count)]
+
+
+def signed_requests(
+    url: str, first: int, count: int, phones: list[str] | None = None
+) -> list[tuple[str, bytes]]:
+    """`count` (signature, form body) pairs for `url`, `MessageSid`s from `first` on, in
+    turn from each of `phones`; without `phones`, each from a phone of its own (``+1556…``,
+    never one of `known_phones`)."""
     out = []
     for i in range(first, first + count):
         params = [
             ("MessageSid", f"SMbench{i:026d}"),
             ("AccountSid", "ACbench"),
-            ("From", phones[i % PHONES]),
+            ("From", phones[i % len(phones)] if phones else f"+1556{i % 10**10:010d}"),
             ("To", "+15550001111"),
             ("Body", f"hello {i}"),
             ("NumMedia", "0"),
@@ -251,6 +275,32 @@ async def hammer(
     return Load(len(ms) / elapsed, _percentile(ms, 0.5), _percentile(ms, 0.99), len(ms), reused)
 
 
+async def send_each(url: str, requests: list[tuple[str, bytes]], connections: int) -> None:
+    """POST each of `requests` once to `url` from `connections` concurrent httpx workers
+    (the phones' warm-up: a count, not a duration, which wrk cannot do)."""
+    pending = iter(requests)
+    limits = httpx.Limits(max_connections=PER_CLIENT, max_keepalive_connections=PER_CLIENT)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for signature, body in pending:
+            headers = {
+                "X-Twilio-Signature": signature,
+                "Content-Type": "application/x-www-form-urlencoded",
+            }
+            answer = await client.post(url, content=body, headers=headers)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{url}: warm-up refused: {answer.status_code} {answer.text[:100]}")
+
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=30))
+            for _ in range(math.ceil(connections / PER_CLIENT))
+        ]
+        async with trio.open_nursery() as nursery:
+            for i in range(connections):
+                nursery.start_soon(worker, clients[i // PER_CLIENT])
+
+
 # -- wrk ---------------------------------------------------------------------------------------
 
 
@@ -292,16 +342,41 @@ async def wrk(url: str, requests: list[tuple[str, bytes]], connections: int, sec
 # -- one server under load ----------------------------------------------------------------------
 
 
-async def measure(url: str, pid: int, loadgen: str, connections: int, seconds: float) -> Measured:
-    """Warm `url` up, then load it for `seconds`; the server process is `pid`."""
+# MessageSids by use, so that no two phases share one: the timed steady state from 0, its
+# warm-up, the phones' warm-up, the first messages.
+_WARM_SIDS, _PHONE_SIDS, _FIRST_SIDS = 10**9, 2 * 10**9, 3 * 10**9
+
+
+async def measure(
+    url: str, pid: int, loadgen: str, connections: int, seconds: float, phones: list[str]
+) -> Measured:
+    """Warm `url` up, then load it for `seconds` with SMS from `phones`; the server process
+    is `pid`."""
     drive = wrk if loadgen == "wrk" else hammer
     warm_n = max(200, int(MAX_RATE * WARMUP_S))
     timed_n = int(MAX_RATE * seconds)
-    warm = signed_requests(url, 10**9, warm_n)  # MessageSids the timed run never uses
-    timed = signed_requests(url, 0, timed_n)
+    warm = signed_requests(url, _WARM_SIDS, warm_n, phones)
+    timed = signed_requests(url, 0, timed_n, phones)
     await drive(url, warm, connections, WARMUP_S)
+    return await _timed(drive, url, pid, timed, connections, seconds)
+
+
+async def measure_first(url: str, pid: int, loadgen: str, connections: int, seconds: float) -> Measured:
+    """Load `url` for `seconds` with SMS each from a new phone (no warm-up of its own: it
+    follows the steady state on the same server)."""
+    drive = wrk if loadgen == "wrk" else hammer
+    timed = signed_requests(url, _FIRST_SIDS, int(MAX_RATE * seconds))
+    return await _timed(drive, url, pid, timed, connections, seconds)
+
+
+Drive = Callable[[str, list[tuple[str, bytes]], int, float], Awaitable[Load]]
+
+
+async def _timed(
+    drive: Drive, url: str, pid: int, requests: list[tuple[str, bytes]], connections: int, seconds: float
+) -> Measured:
     cpu = cpu_seconds(pid)
-    load = await drive(url, timed, connections, seconds)
+    load = await drive(url, requests, connections, seconds)
     cpu = cpu_seconds(pid) - cpu
     return Measured(load, cpu / max(load.requests, 1) * 1e6)
 
@@ -313,9 +388,12 @@ def _config(tmp: str, mode: str, provider_base: str | None) -> str:
     return str(path)
 
 
-async def engine_run(loadgen: str, connections: int, seconds: float, autoresponder: bool) -> Measured:
-    """Signed webhooks on ``tidings serve`` over SQLite; with `autoresponder`, each makes an
-    outbound SMS that the courier posts to a Twilio stand-in."""
+async def engine_run(
+    loadgen: str, connections: int, seconds: float, autoresponder: bool, phones: list[str]
+) -> Paths:
+    """Signed webhooks on ``tidings serve`` over SQLite: one SMS from each of `phones`, then
+    the steady state from them, then first messages from new phones; with `autoresponder`,
+    each makes an outbound SMS that the courier posts to a Twilio stand-in."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         store = f"sqlite:///{tmp}/bench.db"
         async with AsyncExitStack() as stack:
@@ -324,19 +402,25 @@ async def engine_run(loadgen: str, connections: int, seconds: float, autorespond
                 stand_in = await stack.enter_async_context(server_process(["-c", BARE_SERVER], ("console",)))
             config = _config(tmp, "everyone" if autoresponder else "off", stand_in and stand_in.base)
             server = await stack.enter_async_context(tidings_serve("--config", config, store=store))
-            got = await measure(server.base + "/sms/inbound", server.process.pid, loadgen, connections, seconds)
+            url, pid = server.base + "/sms/inbound", server.process.pid
+            await send_each(url, signed_requests(url, _PHONE_SIDS, len(phones), phones), connections)
+            got = Paths(
+                await measure(url, pid, loadgen, connections, seconds, phones),
+                await measure_first(url, pid, loadgen, connections, seconds),
+            )
             if stand_in is not None:
                 async with httpx.AsyncClient() as client:
-                    got.outbound = int((await client.get(stand_in.base + "/sent")).text)
-                if got.outbound == 0:
+                    got.steady.outbound = int((await client.get(stand_in.base + "/sent")).text)
+                if got.steady.outbound == 0:
                     raise RuntimeError("autoresponder on, yet the Twilio stand-in took no SMS")
             return got
 
 
-async def bare_run(loadgen: str, connections: int, seconds: float) -> Measured:
+async def bare_run(loadgen: str, connections: int, seconds: float, phones: list[str]) -> Measured:
     """The same requests on the bare Starlette POST route under the same hypercorn config."""
     async with server_process(["-c", BARE_SERVER], ("console",)) as server:
-        return await measure(server.base + "/sms/inbound", server.process.pid, loadgen, connections, seconds)
+        url, pid = server.base + "/sms/inbound", server.process.pid
+        return await measure(url, pid, loadgen, connections, seconds, phones)
 
 
 def _note(loadgen: str, got: Measured) -> str:
@@ -349,7 +433,7 @@ def _note(loadgen: str, got: Measured) -> str:
     if got.load.reused:
         said += f"; pre-signed requests ran out and were replayed {got.load.reused} time(s)"
     if got.outbound:
-        said += f"; the Twilio stand-in took {got.outbound:,} autoreplies in warm-up + run"
+        said += f"; the Twilio stand-in took {got.outbound:,} autoreplies in all (warm-ups + both paths)"
     return said
 
 
@@ -357,51 +441,55 @@ def _note(loadgen: str, got: Measured) -> str:
 def webhook(quick: bool, progress: Progress, loadgen: str | None = None) -> list[Row]:
     """Signed inbound SMS webhooks on a real server (SQLite) vs a bare hypercorn+Starlette route."""
     connections, seconds = QUICK if quick else FULL
+    phones = known_phones(QUICK_PHONES if quick else PHONES)
     gen = loadgen or loadgen_default()
     if gen == "wrk" and not shutil.which("wrk"):
         raise SystemExit("--loadgen wrk: wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     label = f"{connections} connections"
     # The order turns with the repetition, so no server always runs first (or last).
-    runs = {
-        "bare": lambda: trio.run(bare_run, gen, connections, seconds),
-        "off": lambda: trio.run(engine_run, gen, connections, seconds, False),
-        "on": lambda: trio.run(engine_run, gen, connections, seconds, True),
+    runs: dict[str, Callable[[], Measured | Paths]] = {
+        "bare": lambda: trio.run(bare_run, gen, connections, seconds, phones),
+        "off": lambda: trio.run(engine_run, gen, connections, seconds, False, phones),
+        "on": lambda: trio.run(engine_run, gen, connections, seconds, True, phones),
     }
     order = list(runs)
     shift = progress.repetition % len(order)
-    got: dict[str, Measured] = {}
+    got: dict[str, Measured | Paths] = {}
     for step, name in enumerate(order[shift:] + order[:shift]):
         progress(step / len(order), name)
         got[name] = runs[name]()
     progress(1.0, "done")
     bare = got["bare"]
+    assert isinstance(bare, Measured)
     rows: list[Row] = []
     for name, what in (("off", "autoresponder off"), ("on", "autoresponder on")):
-        m = got[name]
-        tput = f"engine POST /sms/inbound (signed, SQLite, {what}), {label}"
-        rows += [
-            row(tput, m.load.rate, "req/s", note=_note(gen, m)),
-            row(
-                f"bare Starlette POST route, same hypercorn (vs {what}), {label}",
-                bare.load.rate,
-                "req/s",
-                baseline_of=tput,
-                note=_note(gen, bare) if name == "off" else None,
-            ),
-            row(f"engine webhook p50 ({what}), {label}", m.load.p50_ms, "ms", better="lower"),
-            row(f"engine webhook p99 ({what}), {label}", m.load.p99_ms, "ms", better="lower"),
-            row(f"engine server CPU per request ({what})", m.cpu_us_per_request, "µs", better="lower"),
-            row(
-                f"bare route server CPU per request (vs {what})",
-                bare.cpu_us_per_request,
-                "µs",
-                baseline_of=f"engine server CPU per request ({what})",
-                better="lower",
-            ),
-        ]
+        paths = got[name]
+        assert isinstance(paths, Paths)
+        for m, path in ((paths.steady, ""), (paths.first, "first message from a new phone, ")):
+            tput = f"engine POST /sms/inbound ({path}signed, SQLite, {what}), {label}"
+            cpu = f"engine server CPU per request ({path}{what})"
+            rows += [
+                row(tput, m.load.rate, "req/s", note=_note(gen, m)),
+                row(
+                    f"bare Starlette POST route, same hypercorn (vs {path}{what}), {label}",
+                    bare.load.rate,
+                    "req/s",
+                    baseline_of=tput,
+                    note=_note(gen, bare) if name == "off" and not path else None,
+                ),
+                row(f"engine webhook p50 ({path}{what}), {label}", m.load.p50_ms, "ms", better="lower"),
+                row(f"engine webhook p99 ({path}{what}), {label}", m.load.p99_ms, "ms", better="lower"),
+                row(cpu, m.cpu_us_per_request, "µs", better="lower"),
+                row(
+                    f"bare route server CPU per request (vs {path}{what})",
+                    bare.cpu_us_per_request,
+                    "µs",
+                    baseline_of=cpu,
+                    better="lower",
+                ),
+            ]
     rows += [
         row(f"bare route p50, {label}", bare.load.p50_ms, "ms", better="lower"),
         row(f"bare route p99, {label}", bare.load.p99_ms, "ms", better="lower"),
     ]
     return rows
-

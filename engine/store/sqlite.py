@@ -9,10 +9,11 @@ Usage::
 or ``async with SqliteStore(path) as store: ...``.
 
 Writes: `commit` calls from any number of trio tasks are queued (`GroupCommit`); its
-flusher hands every batch waiting at that moment to the one write connection, in a
-worker thread, which applies them in ONE transaction (one fsync), each batch inside its
-own SAVEPOINT so that a batch that fails is rolled back alone and only its caller gets
-`StoreError` (group commit). The sorted indexes' tables and statements are in
+flusher applies every batch waiting at that moment on the one write connection in ONE
+transaction (one fsync): the statements on the trio thread, the COMMIT in a worker
+thread (see `SqliteStore._apply_group`). Should a batch be refused, the group is applied
+again with each batch inside its own SAVEPOINT, so that it is rolled back alone and only
+its caller gets `StoreError` (group commit). The sorted indexes' tables and statements are in
 `sqlite_index`, the text indexes' (FTS5) in `sqlite_text`.
 
 Schema: table ``meta`` holds ``schema_version`` (see `schema`); `open` refuses a newer
@@ -50,8 +51,9 @@ from tidings.engine.store.schema import (
 _T = TypeVar("_T")
 
 # A group larger than this waits for the next transaction: it bounds the latency of the
-# first caller in a group and the size of one transaction.
-_MAX_GROUP: Final = 2048
+# first caller in a group, the size of one transaction and how long its statements hold
+# the trio thread (about 100 µs a batch).
+_MAX_GROUP: Final = 256
 # SQLite's bound-parameter limit is 32766 since 3.32; stay far below it.
 _CHUNK: Final = 500
 _INLINE_KEYS: Final = 64  # reads of up to this many keys run on the trio thread
@@ -140,6 +142,9 @@ class SqliteStore(OpenedStore):
             check_readable(_stored_version(conn))  # before a newer layout is touched
             conn.executescript(_SCHEMA)
             self.schema_version = _migrate(conn)
+            # The writer starts its transactions on the trio thread, where it must not
+            # wait for another process's write lock: see `_begin`.
+            conn.execute("PRAGMA busy_timeout=0")
             self._last_seq = conn.execute(
                 "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),"
                 " COALESCE((SELECT value FROM meta WHERE key='last_event_seq'), 0))"
@@ -201,44 +206,48 @@ class SqliteStore(OpenedStore):
         return await self._commits.commit(batch)
 
     async def _apply_group(self, group: list[Batch]) -> list[Outcome]:
-        return await trio.to_thread.run_sync(self._commit_group, group, limiter=self._write_limiter)
+        """Apply `group` in one transaction; one outcome per batch.
 
-    def _commit_group(self, group: list[Batch]) -> list[Outcome]:
-        """Apply `group` in one transaction (in a worker thread); one outcome per batch."""
+        The statements run here, on the trio thread, and only the COMMIT (the fsync, the
+        FTS5 flush, a checkpoint) in a worker thread. A group's statements take about
+        100 µs of CPU per batch, but run in a worker thread they took the GIL back after
+        every statement while the trio thread served requests: each hand-off could wait
+        out the interpreter's switch interval (5 ms), and a group of 26 batches took
+        10-30 ms for 2.5 ms of CPU (bench scenario `webhook`). Here they take the GIL
+        once.
+        """
         conn = self._write_conn
         assert conn is not None
-        next_seq = self._last_seq
-        outcomes: list[Outcome] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for batch in group:
-                conn.execute("SAVEPOINT batch")
-                try:
-                    seqs = _apply(conn, batch, next_seq)
-                except sqlite3.Error as exc:
-                    # Roll back this batch alone; the others in the group go on.
-                    conn.execute("ROLLBACK TO batch")
-                    conn.execute("RELEASE batch")
-                    outcomes.append(StoreError(f"batch refused: {exc}"))
-                    continue
-                conn.execute("RELEASE batch")
-                outcomes.append(seqs)
-                next_seq += len(seqs)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the connection reports the original error below
-            if not isinstance(exc, sqlite3.Error):
-                raise
-            failed = StoreError(f"commit failed: {exc}")
-            outcomes += [failed] * (len(group) - len(outcomes))
-            return [o if isinstance(o, StoreError) else failed for o in outcomes]
-        self._last_seq = next_seq
+        async with self._write_limiter:
+            next_seq = self._last_seq
+            outcomes: list[Outcome] | None = None
+            try:
+                await _begin(conn)
+                outcomes = _apply_all(conn, group, next_seq)
+                if outcomes is None:  # a batch was refused: again, each in a savepoint
+                    if conn.in_transaction:  # (some errors end the transaction themselves)
+                        conn.execute("ROLLBACK")
+                    await _begin(conn)
+                    outcomes = _apply_each(conn, group, next_seq)
+                await trio.to_thread.run_sync(conn.execute, "COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the connection reports the original error below
+                if not isinstance(exc, sqlite3.Error):
+                    raise
+                failed = StoreError(f"commit failed: {exc}")
+                answers: list[Outcome] = [failed] * len(group)
+                for i, outcome in enumerate(outcomes or []):
+                    if isinstance(outcome, StoreError):  # refused on its own: says why
+                        answers[i] = outcome
+                return answers
+        applied = [o for o in outcomes if not isinstance(o, StoreError)]
+        self._last_seq = next_seq + sum(len(seqs) for seqs in applied)
         self.transactions += 1
-        self.batches += sum(1 for o in outcomes if not isinstance(o, StoreError))
+        self.batches += len(applied)
         return outcomes
 
     # -- reads -----------------------------------------------------------------------
@@ -345,7 +354,7 @@ class SqliteStore(OpenedStore):
         if conn is None:
             raise StoreError("store is closed")
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_waiting(conn)
             try:
                 for sql, params in statements:
                     conn.execute(sql, params)
@@ -462,7 +471,65 @@ def _migrate(conn: sqlite3.Connection) -> int:
             return version
 
 
-# -- the writer's statements (run in the writer thread) ------------------------------
+# -- the writer's statements (run on the trio thread, see `SqliteStore._apply_group`) --
+
+_BUSY_TIMEOUT_MS: Final = 5000
+
+
+async def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE on the write connection (whose busy timeout is 0): at once when no
+    other process holds SQLite's write lock, as in a server that is the store's only
+    writer; else in a worker thread that waits for the lock as long as the readers do."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise
+        await trio.to_thread.run_sync(_begin_waiting, conn)
+
+
+def _begin_waiting(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting up to `_BUSY_TIMEOUT_MS` for the write lock (blocks)."""
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+
+
+def _apply_all(conn: sqlite3.Connection, group: list[Batch], last_seq: int) -> list[Outcome] | None:
+    """Apply every batch of `group` in the open transaction, or None when one is refused
+    (the transaction must then be rolled back). No savepoint per batch: FTS5 writes its
+    pending words to disk at every savepoint, and a batch is seldom refused."""
+    outcomes: list[Outcome] = []
+    try:
+        for batch in group:
+            seqs = _apply(conn, batch, last_seq)
+            outcomes.append(seqs)
+            last_seq += len(seqs)
+    except sqlite3.Error:
+        return None
+    return outcomes
+
+
+def _apply_each(conn: sqlite3.Connection, group: list[Batch], last_seq: int) -> list[Outcome]:
+    """Apply each batch of `group` in a savepoint of its own, so that a batch that fails
+    is rolled back alone and only its caller gets `StoreError`."""
+    outcomes: list[Outcome] = []
+    for batch in group:
+        conn.execute("SAVEPOINT batch")
+        try:
+            seqs = _apply(conn, batch, last_seq)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            outcomes.append(StoreError(f"batch refused: {exc}"))
+            continue
+        conn.execute("RELEASE batch")
+        outcomes.append(seqs)
+        last_seq += len(seqs)
+    return outcomes
+
 
 
 def _apply(conn: sqlite3.Connection, batch: Batch, last_seq: int) -> list[int]:

@@ -121,21 +121,19 @@ WEBSOCKET_EXPECTED = [  # a real `tidings serve` subprocess against a bare echo
 ]
 
 WEBHOOK_EXPECTED = [  # real `tidings serve` subprocesses (SQLite) against a bare route
-    "engine POST /sms/inbound (signed, SQLite, autoresponder off), 8 connections",
-    "bare Starlette POST route, same hypercorn (vs autoresponder off), 8 connections",
-    "engine webhook p50 (autoresponder off), 8 connections",
-    "engine webhook p99 (autoresponder off), 8 connections",
-    "engine server CPU per request (autoresponder off)",
-    "bare route server CPU per request (vs autoresponder off)",
-    "engine POST /sms/inbound (signed, SQLite, autoresponder on), 8 connections",
-    "bare Starlette POST route, same hypercorn (vs autoresponder on), 8 connections",
-    "engine webhook p50 (autoresponder on), 8 connections",
-    "engine webhook p99 (autoresponder on), 8 connections",
-    "engine server CPU per request (autoresponder on)",
-    "bare route server CPU per request (vs autoresponder on)",
-    "bare route p50, 8 connections",
-    "bare route p99, 8 connections",
-]
+    name
+    for what in ("autoresponder off", "autoresponder on")
+    # the steady state (known phones, open tickets), then first messages from new phones
+    for path in ("", "first message from a new phone, ")
+    for name in (
+        f"engine POST /sms/inbound ({path}signed, SQLite, {what}), 8 connections",
+        f"bare Starlette POST route, same hypercorn (vs {path}{what}), 8 connections",
+        f"engine webhook p50 ({path}{what}), 8 connections",
+        f"engine webhook p99 ({path}{what}), 8 connections",
+        f"engine server CPU per request ({path}{what})",
+        f"bare route server CPU per request (vs {path}{what})",
+    )
+] + ["bare route p50, 8 connections", "bare route p99, 8 connections"]
 
 
 def _server_figures(out: Path, scenario: str, expected: list[str]) -> dict[str, dict[str, Any]]:

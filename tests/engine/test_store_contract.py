@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trio.testing import wait_all_tasks_blocked
 
 from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
 from tidings.engine.store.memory import MemoryStore
@@ -702,6 +704,70 @@ async def test_sqlite_group_commit_shares_transactions(tmp_path: Path) -> None:
         assert await store.last_event_seq() == 1000
         assert await store.log_length("log") == 1000
     finally:
+        await store.aclose()
+
+
+async def test_sqlite_a_refused_batch_fails_alone_in_its_group(tmp_path: Path) -> None:
+    """A group is applied without a savepoint per batch; when one batch is refused, the
+    group is applied again with them, so only that batch's caller gets `StoreError`."""
+    store = await SqliteStore(tmp_path / "group.db").open()
+    refused: list[int] = []
+
+    async def commit(i: int) -> None:
+        batch = batch_of(**{f"k{i}": b"v"})
+        batch.event(f"e{i}".encode())
+        batch.append("log", f"r{i}".encode())
+        batch.index_text("tx", f"m{i}", math.nan if i == 5 else float(i), f"word n{i}")
+        try:
+            await store.commit(batch)
+        except StoreError:
+            refused.append(i)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(commit, i)
+        assert refused == [5]
+        assert store.batches == 9 and store.transactions == 1  # one group, applied once
+        assert await store.get("k5") is None and await store.get("k4") == b"v"
+        assert await store.last_event_seq() == 9
+        events = await store.events_since(0, 100)
+        assert [seq for seq, _ in events] == list(range(1, 10))  # no hole where 5 was
+        assert b"e5" not in [payload for _, payload in events]
+        assert await store.log_length("log") == 9
+        assert [m for m, _ in await store.text_query("tx", "word", 20)] == [
+            f"m{i}" for i in (9, 8, 7, 6, 4, 3, 2, 1, 0)
+        ]
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_commit_waits_for_another_writer_without_blocking_reads(
+    tmp_path: Path,
+) -> None:
+    """While another process holds SQLite's write lock, a commit waits for it (in a
+    worker thread: the trio thread goes on serving reads) and then succeeds."""
+    path = tmp_path / "busy.db"
+    store = await SqliteStore(path).open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.commit(batch_of(before=b"1"))
+        other.execute("BEGIN IMMEDIATE")
+        committed = trio.Event()
+
+        async def write() -> None:
+            await store.commit(batch_of(during=b"2"))
+            committed.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            await wait_all_tasks_blocked()
+            assert await store.get("before") == b"1"  # the trio thread is free
+            assert not committed.is_set()
+            other.execute("COMMIT")
+        assert await store.get("during") == b"2"
+    finally:
+        other.close()
         await store.aclose()
 
 
