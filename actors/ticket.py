@@ -148,6 +148,31 @@ class PresenceLapsed(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
+_TAGS: dict[tuple[object, ...], frozenset[str]] = {}
+TAGS_CACHED = 4_096  # tag sets kept; most tickets share a few (state, unread, channel)
+
+
+def _tags(ticket: Ticket, attributions: list[str]) -> frozenset[str]:
+    """The tags of the ticket's index entries. Made once per combination and shared:
+    most tickets have one of a few, and each made afresh was a set, a frozenset and
+    three strings per commit, and one more object kept for the garbage collector."""
+    of = (ticket.state, ticket.unread, ticket.channel, ticket.assignee, *attributions)
+    found = _TAGS.get(of)
+    if found is None:
+        tags = {
+            f"state={ticket.state}",
+            f"unread={int(ticket.unread)}",
+            f"channel={ticket.channel}",
+            *(f"attr={a}" for a in attributions),
+        }
+        if ticket.assignee is not None:
+            tags.add(f"assignee={ticket.assignee}")
+        if len(_TAGS) >= TAGS_CACHED:
+            _TAGS.clear()
+        found = _TAGS[of] = frozenset(tags)
+    return found
+
+
 class TicketActor(MessageOwner[TicketRecord]):
     """One ticket. Its key is the ticket id; its state is kept at `ticket:{key}`."""
 
@@ -188,15 +213,7 @@ class TicketActor(MessageOwner[TicketRecord]):
         ticket = record.ticket
         ticket.last_activity_at = iso(record.last_activity)
         self.put_state(batch)
-        tags = {
-            f"state={ticket.state}",
-            f"unread={int(ticket.unread)}",
-            f"channel={ticket.channel}",
-            *(f"attr={a}" for a in record.attributions),
-        }
-        if ticket.assignee is not None:
-            tags.add(f"assignee={ticket.assignee}")
-        frozen = frozenset(tags)
+        frozen = _tags(ticket, record.attributions)
         batch.index(TICKETS, self.key, record.last_activity, frozen)
         waiting = None
         if ticket.state == "open" and record.waiting_since is not None:

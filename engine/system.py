@@ -347,13 +347,17 @@ class Engine:
             actor = await self._reserve(address, request)
             if actor is not None:
                 self._post(actor, request)
-        if not request.done.is_set():
+        if not request.done:
             self.asks.add(request, address, timeout)
-            await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        value: R = request.value  # the handler's answer to a Request[R]
-        return value
+            await request.wait()
+        error, value = request.error, request.value
+        # the deadline heap keeps the answered ask a while: without its message and
+        # answer it holds nothing more for the garbage collector to scan again and again
+        request.msg = request.value = None
+        if error is not None:
+            raise error
+        answer: R = value  # the handler's answer to a Request[R]
+        return answer
 
     async def commit(self, batch: Batch) -> list[int]:
         """Write `batch` durably and publish its events to live subscribers.
@@ -498,8 +502,7 @@ class Engine:
                 self._post(target, forwarded)
             return
         if request is not None:
-            request.value, request.error = value, error
-            request.done.set()
+            request.answer(value, error)
 
     def _crashed(self, actor: Actor[Any], rest: list[Any], exc: Exception) -> None:
         """Restart `actor` after `exc` and retry or dead-letter the message at `rest[0]`;

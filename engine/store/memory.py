@@ -26,7 +26,9 @@ class MemoryStore:
         self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
-        self._texts: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
+        # a member's words as the tuple the batch brought: a tuple of strings is left
+        # alone by the garbage collector (a frozenset is scanned at every full collection)
+        self._texts: defaultdict[str, dict[str, tuple[float, tuple[str, ...]]]] = defaultdict(dict)
         self._closed = False
         self.schema_version = SCHEMA_VERSION
         self.fail_writes = False  # tests set this to see failed writes surface
@@ -69,7 +71,7 @@ class MemoryStore:
         for index, member in batch.text_deletes:
             self._texts[index].pop(member, None)
         for text in batch.text_puts.values():
-            self._texts[text.index][text.member] = (text.score, frozenset(text.words))
+            self._texts[text.index][text.member] = (text.score, text.words)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return list(range(first, first + len(batch.events)))
 
@@ -157,7 +159,7 @@ class MemoryStore:
             return []
         rows = sorted(
             ((score, member) for member, (score, have) in self._texts.get(index, {}).items()
-             if wanted <= have),
+             if wanted.issubset(have)),
             reverse=True,
         )  # fmt: skip
         if after is not None:
