@@ -45,7 +45,7 @@ from tidings.actors.model import (
 )
 from tidings.actors.outbound import Email
 from tidings.actors.owner import MessageOwner
-from tidings.engine import Batch, Request, handler
+from tidings.engine import Batch, Claimed, Request, handler
 from tidings.engine.clock import to_datetime
 
 TICKETS = "tickets"  # index: every ticket by last activity
@@ -282,22 +282,44 @@ class TicketActor(MessageOwner[TicketRecord]):
 
     @handler
     async def inbound(self, msg: TicketInbound) -> Message:
+        try:
+            return await self._inbound(msg)
+        except Claimed as claimed:
+            # sent on the profile's route, and delivered before (R30): the claim of its
+            # idempotency key refused the whole batch. From the state as stored, once
+            # more under the stored id, which finds the stored message
+            await self.reload_state()
+            msg.message.message.id = claimed.value.decode()
+            msg.fresh = msg.idem_unchecked = False
+            return await self._inbound(msg)
+
+    async def _inbound(self, msg: TicketInbound) -> Message:
         app = self.ctx.app
         store = self.ctx.store
         message = msg.message.message
         current = self.state.ticket if self.state is not None else None
         fresh = msg.fresh
-        if msg.idem_unchecked and msg.idem_key:  # sent on the profile's route: R30 here
-            claimed = await store.get(msg.idem_key)
-            if claimed is not None:
-                message.id, fresh = claimed.decode(), False  # stored once, under that id
         # delivered twice (a retried SMS the profile routes again under its id, mail
         # redelivered, a turn retried after its commit): stored once (R30). The steady
         # state on one node needs no look-up: a fresh id reaching an open ticket whose
         # instance committed before. On several nodes the same mail can reach this
         # instance twice (moved on after a fenced turn on another node): it looks.
-        steady = fresh and not app.placed and current is not None and current.state == "open"
-        if not steady or self._new_instance:
+        steady = (
+            fresh
+            and not app.placed
+            and current is not None
+            and current.state == "open"
+            and not self._new_instance
+        )
+        # sent on the profile's route: R30 here. In the steady state the commit claims
+        # the idempotency key (refused if it exists, see `inbound`: no read before the
+        # write, which changes nothing but the open ticket's record); else it looks first
+        claim = bool(msg.idem_unchecked and msg.idem_key and steady)
+        if msg.idem_unchecked and msg.idem_key and not claim:
+            claimed = await store.get(msg.idem_key)
+            if claimed is not None:
+                message.id, steady = claimed.decode(), False  # stored once, under that id
+        if not steady:
             known = await thread.load(store, message.id)
             if known is not None:
                 return known.message
@@ -340,7 +362,7 @@ class TicketActor(MessageOwner[TicketRecord]):
         thread.record(batch, msg.message)
         ticket.last_message = LastMessage.of(message)
         if msg.idem_key:
-            thread.remember(app, batch, msg.idem_key, message.id)
+            thread.remember(app, batch, msg.idem_key, message.id, claim=claim)
         if msg.autoreply:
             autoreply = thread.outbound(
                 app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import trio
 
-from tidings.engine.store.base import Batch, DueTimer, StoreError
+from tidings.engine.store.base import Batch, Claimed, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
 from tidings.engine.store.text import words
 
@@ -18,6 +18,8 @@ class MemoryStore:
     """A `Store` that keeps everything in memory; `commit` is atomic and immediate.
 
     It starts empty, so its `schema_version` is always this release's."""
+
+    checks_claims = True  # `Batch.claim`s are checked in `commit` (see `Store.commit`)
 
     def __init__(self) -> None:
         self._kv: dict[str, bytes] = {}
@@ -54,8 +56,12 @@ class MemoryStore:
         for due, _ in batch.timers.values():
             if math.isnan(due):
                 raise StoreError("batch refused: NaN due time")
+        for key in batch.claims:
+            if key in self._kv:
+                raise Claimed(key, self._kv[key])
         for key in batch.deletes:
             self._kv.pop(key, None)
+        self._kv.update(batch.claims)
         self._kv.update(batch.puts)
         for stream, record in batch.appends:
             self._logs[stream].append(record)
