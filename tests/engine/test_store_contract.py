@@ -13,8 +13,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
 from tidings.engine import Claimed, Engine
+from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore
 from tidings.engine.store.sqlite import SqliteStore
