@@ -71,10 +71,16 @@ def sms_idem_key(sid: str) -> str:
     return f"idem:sms:{sid}"
 
 
-def remember(app: InboxContext, batch: Batch, idem_key: str, message_id: str) -> None:
+def remember(
+    app: InboxContext, batch: Batch, idem_key: str, message_id: str, *, claim: bool = False
+) -> None:
     """Write the idempotency key `idem_key` for the message `message_id`: a retry within
-    `limits.idempotency_kept_days` finds it; retention forgets it after that."""
-    batch.put(idem_key, message_id.encode())
+    `limits.idempotency_kept_days` finds it; retention forgets it after that. With
+    `claim`, the batch is refused (`Claimed`) if the key exists: the look-up is the write."""
+    if claim:
+        batch.claim(idem_key, message_id.encode())
+    else:
+        batch.put(idem_key, message_id.encode())
     expire_at(batch, idem_key, app.now() + app.idempotency_kept_s)
 
 

@@ -45,7 +45,7 @@ from tidings.actors.model import (
 )
 from tidings.actors.outbound import Email
 from tidings.actors.owner import MessageOwner
-from tidings.engine import Batch, Request, handler
+from tidings.engine import Batch, Claimed, Request, handler
 from tidings.engine.clock import to_datetime
 
 TICKETS = "tickets"  # index: every ticket by last activity
@@ -148,6 +148,31 @@ class PresenceLapsed(msgspec.Struct):
 # -- the actor ------------------------------------------------------------------------------
 
 
+_TAGS: dict[tuple[object, ...], frozenset[str]] = {}
+TAGS_CACHED = 4_096  # tag sets kept; most tickets share a few (state, unread, channel)
+
+
+def _tags(ticket: Ticket, attributions: list[str]) -> frozenset[str]:
+    """The tags of the ticket's index entries. Made once per combination and shared:
+    most tickets have one of a few, and each made afresh was a set, a frozenset and
+    three strings per commit, and one more object kept for the garbage collector."""
+    of = (ticket.state, ticket.unread, ticket.channel, ticket.assignee, *attributions)
+    found = _TAGS.get(of)
+    if found is None:
+        tags = {
+            f"state={ticket.state}",
+            f"unread={int(ticket.unread)}",
+            f"channel={ticket.channel}",
+            *(f"attr={a}" for a in attributions),
+        }
+        if ticket.assignee is not None:
+            tags.add(f"assignee={ticket.assignee}")
+        if len(_TAGS) >= TAGS_CACHED:
+            _TAGS.clear()
+        found = _TAGS[of] = frozenset(tags)
+    return found
+
+
 class TicketActor(MessageOwner[TicketRecord]):
     """One ticket. Its key is the ticket id; its state is kept at `ticket:{key}`."""
 
@@ -188,15 +213,7 @@ class TicketActor(MessageOwner[TicketRecord]):
         ticket = record.ticket
         ticket.last_activity_at = iso(record.last_activity)
         self.put_state(batch)
-        tags = {
-            f"state={ticket.state}",
-            f"unread={int(ticket.unread)}",
-            f"channel={ticket.channel}",
-            *(f"attr={a}" for a in record.attributions),
-        }
-        if ticket.assignee is not None:
-            tags.add(f"assignee={ticket.assignee}")
-        frozen = frozenset(tags)
+        frozen = _tags(ticket, record.attributions)
         batch.index(TICKETS, self.key, record.last_activity, frozen)
         waiting = None
         if ticket.state == "open" and record.waiting_since is not None:
@@ -265,22 +282,44 @@ class TicketActor(MessageOwner[TicketRecord]):
 
     @handler
     async def inbound(self, msg: TicketInbound) -> Message:
+        try:
+            return await self._inbound(msg)
+        except Claimed as claimed:
+            # sent on the profile's route, and delivered before (R30): the claim of its
+            # idempotency key refused the whole batch. From the state as stored, once
+            # more under the stored id, which finds the stored message
+            await self.reload_state()
+            msg.message.message.id = claimed.value.decode()
+            msg.fresh = msg.idem_unchecked = False
+            return await self._inbound(msg)
+
+    async def _inbound(self, msg: TicketInbound) -> Message:
         app = self.ctx.app
         store = self.ctx.store
         message = msg.message.message
         current = self.state.ticket if self.state is not None else None
         fresh = msg.fresh
-        if msg.idem_unchecked and msg.idem_key:  # sent on the profile's route: R30 here
-            claimed = await store.get(msg.idem_key)
-            if claimed is not None:
-                message.id, fresh = claimed.decode(), False  # stored once, under that id
         # delivered twice (a retried SMS the profile routes again under its id, mail
         # redelivered, a turn retried after its commit): stored once (R30). The steady
         # state on one node needs no look-up: a fresh id reaching an open ticket whose
         # instance committed before. On several nodes the same mail can reach this
         # instance twice (moved on after a fenced turn on another node): it looks.
-        steady = fresh and not app.placed and current is not None and current.state == "open"
-        if not steady or self._new_instance:
+        steady = (
+            fresh
+            and not app.placed
+            and current is not None
+            and current.state == "open"
+            and not self._new_instance
+        )
+        # sent on the profile's route: R30 here. In the steady state the commit claims
+        # the idempotency key (refused if it exists, see `inbound`: no read before the
+        # write, which changes nothing but the open ticket's record); else it looks first
+        claim = bool(msg.idem_unchecked and msg.idem_key and steady)
+        if msg.idem_unchecked and msg.idem_key and not claim:
+            claimed = await store.get(msg.idem_key)
+            if claimed is not None:
+                message.id, steady = claimed.decode(), False  # stored once, under that id
+        if not steady:
             known = await thread.load(store, message.id)
             if known is not None:
                 return known.message
@@ -323,7 +362,7 @@ class TicketActor(MessageOwner[TicketRecord]):
         thread.record(batch, msg.message)
         ticket.last_message = LastMessage.of(message)
         if msg.idem_key:
-            thread.remember(app, batch, msg.idem_key, message.id)
+            thread.remember(app, batch, msg.idem_key, message.id, claim=claim)
         if msg.autoreply:
             autoreply = thread.outbound(
                 app, batch, profile=ticket.profile, channel=ticket.channel, ticket=self.key,

@@ -31,7 +31,7 @@ from tidings.engine.errors import (
 )
 from tidings.engine.messages import Address, Request
 from tidings.engine.retention import expire_at
-from tidings.engine.store.base import Batch, Store, StoreError
+from tidings.engine.store.base import Batch, Claimed, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.system import Engine, open_engine
 from tidings.engine.timers import TimerFire, Timers
@@ -44,6 +44,7 @@ __all__ = [
     "AskTimeout",
     "Batch",
     "Child",
+    "Claimed",
     "DEAD_LETTERS",
     "DeadLetter",
     "DeadLettered",

@@ -129,15 +129,22 @@ class StatefulActor(Actor[AppT], Generic[AppT, S]):
         return f"{self.kind}:{self.key}"
 
     async def _activate(self) -> None:
-        raw = await self.ctx.store.get(self.state_key())
-        if raw is not None:
-            cls = type(self)
-            decoder = cls.__dict__.get("_state_decoder")
-            if decoder is None:
-                decoder = msgspec.json.Decoder(cls.state_type)
-                cls._state_decoder = decoder
-            self.state = decoder.decode(raw)
+        await self.reload_state()
         await self.on_activate()
+
+    async def reload_state(self) -> None:
+        """Read the state back from the store (None when nothing is stored): after a
+        refused commit, the state as it was before the turn changed it."""
+        raw = await self.ctx.store.get(self.state_key())
+        if raw is None:
+            self.state = None
+            return
+        cls = type(self)
+        decoder = cls.__dict__.get("_state_decoder")
+        if decoder is None:
+            decoder = msgspec.json.Decoder(cls.state_type)
+            cls._state_decoder = decoder
+        self.state = decoder.decode(raw)
 
     def put_state(self, batch: Batch) -> None:
         """Add the current state to `batch` (nothing when there is none)."""

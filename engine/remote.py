@@ -248,11 +248,11 @@ class RemoteMail:
                 continue
             self._answer(reply)
         if len(self._pending) > 1000:
-            self._pending = {n: p for n, p in self._pending.items() if not p[0].done.is_set()}
+            self._pending = {n: p for n, p in self._pending.items() if not p[0].done}
 
     def _answer(self, reply: _Reply) -> None:
         found = self._pending.pop(reply.ask, None)
-        if found is None or found[0].done.is_set():
+        if found is None or found[0].done:
             return  # answered after its deadline
         ask, answer_type = found
         if reply.error:
@@ -261,11 +261,11 @@ class RemoteMail:
         try:
             if reply.struct:
                 answer_type = _struct_type(reply.struct)
-            ask.value = msgspec.msgpack.decode(reply.value, type=answer_type)
+            value = msgspec.msgpack.decode(reply.value, type=answer_type)
         except (msgspec.DecodeError, TypeError, LookupError) as exc:
             ask.fail(EngineError(f"the answer could not be read: {exc}"))
             return
-        ask.done.set()
+        ask.answer(value)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -390,7 +390,7 @@ class RemoteMail:
         self._deliver((mail.kind, mail.key), ask)
 
     async def _handled(self, shard: int, ident: str, mail: _Mail, ask: Ask) -> None:
-        await ask.done.wait()
+        await ask.wait()
         del self.inbound[ask]
         self._in_hand.discard((shard, ident))
         if type(ask.error) is ShardMoved:

@@ -66,7 +66,7 @@ from tidings.engine.placement import Placement, ShardMoved
 from tidings.engine.remote import RemoteMail, type_name
 from tidings.engine.retention import SERVICE as RETENTION
 from tidings.engine.retention import Retention
-from tidings.engine.store.base import Batch, Fenced, Store, StoreError
+from tidings.engine.store.base import Batch, Claimed, Fenced, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.timers import TimerFire, Timers
 
@@ -114,6 +114,7 @@ class Engine:
         dead_letters_kept: int = 10_000,
     ) -> None:
         self.store = store
+        self._store_checks_claims: bool = getattr(store, "checks_claims", False)
         self.clock: WallClock = clock or SystemClock()
         self.workers = workers
         self.max_workers = max_workers
@@ -347,13 +348,17 @@ class Engine:
             actor = await self._reserve(address, request)
             if actor is not None:
                 self._post(actor, request)
-        if not request.done.is_set():
+        if not request.done:
             self.asks.add(request, address, timeout)
-            await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        value: R = request.value  # the handler's answer to a Request[R]
-        return value
+            await request.wait()
+        error, value = request.error, request.value
+        # the deadline heap keeps the answered ask a while: without its message and
+        # answer it holds nothing more for the garbage collector to scan again and again
+        request.msg = request.value = None
+        if error is not None:
+            raise error
+        answer: R = value  # the handler's answer to a Request[R]
+        return answer
 
     async def commit(self, batch: Batch) -> list[int]:
         """Write `batch` durably and publish its events to live subscribers.
@@ -364,6 +369,8 @@ class Engine:
         """
         observe = self.commit_observer
         started = time.perf_counter() if observe is not None else 0.0
+        if batch.claims and not self._store_checks_claims:
+            await self._check_claims(batch)
         if self.placement is not None:
             batch.fence = _turn_token.get()
             done = _turn_mail.get()
@@ -382,6 +389,19 @@ class Engine:
         if seqs:
             self.events.published(seqs, batch.events)
         return seqs
+
+    async def _check_claims(self, batch: Batch) -> None:
+        """For a store that does not check `Batch.claim`s itself: refuse the batch with
+        `Claimed` when a claimed key exists, else write the claims as plain puts. Not
+        atomic with the write: enough where a key's one owner claims it (its turns
+        commit one after another), as idempotency keys are claimed."""
+        for key in batch.claims:
+            found = await self.store.get(key)
+            if found is not None:
+                raise Claimed(key, found)
+        for key, value in batch.claims.items():
+            batch.put(key, value)
+        batch.claims.clear()
 
     def announce(self, payload: bytes) -> None:
         """Push a live-only event to the event log's subscribers connected now (on every
@@ -498,8 +518,7 @@ class Engine:
                 self._post(target, forwarded)
             return
         if request is not None:
-            request.value, request.error = value, error
-            request.done.set()
+            request.answer(value, error)
 
     def _crashed(self, actor: Actor[Any], rest: list[Any], exc: Exception) -> None:
         """Restart `actor` after `exc` and retry or dead-letter the message at `rest[0]`;

@@ -53,6 +53,16 @@ class StoreError(Exception):
     """A store could not carry out a read or a write; nothing of a failed batch is applied."""
 
 
+class Claimed(StoreError):
+    """A batch claimed `key` (`Batch.claim`) and the key exists: nothing of the batch is
+    applied. `value` is what the key holds (e.g. the message an idempotency key names)."""
+
+    def __init__(self, key: str, value: bytes) -> None:
+        super().__init__(f"batch refused: {key!r} is already claimed")
+        self.key = key
+        self.value = value
+
+
 class Fenced(StoreError):
     """A batch carried a fencing token that is no longer its shard's epoch: another node
     took the shard, so this writer's view is stale and nothing of the batch is applied."""
@@ -97,6 +107,7 @@ class Batch:
     index_deletes: list[tuple[str, str]] = field(default_factory=list)
     text_puts: dict[tuple[str, str], TextEntry] = field(default_factory=dict)  # by (index, member)
     text_deletes: set[tuple[str, str]] = field(default_factory=set)
+    claims: dict[str, bytes] = field(default_factory=dict)
     # (shard, epoch) of the writing actor when nodes share the store (see
     # `engine.placement`); a store shared by nodes refuses the batch with `Fenced` unless
     # that epoch is still the shard's. Single-process stores have no shards to check.
@@ -106,6 +117,12 @@ class Batch:
         """Set `key` to `value` (a later delete of the same key in this batch wins)."""
         self.deletes.discard(key)
         self.puts[key] = value
+
+    def claim(self, key: str, value: bytes) -> None:
+        """Set `key` to `value` if it does not exist; if it does, the whole batch is
+        refused with `Claimed` (an idempotency key checked in the write itself, so a
+        first delivery costs no read before it)."""
+        self.claims[key] = value
 
     def delete(self, key: str) -> None:
         """Remove `key`."""
@@ -165,6 +182,7 @@ class Batch:
             or self.index_deletes
             or self.text_puts
             or self.text_deletes
+            or self.claims
         )
 
 
@@ -186,7 +204,9 @@ class Store(Protocol):
         Deletes are applied before puts of the same batch (puts and deletes of one key
         never both appear, `Batch` keeps them apart). Index and text index deletes are
         applied before their puts. Raises `StoreError` when the batch could not be made
-        durable.
+        durable, `Claimed` (applying nothing) when a key it claims exists: a store with
+        `checks_claims` set checks them in the same atomic write; for any other,
+        `Engine.commit` reads them first and hands the store plain puts.
         """
         ...
 

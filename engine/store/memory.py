@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import trio
 
-from tidings.engine.store.base import Batch, DueTimer, StoreError
+from tidings.engine.store.base import Batch, Claimed, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
 from tidings.engine.store.text import words
 
@@ -19,6 +19,8 @@ class MemoryStore:
 
     It starts empty, so its `schema_version` is always this release's."""
 
+    checks_claims = True  # `Batch.claim`s are checked in `commit` (see `Store.commit`)
+
     def __init__(self) -> None:
         self._kv: dict[str, bytes] = {}
         self._logs: defaultdict[str, list[bytes]] = defaultdict(list)
@@ -26,7 +28,9 @@ class MemoryStore:
         self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
         self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
-        self._texts: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
+        # a member's words as the tuple the batch brought: a tuple of strings is left
+        # alone by the garbage collector (a frozenset is scanned at every full collection)
+        self._texts: defaultdict[str, dict[str, tuple[float, tuple[str, ...]]]] = defaultdict(dict)
         self._closed = False
         self.schema_version = SCHEMA_VERSION
         self.fail_writes = False  # tests set this to see failed writes surface
@@ -52,8 +56,12 @@ class MemoryStore:
         for due, _ in batch.timers.values():
             if math.isnan(due):
                 raise StoreError("batch refused: NaN due time")
+        for key in batch.claims:
+            if key in self._kv:
+                raise Claimed(key, self._kv[key])
         for key in batch.deletes:
             self._kv.pop(key, None)
+        self._kv.update(batch.claims)
         self._kv.update(batch.puts)
         for stream, record in batch.appends:
             self._logs[stream].append(record)
@@ -69,7 +77,7 @@ class MemoryStore:
         for index, member in batch.text_deletes:
             self._texts[index].pop(member, None)
         for text in batch.text_puts.values():
-            self._texts[text.index][text.member] = (text.score, frozenset(text.words))
+            self._texts[text.index][text.member] = (text.score, text.words)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return list(range(first, first + len(batch.events)))
 
@@ -157,7 +165,7 @@ class MemoryStore:
             return []
         rows = sorted(
             ((score, member) for member, (score, have) in self._texts.get(index, {}).items()
-             if wanted <= have),
+             if wanted.issubset(have)),
             reverse=True,
         )  # fmt: skip
         if after is not None:

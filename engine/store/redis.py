@@ -20,6 +20,8 @@ get gap-free sequence numbers from an INCRBY in the same atomic unit. The flushe
 in call order (group commit). The script is a Redis 7 "shebang" script, so an
 out-of-memory server refuses it before it writes anything; inputs that Redis would
 reject mid-script (NaN scores, NaN due times) are refused in Python before sending.
+The batch's claims (`Batch.claim`, e.g. an SMS's idempotency key) are checked by the
+script before it writes anything, so a message costs one round trip, not a read first.
 
 Scripts: the Lua sources are the package's ``lua/*.lua`` files (commit, query, count,
 due, migrate), loaded once at import.
@@ -83,7 +85,14 @@ import msgspec
 import trio
 from coredis.tokens import PureToken
 
-from tidings.engine.store.base import Batch, DueTimer, Fenced, OpenedStore, StoreError
+from tidings.engine.store.base import (
+    Batch,
+    Claimed,
+    DueTimer,
+    Fenced,
+    OpenedStore,
+    StoreError,
+)
 from tidings.engine.store.group_commit import GroupCommit, Outcome
 from tidings.engine.store.schema import (
     SCHEMA_VERSION,
@@ -100,6 +109,7 @@ _SCRIPTS: Final = {
     for name in ("commit", "query", "count", "due", "migrate")
 }
 _FENCED: Final = "FENCED"
+_CLAIMS_AT: Final = 5  # the commit script's KEYS index (from 0) of the first claimed key
 
 _tags_encoder = msgspec.json.Encoder()
 
@@ -133,6 +143,8 @@ class RedisStore(OpenedStore):
     or use it as an async context manager. See the module docstring for the key layout;
     `schema_version` is the store's after `open`.
     """
+
+    checks_claims = True  # `Batch.claim`s are checked by the commit script
 
     def __init__(self, url: str, *, prefix: str = "tidings:") -> None:
         self.url = url
@@ -302,7 +314,11 @@ class RedisStore(OpenedStore):
             str(len(batch.index_deletes)),
             str(len(batch.index_puts)),
             str(fence[1]) if fence is not None else "",
+            str(len(batch.claims)),
         ]
+        for k, value in batch.claims.items():
+            keys.append(base + "kv:" + k)
+            args.append(value)
         keys += [base + "kv:" + k for k in batch.deletes]
         for k, value in batch.puts.items():
             keys.append(base + "kv:" + k)
@@ -366,6 +382,10 @@ class RedisStore(OpenedStore):
                     outcomes[i] = refused(f"batch refused: {exc}")
                     continue
                 first, count = int(answer[0]), int(answer[1])
+                if first == -1:  # a claimed key exists: nothing was written
+                    claimed = group[i][0][_CLAIMS_AT + count].removeprefix(self._base + "kv:")
+                    outcomes[i] = Claimed(claimed, answer[2])
+                    continue
                 outcomes[i] = list(range(first, first + count))
             if not retry:
                 break

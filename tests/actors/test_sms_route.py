@@ -47,8 +47,8 @@ async def test_a_plain_sms_to_an_open_ticket_is_one_turn_and_one_commit(
     assert len(commits) == 1 and commits[0].puts.keys() >= {
         f"msg:{second.id}",
         f"ticket:{first.ticket}",
-        "idem:sms:SM2",
     }
+    assert commits[0].claims.keys() == {"idem:sms:SM2"}  # no read of it before the write
     assert (second.ticket, second.profile, second.kind) == (first.ticket, profile, "support")
     view = await inbox.ticket_get(first.ticket)  # type: ignore[arg-type]
     assert [m.body for m in view.messages if m.direction == "inbound"] == [

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio.testing import wait_all_tasks_blocked
 
+from tidings.engine import Claimed, Engine
 from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore
@@ -150,6 +151,31 @@ async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Sto
     assert await store.get_many([f"good{i}" for i in range(10) if i != 5]) == [b"ok"] * 9
     await assert_nothing_of_doomed(store)
     assert await store.last_event_seq() == 9
+
+
+async def test_a_claimed_key_that_exists_refuses_the_whole_batch(store: Store) -> None:
+    # through `Engine.commit`: memory and redis check claims in the write itself, for
+    # sqlite the engine reads them first; either way the batch is all or nothing
+    commit = Engine(store).commit
+    first = batch_of(x=b"1")
+    first.claim("idem:a", b"m1")
+    first.event(b"first")
+    assert await commit(first) == [1]
+    again = batch_of(y=b"2")
+    again.claim("idem:b", b"m2")
+    again.claim("idem:a", b"m3")
+    again.append("log", b"r")
+    again.event(b"again")
+    with pytest.raises(Claimed) as refused:
+        await commit(again)
+    assert (refused.value.key, refused.value.value) == ("idem:a", b"m1")
+    assert await store.get_many(["idem:a", "idem:b", "x", "y"]) == [b"m1", None, b"1", None]
+    assert await store.log_length("log") == 0
+    assert await store.last_event_seq() == 1
+    other = Batch()
+    other.claim("idem:b", b"m2")
+    assert await commit(other) == []
+    assert await store.get("idem:b") == b"m2"
 
 
 async def test_closed_store_refuses_commits(backend: Backend) -> None:

@@ -4,13 +4,21 @@
 -- events, timer deletes, timer sets, index deletes, index puts; ARGV[9] the writer's
 -- fencing token ('' for a write of no shard); then each section's keys and arguments.
 -- A token that is not the shard's epoch any more (another node took the shard) refuses
--- the whole batch before anything is written.
+-- the whole batch before anything is written. ARGV[10] counts the claims, the first
+-- section (keys set only if they do not exist): one that exists refuses the whole batch,
+-- answered {-1, its position among the claims, its value}.
 if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then
   return redis.error_reply('FENCED shard epoch moved past ' .. ARGV[9])
 end
-local ki, ai = 6, 10
+local ki, ai = 6, 11
 local function key() local k = KEYS[ki]; ki = ki + 1; return k end
 local function arg() local a = ARGV[ai]; ai = ai + 1; return a end
+local claims = tonumber(ARGV[10])
+for i = 0, claims - 1 do
+  local found = redis.call('GET', KEYS[6 + i])
+  if found then return {-1, i, found} end
+end
+for _ = 1, claims do local k = key(); redis.call('SET', k, arg()) end
 local n = {}
 for i = 1, 8 do n[i] = tonumber(ARGV[i]) end
 for _ = 1, n[1] do redis.call('DEL', key()) end
