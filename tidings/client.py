@@ -47,6 +47,7 @@ log = logging.getLogger("tidings.client")
 JSON = dict[str, Any]
 MAX_FRAME = 16 * 1024 * 1024  # what the client accepts (a page of tickets can be large)
 DROPPED = "the connection to /ws/agent dropped"
+CLOSE_WAIT_S = 2.0  # for the server's half of the closing handshake
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -230,8 +231,7 @@ class AgentClient:
             if frame.type != "ready" or frame.agent is None:
                 raise error_from({"code": frame.code or "bad_frame", "detail": frame.detail or ""})
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await ws.aclose()
+            await _close(ws)
             raise
         self.agent = frame.agent
         return ws
@@ -348,9 +348,7 @@ class AgentClient:
         """Close the connection; waiting calls raise `Disconnected`."""
         self._closed = True
         if self._ws is not None:
-            with trio.move_on_after(2) as scope:  # the closing handshake, if the server answers
-                scope.shield = True
-                await self._ws.aclose()
+            await _close(self._ws)
 
     # -- one method per op (PROTOCOL.md, /ws/agent) ---------------------------------------
 
@@ -455,6 +453,15 @@ class AgentClient:
         """`call` with the arguments that are not None; the result is a JSON object."""
         result: JSON = await self.call(op, **{k: v for k, v in args.items() if v is not None})
         return result
+
+
+async def _close(ws: WebSocketConnection) -> None:
+    """Close `ws`, even inside a cancelled scope, waiting at most `CLOSE_WAIT_S` for the
+    server's half of the closing handshake: a cancelled block has cancelled the reader
+    that would take it, so an unbounded wait hung forever."""
+    with trio.move_on_after(CLOSE_WAIT_S) as scope:
+        scope.shield = True
+        await ws.aclose()
 
 
 @asynccontextmanager

@@ -179,3 +179,25 @@ async def test_the_readme_agent_example_replies_and_prints_the_events(server: Ru
     assert "'role': 'manager'" in lines[0]
     assert "It ships today!" in lines[1] and "'author': 'a3'" in lines[1]
     assert lines[2].startswith("1 message.created {'message': {")
+
+
+async def test_a_connect_cancelled_before_ready_ends_without_waiting_for_the_server() -> None:
+    """The block around `open_agent_client` gives up while the server has not yet
+    answered `auth`: the client closes the socket and returns (its reader is cancelled
+    with it, so a close handshake it waited for with no bound hung it forever — seen in a
+    `tidings bench chaos` run whose load ended during an agent's reconnect)."""
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    async def silent(request: WebSocketRequest) -> None:
+        await request.accept()
+        await trio.sleep_forever()  # never answers auth
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve_websocket, silent, "127.0.0.1", 0, None))
+        url = f"ws://127.0.0.1:{server.port}/ws/agent"
+        with trio.fail_after(10):  # hung forever before
+            with trio.move_on_after(0.3) as gave_up:
+                async with open_agent_client(url, AGENT_TOKEN):
+                    raise AssertionError("the silent server said ready")
+        assert gave_up.cancelled_caught
+        nursery.cancel_scope.cancel()
