@@ -342,6 +342,14 @@ async def wrk(url: str, requests: list[tuple[str, bytes]], connections: int, sec
 # -- one server under load ----------------------------------------------------------------------
 
 
+Drive = Callable[[str, list[tuple[str, bytes]], int, float], Awaitable[Load]]
+
+
+def _driver(loadgen: str) -> Drive:
+    """The load generator named `loadgen`: ``wrk``, else the Python client."""
+    return wrk if loadgen == "wrk" else hammer
+
+
 # MessageSids by use, so that no two phases share one: the timed steady state from 0, its
 # warm-up, the phones' warm-up, the first messages.
 _WARM_SIDS, _PHONE_SIDS, _FIRST_SIDS = 10**9, 2 * 10**9, 3 * 10**9
@@ -352,7 +360,7 @@ async def measure(
 ) -> Measured:
     """Warm `url` up, then load it for `seconds` with SMS from `phones`; the server process
     is `pid`."""
-    drive = wrk if loadgen == "wrk" else hammer
+    drive = _driver(loadgen)
     warm_n = max(200, int(MAX_RATE * WARMUP_S))
     timed_n = int(MAX_RATE * seconds)
     warm = signed_requests(url, _WARM_SIDS, warm_n, phones)
@@ -364,17 +372,15 @@ async def measure(
 async def measure_first(url: str, pid: int, loadgen: str, connections: int, seconds: float) -> Measured:
     """Load `url` for `seconds` with SMS each from a new phone (no warm-up of its own: it
     follows the steady state on the same server)."""
-    drive = wrk if loadgen == "wrk" else hammer
+    drive = _driver(loadgen)
     timed = signed_requests(url, _FIRST_SIDS, int(MAX_RATE * seconds))
     return await _timed(drive, url, pid, timed, connections, seconds)
-
-
-Drive = Callable[[str, list[tuple[str, bytes]], int, float], Awaitable[Load]]
 
 
 async def _timed(
     drive: Drive, url: str, pid: int, requests: list[tuple[str, bytes]], connections: int, seconds: float
 ) -> Measured:
+    """`drive` `requests` at `url` for `seconds`, with the server's (`pid`) CPU per request."""
     cpu = cpu_seconds(pid)
     load = await drive(url, requests, connections, seconds)
     cpu = cpu_seconds(pid) - cpu

@@ -96,8 +96,8 @@ def gc_policy() -> None:
     """Collect cycles less often in a server that holds many long-lived objects.
 
     With CPython's defaults the collector walked the objects of every open connection
-    and actor again and again: on web chat at 5,000 visitors it took 967 µs of the
-    server's 1,982 µs of CPU per message (README, Benchmarks). Called once start-up is
+    and actor again and again: on web chat at 5,000 visitors it took 822 µs of the
+    server's 1,660 µs of CPU per message (README, Benchmarks). Called once start-up is
     done: `gc.freeze` moves what start-up made (modules, the app) out of every later
     collection, and higher thresholds collect less often. It stays a threshold, not
     `gc.disable`, so cyclic garbage is still collected and memory stays bounded. Only
