@@ -45,7 +45,7 @@ from tidings.actors.model import (
 )
 from tidings.actors.outbound import Email
 from tidings.actors.owner import MessageOwner
-from tidings.engine import Batch, Claimed, Request, handler
+from tidings.engine import Batch, Claimed, Refused, Request, handler
 from tidings.engine.clock import to_datetime
 
 TICKETS = "tickets"  # index: every ticket by last activity
@@ -281,6 +281,42 @@ class TicketActor(MessageOwner[TicketRecord]):
         return True
 
     @handler
+    async def inbound_run(self, msgs: list[TicketInbound]) -> list[Message | Refused]:
+        """Several inbound messages waiting (a customer writing in a burst): those the
+        steady state takes (see `_inbound`), each a new message to this open ticket, are
+        stored in one commit, in order, which claims their idempotency keys. [] when fewer
+        than two are; when a key was claimed before (a redelivery), each goes through
+        `inbound` alone, which answers a redelivery with its stored message."""
+        run: list[TicketInbound] = []
+        keys: set[str] = set()
+        for msg in msgs:
+            if not self._steady(msg) or (msg.idem_key is not None and msg.idem_key in keys):
+                break
+            run.append(msg)
+            if msg.idem_key is not None:
+                keys.add(msg.idem_key)
+        if len(run) < 2:
+            return []
+        now = self.ctx.app.now()
+        batch = Batch()
+        before = self._flags()
+        queued = False
+        for msg in run:
+            queued |= self._take(batch, msg, now, claim=msg.idem_unchecked)
+        try:
+            await self._commit(batch, before, queued=queued)
+        except Claimed:
+            await self.reload_state()  # as stored before this run
+            return [await self._alone(msg) for msg in run]
+        return [msg.message.message for msg in run]
+
+    async def _alone(self, msg: TicketInbound) -> Message | Refused:
+        try:
+            return await self.inbound(msg)
+        except Refused as refusal:
+            return refusal
+
+    @handler
     async def inbound(self, msg: TicketInbound) -> Message:
         try:
             return await self._inbound(msg)
@@ -293,24 +329,27 @@ class TicketActor(MessageOwner[TicketRecord]):
             msg.fresh = msg.idem_unchecked = False
             return await self._inbound(msg)
 
+    def _steady(self, msg: TicketInbound) -> bool:
+        """Delivered twice (a retried SMS the profile routes again under its id, mail
+        redelivered, a turn retried after its commit): stored once (R30). The steady
+        state on one node needs no look-up: a fresh id reaching an open ticket whose
+        instance committed before. On several nodes the same mail can reach this
+        instance twice (moved on after a fenced turn on another node): it looks."""
+        current = self.state.ticket if self.state is not None else None
+        return (
+            msg.fresh
+            and not self.ctx.app.placed
+            and current is not None
+            and current.state == "open"
+            and not self._new_instance
+        )
+
     async def _inbound(self, msg: TicketInbound) -> Message:
         app = self.ctx.app
         store = self.ctx.store
         message = msg.message.message
         current = self.state.ticket if self.state is not None else None
-        fresh = msg.fresh
-        # delivered twice (a retried SMS the profile routes again under its id, mail
-        # redelivered, a turn retried after its commit): stored once (R30). The steady
-        # state on one node needs no look-up: a fresh id reaching an open ticket whose
-        # instance committed before. On several nodes the same mail can reach this
-        # instance twice (moved on after a fenced turn on another node): it looks.
-        steady = (
-            fresh
-            and not app.placed
-            and current is not None
-            and current.state == "open"
-            and not self._new_instance
-        )
+        steady = self._steady(msg)
         # sent on the profile's route: R30 here. In the steady state the commit claims
         # the idempotency key (refused if it exists, see `inbound`: no read before the
         # write, which changes nothing but the open ticket's record); else it looks first
@@ -337,7 +376,18 @@ class TicketActor(MessageOwner[TicketRecord]):
             before = None
         else:
             before = self._flags()
-        record = self.state
+        queued |= self._take(batch, msg, now, claim=claim)
+        await self._commit(batch, before, created, queued)
+        return message
+
+    def _take(self, batch: Batch, msg: TicketInbound, now: float, *, claim: bool) -> bool:
+        """Open (or wake) the ticket with inbound `msg`, writing the message (and its
+        idempotency key, claimed when `claim`, and any autoreply) into `batch`; True when
+        the batch queued an outbox job."""
+        app = self.ctx.app
+        message = msg.message.message
+        queued = False
+        record = self._existing()
         ticket = record.ticket
         if ticket.state == "snoozed":
             self.ctx.timers.cancel_durable(batch, f"snooze:{self.key}")
@@ -370,8 +420,7 @@ class TicketActor(MessageOwner[TicketRecord]):
             )  # fmt: skip
             queued |= thread.send_sms(app, batch, autoreply, record.phone)
             ticket.last_message = LastMessage.of(autoreply)
-        await self._commit(batch, before, created, queued)
-        return message
+        return queued
 
     # -- agent operations --------------------------------------------------------------------
 

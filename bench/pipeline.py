@@ -28,6 +28,11 @@ unread SMS ticket): `tickets_list(state="open", unread=True, limit=50)` (median 
 timeout once a small active set (`ACTIVE` profiles) has written again: memory follows the
 active set, not the number of profiles.
 
+One busy conversation (issue 13): `B` SMS from ONE phone on SQLite, so the senders' messages
+wait in its SMS ticket's mailbox; with drains (the engine's default) the ticket stores each
+run of waiting messages in one commit, against the same inbox with `drain_max=1` (one
+commit per message) as the baseline, in the same run.
+
 One repetition by default: the full run takes about 10 minutes on 2 cores (SQLite and
 Redis at under 1,000 SMS/s); its latencies are percentiles over all 200,000 messages.
 """
@@ -190,6 +195,7 @@ async def _engine_run(
     scale: bool,
     on_progress: Callable[[float], None] | None = None,
     placed: bool = False,
+    drain_max: int = 64,
 ) -> tuple[Result, dict[str, float]]:
     async with store_at(url) as store:
         placement = None
@@ -202,6 +208,7 @@ async def _engine_run(
             mail=OutboxMail(),
             settings=AUTORESPONDER_OFF,
             placement=placement,
+            drain_max=drain_max,
         ) as inbox:
             if placement is not None:
                 await placement.ready.wait()
@@ -400,8 +407,37 @@ def pipeline(quick: bool, progress: Progress) -> list[Row]:
                             note="directory + profile + ticket actors of the active set remain",
                         ),
                     ]
+            rows += _one_conversation(f"sqlite:///{tmp}/conversation", 2_000 if quick else 20_000)
         finally:
             if not isinstance(server, str):
                 server.stop()
     progress(1.0, "done")
     return rows
+
+
+def _one_conversation(url: str, n_msgs: int) -> list[Row]:
+    """`n_msgs` SMS from one phone on SQLite, with drains and without (`drain_max=1`)."""
+    results = {
+        drain_max: trio.run(_engine_run, f"{url}-{drain_max}.db", n_msgs, 1, False, None, False,
+                            drain_max)[0]  # fmt: skip
+        for drain_max in (1, 64)
+    }
+    name = f"engine on sqlite, one conversation ({n_msgs:,} SMS from one phone, {SENDERS} senders)"
+    return [
+        row(f"{name}, drains", results[64].rate, "msgs/s", note="drain_max=64 (the default)"),
+        row(
+            f"{name}, one commit per message",
+            results[1].rate,
+            "msgs/s",
+            baseline_of=f"{name}, drains",
+            note="drain_max=1",
+        ),
+        row(f"{name}, drains, latency p99", results[64].p99 * 1e3, "ms", better="lower"),
+        row(
+            f"{name}, one commit per message, latency p99",
+            results[1].p99 * 1e3,
+            "ms",
+            baseline_of=f"{name}, drains, latency p99",
+            better="lower",
+        ),
+    ]

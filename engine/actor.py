@@ -34,7 +34,15 @@ _encode = msgspec.json.Encoder().encode
 
 
 def handler(fn: F) -> F:
-    """Mark an `async def on_x(self, msg: SomeStruct)` method as the handler of its type."""
+    """Mark an `async def on_x(self, msg: SomeStruct)` method as the handler of its type.
+
+    A method whose one argument is a list, `async def on_xs(self, msgs: list[SomeStruct])`,
+    is that type's *drain*: when several messages of the type wait in a row, the engine
+    hands them to it in one call (at most `Engine.drain_max`), so that it can handle them
+    in one commit. It handles a prefix of them, durably, and returns one answer per message
+    it handled, in order (a `Refused` answer is the error that message's asker gets); the
+    engine hands the rest to the one-message handler, all of them when it returns an
+    empty list. A drain needs the one-message handler of its type beside it."""
     setattr(fn, "__tidings_handler__", True)  # noqa: B010 (a function attribute mypy knows not)
     return fn
 
@@ -60,6 +68,7 @@ class Actor(Generic[AppT]):
 
     kind: ClassVar[str] = ""
     _handlers: ClassVar[dict[type, Handler] | None] = None
+    _drains: ClassVar[dict[type, Handler] | None] = None
 
     __slots__ = ("ctx", "key", "_mail", "_running", "_active", "_last", "_failures", "_token")
 
@@ -93,20 +102,41 @@ class Actor(Generic[AppT]):
         """The handler of each message type, resolved once per class."""
         found: dict[type, Handler] | None = cls.__dict__.get("_handlers")
         if found is None:
-            found = {}
-            for klass in reversed(cls.__mro__):
-                for fn in vars(klass).values():
-                    if getattr(fn, "__tidings_handler__", False):
-                        hints = typing.get_type_hints(fn)
-                        hints.pop("return", None)
-                        if len(hints) != 1:
-                            raise TypeError(
-                                f"{fn.__qualname__}: a handler takes one annotated message"
-                            )
-                        (msg_type,) = hints.values()
-                        found[msg_type] = fn
-            cls._handlers = found
+            found = cls._resolve()
         return found
+
+    @classmethod
+    def drains(cls) -> dict[type, Handler]:
+        """The drain of each message type that has one (see `handler`)."""
+        found: dict[type, Handler] | None = cls.__dict__.get("_drains")
+        if found is None:
+            cls._resolve()
+            found = cls.__dict__["_drains"]
+        return found
+
+    @classmethod
+    def _resolve(cls) -> dict[type, Handler]:
+        handlers: dict[type, Handler] = {}
+        drains: dict[type, Handler] = {}
+        for klass in reversed(cls.__mro__):
+            for fn in vars(klass).values():
+                if getattr(fn, "__tidings_handler__", False):
+                    hints = typing.get_type_hints(fn)
+                    hints.pop("return", None)
+                    if len(hints) != 1:
+                        raise TypeError(f"{fn.__qualname__}: a handler takes one annotated message")
+                    (msg_type,) = hints.values()
+                    if typing.get_origin(msg_type) is list:
+                        (msg_type,) = typing.get_args(msg_type)
+                        drains[msg_type] = fn
+                    else:
+                        handlers[msg_type] = fn
+        for msg_type, fn in drains.items():
+            if msg_type not in handlers:
+                raise TypeError(f"{fn.__qualname__}: a drain needs a handler of {msg_type}")
+        cls._handlers = handlers
+        cls._drains = drains
+        return handlers
 
 
 class StatefulActor(Actor[AppT], Generic[AppT, S]):

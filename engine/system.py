@@ -7,7 +7,10 @@ at that moment, one after another. trio's task switch is paid per turn and per
 `checkpoint_every` messages, not per message, and an idle actor is just an object. The
 pool grows while every worker waits inside a turn (a handler asking another actor), so
 asks never starve it. `ask` deadlines are kept by `asks.AskDeadlines`, and a handler may
-answer with `Forward` to hand an ask on to another actor.
+answer with `Forward` to hand an ask on to another actor. When several messages of one
+type wait in a row and the actor has a *drain* for that type (see `actor.handler`), the
+turn hands them to it in one call, so they are handled in one commit and answered after
+it (Akka's and Orleans' batching of a mailbox); the rest go one by one as before.
 
 Actors see the engine through one shared `ActorContext` (store, clock, timers, tell, ask,
 commit and the embedding layer's `app`). Every write (actors', timers', dead letters')
@@ -106,6 +109,7 @@ class Engine:
         quarantine_s: float = 30.0,
         quarantine_max_s: float = 3600.0,
         checkpoint_every: int = 64,
+        drain_max: int = 64,
         timer_window: float = 60.0,
         deadline_compaction: int = 4_096,
         placement: Placement | None = None,
@@ -127,6 +131,11 @@ class Engine:
         self.quarantine_s = quarantine_s
         self.quarantine_max_s = quarantine_max_s
         self.checkpoint_every = checkpoint_every
+        if drain_max < 1:
+            raise ValueError(f"drain_max must be at least 1 (1: no drains), not {drain_max}")
+        # messages handed to a drain at most at once; none on placed nodes, where each
+        # message from another node is marked done in its own commit (`_turn_mail`)
+        self.drain_max = drain_max if placement is None else 1
         # told each commit's duration in seconds (metrics); None costs nothing per commit
         self.commit_observer: Callable[[float], None] | None = None
         self.kinds: dict[str, type[Actor[Any]]] = {}
@@ -455,11 +464,18 @@ class Engine:
                 await actor._activate()
                 actor._active = True
             handlers = actor.handlers()
+            drains = actor.drains() if self.drain_max > 1 else None
             while i < n:
                 envelope = mail[i]  # type: ignore[index]  # n > 0 only when mail is a list
-                await self._handle(actor, handlers, envelope)
-                i += 1
-                budget -= 1
+                # not while a crashed message is retried: it goes alone, as it did
+                taken = 0
+                if drains and address not in self._attempts:
+                    taken = await self._drain(actor, drains, mail, i, n)  # type: ignore[arg-type]
+                if taken == 0:
+                    await self._handle(actor, handlers, envelope)
+                    taken = 1
+                i += taken
+                budget -= taken
                 if budget <= 0 and i < n:
                     await trio.lowlevel.checkpoint()
                     budget = self.checkpoint_every
@@ -519,6 +535,38 @@ class Engine:
             return
         if request is not None:
             request.answer(value, error)
+
+    async def _drain(
+        self, actor: Actor[Any], drains: dict[type, Handler], mail: list[Any], i: int, n: int
+    ) -> int:
+        """Hand the run of messages of one type waiting at `mail[i]` to the actor's drain
+        for that type, when the run is two or more long; answer those it handled and
+        return how many (0: `mail[i]` goes to its one-message handler)."""
+        first = mail[i]
+        kind = type(first.msg) if type(first) is Ask else type(first)
+        fn = drains.get(kind)
+        if fn is None:
+            return 0
+        end = i + 1
+        limit = min(n, i + self.drain_max)
+        while end < limit:
+            envelope = mail[end]
+            if (type(envelope.msg) if type(envelope) is Ask else type(envelope)) is not kind:
+                break
+            end += 1
+        if end - i < 2:
+            return 0
+        run = mail[i:end]
+        answers = await fn(actor, [e.msg if type(e) is Ask else e for e in run])
+        if len(answers) > len(run):
+            raise TypeError(f"{fn.__qualname__} answered {len(answers)} of {len(run)} messages")
+        for envelope, answer in zip(run, answers, strict=False):  # a prefix answered
+            refused = answer if isinstance(answer, Refused) else None
+            if type(envelope) is Ask:
+                envelope.answer(None if refused else answer, refused)
+            elif refused is not None:
+                log.info("%s:%s refused %s: %s", *actor.address, kind.__name__, refused)
+        return len(answers)
 
     def _crashed(self, actor: Actor[Any], rest: list[Any], exc: Exception) -> None:
         """Restart `actor` after `exc` and retry or dead-letter the message at `rest[0]`;

@@ -48,6 +48,8 @@ EXPECTED = {
         "badge_get() on sqlite",
         "resident actors after the run (500 profiles)",
         "resident actors after passivate_idle",
+        "engine on sqlite, one conversation (2,000 SMS from one phone, 200 senders), drains",
+        "engine on sqlite, one conversation (2,000 SMS from one phone, 200 senders), one commit",
     ],
     "recovery": [
         "bulk write of 20,000 tickets",
