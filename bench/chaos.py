@@ -10,7 +10,8 @@
 2. runs ``tidings serve`` (``sms.provider = "twilio"`` at the stand-in, short ``[timing]``)
    on a fresh store in a temporary directory and creates `PROFILES` consenting profiles;
 3. drives a mixed load: signed inbound SMS (a third sent twice with the same
-   ``MessageSid``, as the provider retries), web chat visitors coming and going over
+   ``MessageSid``, as the provider retries; a fifth of the time a burst of 3 to 8 from
+   one phone at once, which the ticket stores in one commit), web chat visitors coming and going over
    ``/ws/chat``, an agent replying, snoozing (for a second or two), marking, blocking
    and unblocking over ``/ws/agent``, campaign SMS via ``/api/messages`` and signed
    status callbacks for what the stand-in took;
@@ -396,11 +397,18 @@ async def deliver(load: Load, client: httpx.AsyncClient, sid: str) -> None:
 async def sms_worker(load: Load, client: httpx.AsyncClient) -> None:
     rng = load.rng
     while True:
-        sid = f"SMin{rng.getrandbits(96):024x}"
-        load.inbound[sid] = (rng.choice(list(load.phones.values())), False)
-        await deliver(load, client, sid)
-        if rng.random() < 0.3:  # the provider retries the same MessageSid
-            await deliver(load, client, sid)
+        # now and then a customer writes in a burst: its messages wait in the ticket's
+        # mailbox together, and the ticket stores them in one commit (a drain)
+        burst = 1 if rng.random() < 0.8 else rng.randint(3, 8)
+        phone = rng.choice(list(load.phones.values()))
+        sids = [f"SMin{rng.getrandbits(96):024x}" for _ in range(burst)]
+        async with trio.open_nursery() as nursery:
+            for sid in sids:
+                load.inbound[sid] = (phone, False)
+                nursery.start_soon(deliver, load, client, sid)
+        for sid in sids:
+            if rng.random() < 0.3:  # the provider retries the same MessageSid
+                await deliver(load, client, sid)
         await trio.sleep(rng.uniform(0.02, 0.08))
 
 
