@@ -221,7 +221,7 @@ async def _receive(connection: _Connection) -> Answer:
         while True:
             event = state.next_event()
             if event is h11.NEED_DATA:
-                state.receive_data(await connection.stream.receive_some(_READ))
+                state.receive_data(bytes(await connection.stream.receive_some(_READ)))
             elif isinstance(event, h11.Response):
                 response = event
             elif isinstance(event, h11.Data):
