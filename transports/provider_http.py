@@ -140,8 +140,7 @@ class ProviderHttp:
             try:
                 data = _encode(connection.h11, method, target, headers, body, self.host_header)
                 sent = True
-                await connection.stream.send_all(data)
-                answer = await _receive(connection)
+                answer = await _exchange(connection, data)
             except BaseException:
                 await trio.aclose_forcefully(connection.stream)
                 raise
@@ -211,13 +210,13 @@ def _encode(
     return data + (state.send(h11.EndOfMessage()) or b"")
 
 
-async def _receive(connection: _Connection) -> Answer:
-    """Read the answer to the request just written (`NoAnswer` if it does not come
-    whole)."""
+async def _exchange(connection: _Connection, request: bytes) -> Answer:
+    """Write `request` and read its answer (`NoAnswer` if it does not come whole)."""
     state = connection.h11
     response: h11.Response | None = None
     chunks: list[bytes] = []
     try:
+        await connection.stream.send_all(request)
         while True:
             event = state.next_event()
             if event is h11.NEED_DATA:
