@@ -28,7 +28,10 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-__all__ = ["KEEPALIVE_S", "Answer", "Exchange", "HttpFailure", "NoAnswer", "NotSent", "ProviderHttp"]
+__all__ = [
+    "KEEPALIVE_S", "Answer", "Exchange", "HttpFailure", "NoAnswer", "NotSent", "ProviderHttp",
+    "Request",
+]  # fmt: skip
 
 log = logging.getLogger("tidings.provider_http")
 
@@ -57,6 +60,17 @@ class NoAnswer(HttpFailure):
 
 
 @dataclass(slots=True, frozen=True)
+class Request:
+    """One request: `target` is the path and query; `headers` are all but Host and
+    Content-Length, which the client adds."""
+
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+
+
+@dataclass(slots=True, frozen=True)
 class Answer:
     """A complete HTTP answer: status, headers (names lower-case) and body."""
 
@@ -74,14 +88,7 @@ class Exchange(Protocol):
     """What a provider client needs of HTTP: one request, its whole answer (`ProviderHttp`
     over sockets; tests answer in-process)."""
 
-    async def request(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-    ) -> Answer: ...
+    async def request(self, request: Request, timeout: float) -> Answer: ...
 
     async def aclose(self) -> None: ...
 
@@ -123,29 +130,24 @@ class ProviderHttp:
         self._ssl = ssl_context or (ssl.create_default_context() if self._tls else None)
         self._idle: deque[_Connection] = deque()
 
-    async def request(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-    ) -> Answer:
-        """Send one request (`target`: path and query) with `headers` (besides Host and
-        Content-Length, which are added) and `body`, and read its whole answer, all
-        within `timeout` seconds. Raises `NotSent` or `NoAnswer`."""
+    async def request(self, request: Request, timeout: float) -> Answer:
+        """Send `request` and read its whole answer, both within `timeout` seconds.
+        Raises `NotSent` or `NoAnswer`."""
         sent = False
         with trio.move_on_after(timeout):
             connection = await self._connection()
             try:
-                data = _encode(connection.h11, method, target, headers, body, self.host_header)
+                data = _encode(connection.h11, request, self.host_header)
                 sent = True
                 answer = await _exchange(connection, data)
             except BaseException:
                 await trio.aclose_forcefully(connection.stream)
                 raise
             await self._release(connection)
-            log.debug("%s %s%s: %d", method.decode(), self.origin, target.decode(), answer.status)
+            log.debug(
+                "%s %s%s: %d",
+                request.method.decode(), self.origin, request.target.decode(), answer.status,
+            )  # fmt: skip
             return answer
         if not sent:
             raise NotSent(f"could not connect within {timeout:g} s")
@@ -194,17 +196,12 @@ class ProviderHttp:
             await trio.aclose_forcefully(self._idle.pop().stream)
 
 
-def _encode(
-    state: h11.Connection,
-    method: bytes,
-    target: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    host: bytes,
-) -> bytes:
+def _encode(state: h11.Connection, request: Request, host: bytes) -> bytes:
     """The request's bytes: head, body and end, to be written at once."""
-    head = [(b"Host", host), *headers, (b"Content-Length", b"%d" % len(body))]
-    data = state.send(h11.Request(method=method, target=target, headers=head)) or b""
+    body = request.body
+    head = [(b"Host", host), *request.headers, (b"Content-Length", b"%d" % len(body))]
+    data = state.send(h11.Request(method=request.method, target=request.target, headers=head))
+    data = data or b""
     if body:
         data += state.send(h11.Data(data=body)) or b""
     return data + (state.send(h11.EndOfMessage()) or b"")

@@ -30,7 +30,14 @@ import msgspec
 import trio
 
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsReceipt, Taken
-from tidings.transports.provider_http import Answer, Exchange, NoAnswer, NotSent, ProviderHttp
+from tidings.transports.provider_http import (
+    Answer,
+    Exchange,
+    NoAnswer,
+    NotSent,
+    ProviderHttp,
+    Request,
+)
 
 __all__ = ["KEPT", "OutboxSms", "TwilioError", "TwilioSms"]
 
@@ -228,13 +235,12 @@ class TwilioSms:
     async def send(self, sms: OutboundSms) -> SmsReceipt:
         """Post `sms` and return Twilio's `sid` and `status`; raise `TwilioError`
         (a `DeliveryError`) when it is refused or every attempt failed."""
-        content = self._form(sms)
         headers = [
             *self._headers,
             (b"Content-Type", b"application/x-www-form-urlencoded"),
             (b"Idempotency-Key", sms.message_id.encode()),
         ]
-        target = self._path.encode()
+        post = Request(b"POST", self._path.encode(), headers, self._form(sms))
         deadline = trio.current_time() + self._total_timeout_s
         started = self._wall_clock()
         last_failure = "no attempt made"
@@ -253,7 +259,7 @@ class TwilioSms:
                 if found is not None:
                     return found
             try:
-                response = await self._http.request(b"POST", target, headers, content, timeout)
+                response = await self._http.request(post, timeout)
             except NotSent as e:  # the request never left
                 last_failure, last_status = f"connection failed ({e})", None
             except NoAnswer as e:
@@ -337,9 +343,9 @@ class TwilioSms:
 
     async def _list(self, params: dict[str, str], timeout: float) -> list[_Listed]:
         """The first page of the provider's messages matching `params`."""
-        target = f"{self._path}?{urlencode(params)}".encode()
+        get = Request(b"GET", f"{self._path}?{urlencode(params)}".encode(), self._headers)
         try:
-            response = await self._http.request(b"GET", target, self._headers, b"", timeout)
+            response = await self._http.request(get, timeout)
         except (NotSent, NoAnswer) as e:
             raise TwilioError(
                 f"cannot look up the message at the SMS provider: {type(e).__name__}: {e}",

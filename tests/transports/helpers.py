@@ -33,6 +33,7 @@ from trio_websocket import WebSocketConnection
 from tidings.bench.redis_server import free_port
 from tidings.transports.config import load_config
 from tidings.transports.provider_http import Answer
+from tidings.transports.provider_http import Request as HttpRequest
 
 AUTH_TOKEN = "twilio-secret"
 AGENT_TOKEN = "agent-token"
@@ -217,16 +218,12 @@ class InProcessExchange:
             transport=httpx.ASGITransport(app=app), base_url="http://twilio.test"
         )
 
-    async def request(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-    ) -> Answer:
+    async def request(self, request: HttpRequest, timeout: float) -> Answer:
         r = await self._client.request(
-            method.decode(), target.decode(), headers=headers, content=body
+            request.method.decode(),
+            request.target.decode(),
+            headers=request.headers,
+            content=request.body,
         )
         return Answer(r.status_code, dict(r.headers), r.content)
 

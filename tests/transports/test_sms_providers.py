@@ -16,7 +16,7 @@ from tests.transports.helpers import TWILIO_SID as SID
 from tests.transports.helpers import TWILIO_TOKEN as TOKEN
 from tests.transports.helpers import TwilioStandIn, twilio_stand_in
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
-from tidings.transports.provider_http import Answer, NoAnswer, NotSent
+from tidings.transports.provider_http import Answer, NoAnswer, NotSent, Request
 from tidings.transports.sms_providers import OutboxSms, TwilioError, TwilioSms
 
 SMS = OutboundSms(
@@ -58,7 +58,7 @@ def refused(status: int, code: int, message: str) -> Answer:
 
 
 @dataclass
-class Request:
+class Got:
     """A request the scripted provider got."""
 
     method: str
@@ -81,21 +81,16 @@ class Scripted:
     it); it keeps the requests and when each came."""
 
     answers: list[Answer | Exception]
-    requests: list[Request] = field(default_factory=list)
+    requests: list[Got] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     closed: bool = False
 
-    async def request(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-    ) -> Answer:
+    async def request(self, request: Request, timeout: float) -> Answer:
         await trio.lowlevel.checkpoint()
-        named = {k.decode(): v.decode() for k, v in headers}
-        self.requests.append(Request(method.decode(), target.decode(), named, body))
+        named = {k.decode(): v.decode() for k, v in request.headers}
+        self.requests.append(
+            Got(request.method.decode(), request.target.decode(), named, request.body)
+        )
         self.times.append(trio.current_time())
         reply = self.answers.pop(0)
         if isinstance(reply, Exception):
