@@ -38,6 +38,7 @@ from tidings.transports.provider_http import (
     ProviderHttp,
     Request,
 )
+from tidings.transports.release import version
 
 __all__ = ["KEPT", "OutboxSms", "TwilioError", "TwilioSms"]
 
@@ -194,7 +195,7 @@ class TwilioSms:
         self._headers = [
             (b"Authorization", f"Basic {basic}".encode()),
             (b"Accept", b"application/json"),
-            (b"User-Agent", b"tidings"),
+            (b"User-Agent", f"tidings/{version()}".encode()),
         ]
         self._status_callback_url = status_callback_url
         self._max_attempts = max_attempts

@@ -17,6 +17,7 @@ from tests.transports.helpers import TWILIO_TOKEN as TOKEN
 from tests.transports.helpers import TwilioStandIn, twilio_stand_in
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
 from tidings.transports.provider_http import Answer, NoAnswer, NotSent, Request
+from tidings.transports.release import version
 from tidings.transports.sms_providers import OutboxSms, TwilioError, TwilioSms
 
 SMS = OutboundSms(
@@ -180,6 +181,7 @@ async def test_twilio_posts_the_protocol_request() -> None:
     )
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert request.headers["Idempotency-Key"] == "m-1"
+    assert request.headers["User-Agent"] == f"tidings/{version()}"
     assert parse_qsl(request.content.decode()) == expected_form()
 
 
