@@ -61,6 +61,7 @@ from tidings.engine import (
 log = logging.getLogger("tidings.courier")
 
 OUTBOX = "outbox"
+PAGE = 64  # outbox rows read at a time when looking for jobs to hand out
 
 
 class SmsJob(msgspec.Struct, tag="sms"):
@@ -180,7 +181,10 @@ def refusal(blocked: bool, subscribed: bool, needs_consent: bool) -> str | None:
 
 
 class Courier:
-    """Works the outbox with `workers` concurrent senders."""
+    """Works the outbox with `workers` concurrent senders. Jobs are handed to the workers
+    through a queue kept at most `2 × workers` long: the outbox is read when the queue
+    runs short, a page at a time from the oldest job, so a backlog of queued SMS costs a
+    page read per few jobs, not a read of the whole backlog per job."""
 
     def __init__(
         self,
@@ -257,7 +261,6 @@ class Courier:
     ) -> None:
         """Send what is in the outbox of `ctx`'s engine, and whatever is added later,
         until cancelled."""
-        store = ctx.store
         send, receive = trio.open_memory_channel[str](math.inf)
         self._in_flight.clear()
         async with trio.open_nursery() as nursery:
@@ -267,13 +270,29 @@ class Courier:
             task_status.started()
             while True:
                 self._wake = trio.Event()
-                rows = await store.index_query(OUTBOX, frozenset(), 500, descending=False)
-                for job_id, _ in rows:
-                    if job_id not in self._in_flight and job_id not in self._elsewhere:
-                        self._in_flight.add(job_id)
-                        send.send_nowait(job_id)
+                await self._hand_out(ctx.store, send)
                 with trio.move_on_after(self._retry_after):
                     await self._wake.wait()
+
+    async def _hand_out(self, store: Store, send: trio.MemorySendChannel[str]) -> None:
+        """Queue the oldest jobs that are not in hand (being sent, waiting for a retry
+        round, or another node's) until the workers have `2 × workers` waiting; read the
+        outbox only when some are wanted, a `PAGE` at a time."""
+        wanted = 2 * self._workers - send.statistics().current_buffer_used
+        after: tuple[float, str] | None = None
+        while wanted > 0:
+            rows = await store.index_query(OUTBOX, frozenset(), PAGE, descending=False, after=after)
+            for job_id, _ in rows:
+                if job_id not in self._in_flight and job_id not in self._elsewhere:
+                    self._in_flight.add(job_id)
+                    send.send_nowait(job_id)
+                    wanted -= 1
+                    if not wanted:
+                        return
+            if len(rows) < PAGE:
+                return
+            job_id, score = rows[-1]
+            after = (score, job_id)
 
     async def _worker(
         self, ctx: ActorContext[Any], receive: trio.MemoryReceiveChannel[str]
@@ -282,9 +301,10 @@ class Courier:
             done = await self._deliver(ctx, job_id)
             if done:
                 self._in_flight.discard(job_id)
-                self._wake.set()
             else:
                 self._release_later(job_id)
+            if receive.statistics().current_buffer_used < self._workers:
+                self._wake.set()  # running short: look for more
 
     def _release_later(self, job_id: str) -> None:
         """Leave a job that failed for now alone until the next retry round."""

@@ -16,6 +16,7 @@ the request never left: those are posted again at once.
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 import time
@@ -23,13 +24,21 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
 import msgspec
 import trio
 
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsReceipt, Taken
+from tidings.transports.provider_http import (
+    Answer,
+    Exchange,
+    NoAnswer,
+    NotSent,
+    ProviderHttp,
+    Request,
+)
+from tidings.transports.release import version
 
 __all__ = ["KEPT", "OutboxSms", "TwilioError", "TwilioSms"]
 
@@ -150,8 +159,9 @@ class TwilioSms:
     `max_attempts` times in all, with exponential backoff (`backoff_initial_s` doubling
     up to `backoff_max_s`, each wait jittered between half and all of it, or the
     provider's `Retry-After`), and never beyond `total_timeout_s` from the first try.
-    Other 4xx answers raise a permanent `TwilioError` at once. Pass `client` to share
-    an `httpx.AsyncClient` (it is then not closed by `aclose`). With
+    Other 4xx answers raise a permanent `TwilioError` at once. Requests go through
+    `http`, by default a `ProviderHttp` of `base_url` (one given is not closed by
+    `aclose`). A `ValueError` says that `base_url` is not http(s). With
     `messaging_service_sid`, messages name that Messaging Service (`MessagingServiceSid`)
     instead of a sender (`From`): the provider picks the number from the service's pool.
     """
@@ -162,7 +172,7 @@ class TwilioSms:
         auth_token: str,
         base_url: str = "https://api.twilio.com",
         status_callback_url: str | None = None,
-        client: httpx.AsyncClient | None = None,
+        http: Exchange | None = None,
         *,
         max_attempts: int = 5,
         backoff_initial_s: float = 0.5,
@@ -175,11 +185,19 @@ class TwilioSms:
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self._auth = httpx.BasicAuth(account_sid, auth_token)
-        self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
+        self._owns_http = http is None
+        self._http = http if http is not None else ProviderHttp(base_url)
+        path = f"/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
+        self._url = base_url.rstrip("/") + path
+        self._path = urlsplit(self._url).path
+        basic = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        # every request's headers but the idempotency key, built once
+        self._headers = [
+            (b"Authorization", f"Basic {basic}".encode()),
+            (b"Accept", b"application/json"),
+            (b"User-Agent", f"tidings/{version()}".encode()),
+        ]
         self._status_callback_url = status_callback_url
-        self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient()
         self._max_attempts = max_attempts
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
@@ -218,12 +236,12 @@ class TwilioSms:
     async def send(self, sms: OutboundSms) -> SmsReceipt:
         """Post `sms` and return Twilio's `sid` and `status`; raise `TwilioError`
         (a `DeliveryError`) when it is refused or every attempt failed."""
-        content = self._form(sms)
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-            "Idempotency-Key": sms.message_id,
-        }
+        headers = [
+            *self._headers,
+            (b"Content-Type", b"application/x-www-form-urlencoded"),
+            (b"Idempotency-Key", sms.message_id.encode()),
+        ]
+        post = Request(b"POST", self._path.encode(), headers, self._form(sms))
         deadline = trio.current_time() + self._total_timeout_s
         started = self._wall_clock()
         last_failure = "no attempt made"
@@ -242,30 +260,15 @@ class TwilioSms:
                 if found is not None:
                     return found
             try:
-                response = await self._client.post(
-                    self._url,
-                    content=content,
-                    headers=headers,
-                    auth=self._auth,
-                    timeout=httpx.Timeout(timeout),
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # the request never left
-                last_failure, last_status = f"connection failed ({type(e).__name__}: {e})", None
-            except httpx.TimeoutException as e:
-                last_failure, last_status = f"timed out ({type(e).__name__})", None
+                response = await self._http.request(post, timeout)
+            except NotSent as e:  # the request never left
+                last_failure, last_status = f"connection failed ({e})", None
+            except NoAnswer as e:
+                last_failure = f"timed out ({e})" if e.timed_out else f"connection failed ({e})"
+                last_status = None
                 in_doubt = True
-            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as e:
-                last_failure, last_status = f"connection failed ({type(e).__name__}: {e})", None
-                in_doubt = True
-            except httpx.HTTPError as e:
-                # A bad URL or an unsupported scheme: retrying cannot help.
-                raise TwilioError(
-                    f"cannot reach the SMS provider: {type(e).__name__}: {e}",
-                    permanent=True,
-                    attempts=attempt,
-                ) from e
             else:
-                status = response.status_code
+                status = response.status
                 if 200 <= status < 300:
                     return self._receipt(response, attempt)
                 if status < 500 and status not in _RETRY_4XX:
@@ -341,24 +344,19 @@ class TwilioSms:
 
     async def _list(self, params: dict[str, str], timeout: float) -> list[_Listed]:
         """The first page of the provider's messages matching `params`."""
+        get = Request(b"GET", f"{self._path}?{urlencode(params)}".encode(), self._headers)
         try:
-            response = await self._client.get(
-                self._url,
-                params=params,
-                headers={"Accept": "application/json"},
-                auth=self._auth,
-                timeout=httpx.Timeout(timeout),
-            )
-        except httpx.HTTPError as e:
+            response = await self._http.request(get, timeout)
+        except (NotSent, NoAnswer) as e:
             raise TwilioError(
                 f"cannot look up the message at the SMS provider: {type(e).__name__}: {e}",
                 permanent=False,
             ) from e
-        if response.status_code != 200:
+        if response.status != 200:
             raise TwilioError(
                 f"cannot look up the message at the SMS provider ({self._describe(response)})",
                 permanent=False,
-                http_status=response.status_code,
+                http_status=response.status,
             )
         try:
             return msgspec.json.decode(response.content, type=_Page).messages
@@ -367,54 +365,54 @@ class TwilioSms:
                 f"the SMS provider's message list is unreadable: {e}", permanent=False
             ) from None
 
-    def _receipt(self, response: httpx.Response, attempts: int) -> SmsReceipt:
+    def _receipt(self, response: Answer, attempts: int) -> SmsReceipt:
         try:
             created = msgspec.json.decode(response.content, type=_Created)
         except msgspec.DecodeError as e:
             # The provider may have taken the message: retrying could send it twice.
             raise TwilioError(
-                f"the SMS provider answered {response.status_code} without a message sid: {e}",
+                f"the SMS provider answered {response.status} without a message sid: {e}",
                 permanent=True,
-                http_status=response.status_code,
+                http_status=response.status,
                 attempts=attempts,
             ) from None
         return SmsReceipt(provider_id=created.sid, status=created.status)
 
     @staticmethod
-    def _parse_refusal(response: httpx.Response) -> _Refusal:
+    def _parse_refusal(response: Answer) -> _Refusal:
         try:
             return msgspec.json.decode(response.content, type=_Refusal)
         except msgspec.DecodeError:
             return _Refusal(message=response.text[:200].strip())
 
-    def _describe(self, response: httpx.Response) -> str:
+    def _describe(self, response: Answer) -> str:
         refusal = self._parse_refusal(response)
-        text = f"HTTP {response.status_code}"
+        text = f"HTTP {response.status}"
         if refusal.code is not None:
             text += f", error {refusal.code}"
         if refusal.message:
             text += f": {refusal.message}"
         return text
 
-    def _refusal(self, response: httpx.Response, attempts: int) -> TwilioError:
+    def _refusal(self, response: Answer, attempts: int) -> TwilioError:
         refusal = self._parse_refusal(response)
         return TwilioError(
             f"the SMS provider refused the message ({self._describe(response)})",
             permanent=True,
-            http_status=response.status_code,
+            http_status=response.status,
             code=refusal.code,
             attempts=attempts,
         )
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this provider made it."""
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the HTTP connections if this provider made their pool."""
+        if self._owns_http:
+            await self._http.aclose()
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
+def _retry_after_s(response: Answer) -> float | None:
     """The provider's `Retry-After` in seconds (delta or HTTP date), None if absent."""
-    value = response.headers.get("Retry-After")
+    value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -424,7 +422,7 @@ def _retry_after_s(response: httpx.Response) -> float | None:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        date = response.headers.get("Date")
+        date = response.headers.get("date")
         try:
             now = parsedate_to_datetime(date) if date else None
         except (TypeError, ValueError):

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import trio.testing
 
@@ -66,16 +65,16 @@ class Twilioed:
 async def twilioed(autojump_clock: Clock) -> AsyncIterator[Twilioed]:
     clock = TrioWallClock(START)
     stand_in = TwilioStandIn(clock=clock.now)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=stand_in.app()))
+    exchange = stand_in.exchange()
     sms = TwilioSms(
-        TWILIO_SID, TWILIO_TOKEN, "http://twilio.test", None, client, wall_clock=clock.now
+        TWILIO_SID, TWILIO_TOKEN, "http://twilio.test", None, exchange, wall_clock=clock.now
     )
     store, mail = MemoryStore(), OutboxMail()
     async with open_inbox(
         store, account=ACCOUNT, timing=Timing(), sms=sms, mail=mail, clock=clock
     ) as inbox:
         yield Twilioed(inbox, stand_in, store, mail)
-    await client.aclose()
+    await exchange.aclose()
 
 
 async def test_r30_a_failed_ask_of_the_owner_retries_the_recording_not_the_send(

@@ -18,6 +18,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import msgspec
 import trio
 from aiosmtpd.controller import Controller
@@ -31,6 +32,8 @@ from trio_websocket import WebSocketConnection
 
 from tidings.bench.redis_server import free_port
 from tidings.transports.config import load_config
+from tidings.transports.provider_http import Answer
+from tidings.transports.provider_http import Request as HttpRequest
 
 AUTH_TOKEN = "twilio-secret"
 AGENT_TOKEN = "agent-token"
@@ -110,7 +113,8 @@ class TwilioStandIn:
     (taken, answered after 2 s) or
     "hold" (taken, then never answered: `holding` is set, for a test to kill the
     client meanwhile). `lookups` records each list query; `created_status` is what a
-    created message reports. `app()` is its ASGI app (for `httpx.ASGITransport`)."""
+    created message reports. `app()` is its ASGI app; `exchange()` serves it in-process
+    (without a socket, for tests on a MockClock)."""
 
     script: list[str] = field(default_factory=list)
     accepted: list[list[tuple[str, str]]] = field(default_factory=list)
@@ -198,6 +202,33 @@ class TwilioStandIn:
                 Route(path, self.list, methods=["GET"]),
             ]
         )
+
+
+    def exchange(self) -> InProcessExchange:
+        """A provider client's `Exchange` answered by `app()` in this process."""
+        return InProcessExchange(self.app())
+
+
+class InProcessExchange:
+    """An `Exchange` (tidings.transports.provider_http) answered by an ASGI app in this
+    process, through httpx's ASGI transport."""
+
+    def __init__(self, app: Starlette) -> None:
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://twilio.test"
+        )
+
+    async def request(self, request: HttpRequest, timeout: float) -> Answer:
+        r = await self._client.request(
+            request.method.decode(),
+            request.target.decode(),
+            headers=request.headers,
+            content=request.body,
+        )
+        return Answer(r.status_code, dict(r.headers), r.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 def _day(rfc2822: str) -> str:

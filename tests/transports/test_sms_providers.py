@@ -1,13 +1,14 @@
 """Outbound SMS providers: the outbox, and the Twilio REST client against fake endpoints
-(httpx.MockTransport for the unit cases, the REST API's stand-in of
+(a scripted `Exchange` for the unit cases, the REST API's stand-in of
 tests/transports/helpers.py on a socket for the rest)."""
 
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-import httpx
 import pytest
 import trio
 
@@ -15,6 +16,8 @@ from tests.transports.helpers import TWILIO_SID as SID
 from tests.transports.helpers import TWILIO_TOKEN as TOKEN
 from tests.transports.helpers import TwilioStandIn, twilio_stand_in
 from tidings.actors.outbound import DeliveryError, OutboundSms, SmsProvider, SmsReceipt
+from tidings.transports.provider_http import Answer, NoAnswer, NotSent, Request
+from tidings.transports.release import version
 from tidings.transports.sms_providers import OutboxSms, TwilioError, TwilioSms
 
 SMS = OutboundSms(
@@ -39,34 +42,71 @@ def expected_form() -> list[tuple[str, str]]:
     ]
 
 
-def created(sid: str = "SM1", status: str = "queued") -> httpx.Response:
-    return httpx.Response(201, json={"sid": sid, "status": status, "to": SMS.to})
+def answer(status: int, body: object = b"", **headers: str) -> Answer:
+    """An answer with `body` (bytes as they are, anything else as JSON)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Answer(status, {k.lower().replace("_", "-"): v for k, v in headers.items()}, content)
 
 
-def refused(status: int, code: int, message: str) -> httpx.Response:
-    return httpx.Response(
-        status, json={"code": code, "message": message, "more_info": "https://x", "status": status}
+def created(sid: str = "SM1", status: str = "queued") -> Answer:
+    return answer(201, {"sid": sid, "status": status, "to": SMS.to})
+
+
+def refused(status: int, code: int, message: str) -> Answer:
+    return answer(
+        status, {"code": code, "message": message, "more_info": "https://x", "status": status}
     )
 
 
-def scripted(
-    *answers: httpx.Response | Exception,
-) -> tuple[list[httpx.Request], httpx.MockTransport]:
-    """A transport answering each request with the next scripted answer (or raising it)."""
-    requests: list[httpx.Request] = []
-    queue = list(answers)
+@dataclass
+class Got:
+    """A request the scripted provider got."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        answer = queue.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+    method: str
+    target: str
+    headers: dict[str, str]
+    content: bytes
 
-    return requests, httpx.MockTransport(handler)
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.target.partition("?")[2]))
 
 
-def provider(transport: httpx.MockTransport, **kwargs: object) -> TwilioSms:
+@dataclass
+class Scripted:
+    """An `Exchange` answering each request with the next scripted answer (or raising
+    it); it keeps the requests and when each came."""
+
+    answers: list[Answer | Exception]
+    requests: list[Got] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    closed: bool = False
+
+    async def request(self, request: Request, timeout: float) -> Answer:
+        await trio.lowlevel.checkpoint()
+        named = {k.decode(): v.decode() for k, v in request.headers}
+        self.requests.append(
+            Got(request.method.decode(), request.target.decode(), named, request.body)
+        )
+        self.times.append(trio.current_time())
+        reply = self.answers.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def scripted(*answers: Answer | Exception) -> Scripted:
+    return Scripted(list(answers))
+
+
+def provider(exchange: Scripted, **kwargs: object) -> TwilioSms:
     options: dict[str, object] = {
         "backoff_initial_s": 0.001,
         "backoff_max_s": 0.004,
@@ -78,7 +118,7 @@ def provider(transport: httpx.MockTransport, **kwargs: object) -> TwilioSms:
         TOKEN,
         "http://twilio.test/",
         CALLBACK,
-        httpx.AsyncClient(transport=transport),
+        exchange,
         **options,  # type: ignore[arg-type]
     )
 
@@ -127,30 +167,29 @@ async def test_outbox_failures_can_be_injected() -> None:
 
 
 async def test_twilio_posts_the_protocol_request() -> None:
-    requests, transport = scripted(created("SM42", "queued"))
-    twilio = provider(transport)
+    exchange = scripted(created("SM42", "queued"))
+    twilio = provider(exchange)
     receipt = await twilio.send(SMS)
     assert receipt == SmsReceipt(provider_id="SM42", status="queued")
-    (request,) = requests
+    (request,) = exchange.requests
     assert request.method == "POST"
-    assert str(request.url) == f"http://twilio.test/2010-04-01/Accounts/{SID}/Messages.json"
-    assert twilio.messages_url == str(request.url)
+    assert request.target == f"/2010-04-01/Accounts/{SID}/Messages.json"
+    assert twilio.messages_url == "http://twilio.test" + request.target
     assert (
         request.headers["Authorization"]
         == "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
     )
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert request.headers["Idempotency-Key"] == "m-1"
+    assert request.headers["User-Agent"] == f"tidings/{version()}"
     assert parse_qsl(request.content.decode()) == expected_form()
 
 
 async def test_twilio_without_media_or_callback_sends_only_text_fields() -> None:
-    requests, transport = scripted(created())
-    twilio = TwilioSms(
-        SID, TOKEN, "http://twilio.test", None, httpx.AsyncClient(transport=transport)
-    )
+    exchange = scripted(created())
+    twilio = TwilioSms(SID, TOKEN, "http://twilio.test", None, exchange)
     await twilio.send(OutboundSms(message_id="m-3", to=SMS.to, sender=SMS.sender, body="hi"))
-    assert parse_qsl(requests[0].content.decode()) == [
+    assert parse_qsl(exchange.requests[0].content.decode()) == [
         ("To", SMS.to),
         ("From", SMS.sender),
         ("Body", "hi"),
@@ -158,14 +197,14 @@ async def test_twilio_without_media_or_callback_sends_only_text_fields() -> None
 
 
 async def test_twilio_media_only_message_has_no_empty_body() -> None:
-    requests, transport = scripted(created())
-    twilio = provider(transport)
+    exchange = scripted(created())
+    twilio = provider(exchange)
     await twilio.send(
         OutboundSms(
             message_id="m", to=SMS.to, sender=SMS.sender, body="", media=("https://x/a.png",)
         )
     )
-    assert [k for k, _ in parse_qsl(requests[0].content.decode())] == [
+    assert [k for k, _ in parse_qsl(exchange.requests[0].content.decode())] == [
         "To",
         "From",
         "MediaUrl",
@@ -174,11 +213,12 @@ async def test_twilio_media_only_message_has_no_empty_body() -> None:
 
 
 async def test_r30_twilio_retries_500_then_records_one_result() -> None:
-    requests, transport = scripted(
-        httpx.Response(500, text="oops"), refused(503, 20503, "Service unavailable"), created("SM7")
+    exchange = scripted(
+        answer(500, b"oops"), refused(503, 20503, "Service unavailable"), created("SM7")
     )
-    receipt = await provider(transport).send(SMS)
+    receipt = await provider(exchange).send(SMS)
     assert receipt.provider_id == "SM7"
+    requests = exchange.requests
     assert len(requests) == 3
     # every attempt is the same request, with the same idempotency key
     assert {r.content for r in requests} == {requests[0].content}
@@ -186,65 +226,69 @@ async def test_r30_twilio_retries_500_then_records_one_result() -> None:
 
 
 async def test_twilio_retries_429_after_retry_after() -> None:
-    requests, transport = scripted(
-        httpx.Response(
-            429, headers={"Retry-After": "0"}, json={"code": 20429, "message": "Too Many Requests"}
-        ),
+    exchange = scripted(
+        answer(429, {"code": 20429, "message": "Too Many Requests"}, retry_after="0"),
         created("SM8"),
     )
-    assert (await provider(transport).send(SMS)).provider_id == "SM8"
-    assert len(requests) == 2
+    assert (await provider(exchange).send(SMS)).provider_id == "SM8"
+    assert len(exchange.requests) == 2
 
 
-def listed(*messages: dict[str, str]) -> httpx.Response:
-    return httpx.Response(200, json={"messages": list(messages), "next_page_uri": None})
+def listed(*messages: dict[str, str]) -> Answer:
+    return answer(200, {"messages": list(messages), "next_page_uri": None})
 
 
-@pytest.mark.parametrize("error", [httpx.ConnectTimeout("slow"), httpx.ConnectError("refused")])
-async def test_twilio_retries_a_request_that_never_left(error: Exception) -> None:
-    requests, transport = scripted(error, created("SM9"))
-    assert (await provider(transport).send(SMS)).provider_id == "SM9"
-    assert [r.method for r in requests] == ["POST", "POST"]
+def timed_out() -> NoAnswer:
+    return NoAnswer("no answer within 10 s", timed_out=True)
 
 
 @pytest.mark.parametrize(
-    "error", [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("server disconnected")]
+    "error", [NotSent("could not connect within 10 s"), NotSent("connection refused")]
 )
+async def test_twilio_retries_a_request_that_never_left(error: Exception) -> None:
+    exchange = scripted(error, created("SM9"))
+    assert (await provider(exchange).send(SMS)).provider_id == "SM9"
+    assert [r.method for r in exchange.requests] == ["POST", "POST"]
+
+
+@pytest.mark.parametrize("error", [timed_out(), NoAnswer("the connection broke")])
 async def test_r30_twilio_looks_up_an_unanswered_request_before_posting_again(
     error: Exception,
 ) -> None:
     other = {"sid": "SM0", "to": SMS.to, "from": SMS.sender, "body": "another text"}
-    requests, transport = scripted(error, listed(other), listed(), created("SM9"))
-    assert (await provider(transport).send(SMS)).provider_id == "SM9"
+    exchange = scripted(error, listed(other), listed(), created("SM9"))
+    assert (await provider(exchange).send(SMS)).provider_id == "SM9"
+    requests = exchange.requests
     assert [r.method for r in requests] == ["POST", "GET", "GET", "POST"]
     dated, undated = requests[1], requests[2]
-    assert dated.url.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
-    assert dated.url.params["To"] == SMS.to and dated.url.params["From"] == SMS.sender
-    assert dated.url.params["DateSent>"]  # DateSent>=YYYY-MM-DD
+    assert dated.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
+    assert dated.params["To"] == SMS.to and dated.params["From"] == SMS.sender
+    assert dated.params["DateSent>"]  # DateSent>=YYYY-MM-DD
+    assert dated.headers["Authorization"] == requests[0].headers["Authorization"]
     # a message the provider still queues has no date_sent: looked for without the date
-    assert "DateSent>" not in undated.url.params and undated.url.params["To"] == SMS.to
+    assert "DateSent>" not in undated.params and undated.params["To"] == SMS.to
 
 
 async def test_r30_twilio_finds_a_message_still_queued_without_a_date_sent() -> None:
     queued = {"sid": "SM5", "to": SMS.to, "from": SMS.sender, "body": SMS.body}
-    _, transport = scripted(listed(), listed(queued))
-    assert await provider(transport).find(SMS, 0.0) == SmsReceipt("SM5", "queued")
+    exchange = scripted(listed(), listed(queued))
+    assert await provider(exchange).find(SMS, 0.0) == SmsReceipt("SM5", "queued")
 
 
 async def test_r30_twilio_takes_the_receipt_it_finds_instead_of_posting_again() -> None:
     ours = {"sid": "SM5", "to": SMS.to, "from": SMS.sender, "body": SMS.body, "status": "sent"}
-    requests, transport = scripted(httpx.ReadTimeout("slow"), listed(ours), created("SM9"))
-    receipt = await provider(transport).send(SMS)
+    exchange = scripted(timed_out(), listed(ours), created("SM9"))
+    receipt = await provider(exchange).send(SMS)
     assert receipt == SmsReceipt(provider_id="SM5", status="sent")
-    assert [r.method for r in requests] == ["POST", "GET"]
+    assert [r.method for r in exchange.requests] == ["POST", "GET"]
 
 
 async def test_r30_twilio_does_not_post_again_when_the_lookup_fails() -> None:
-    requests, transport = scripted(httpx.ReadTimeout("slow"), httpx.Response(503), created("SM9"))
+    exchange = scripted(timed_out(), answer(503), created("SM9"))
     with pytest.raises(TwilioError) as info:
-        await provider(transport).send(SMS)
+        await provider(exchange).send(SMS)
     assert not info.value.permanent and "looked up" in str(info.value)
-    assert [r.method for r in requests] == ["POST", "GET"]
+    assert [r.method for r in exchange.requests] == ["POST", "GET"]
 
 
 async def test_twilio_find_ignores_messages_created_before_the_attempt() -> None:
@@ -252,8 +296,7 @@ async def test_twilio_find_ignores_messages_created_before_the_attempt() -> None
         "sid": "SM1", "to": SMS.to, "from": SMS.sender, "body": SMS.body,
         "date_created": "Mon, 01 Jan 2024 10:00:00 +0000",
     }  # fmt: skip
-    _, transport = scripted(listed(old), listed(old), listed(old))
-    twilio = provider(transport)
+    twilio = provider(scripted(listed(old), listed(old), listed(old)))
     after = 1_704_103_200.0 + 3600  # an hour after it was created
     assert await twilio.find(SMS, after) is None
     assert await twilio.find(SMS, after - 3600) == SmsReceipt("SM1", "queued")
@@ -263,8 +306,7 @@ async def test_r30_twilio_find_skips_an_identical_text_that_belongs_to_another_m
     # an autoresponder sent twice to one number: the first one's sid is not the second's
     first = {"sid": "SM1", "to": SMS.to, "from": SMS.sender, "body": SMS.body,
              "date_created": "Mon, 01 Jan 2024 10:00:00 +0000"}  # fmt: skip
-    _, transport = scripted(listed(first), listed(first), listed(first), listed(first))
-    twilio = provider(transport)
+    twilio = provider(scripted(listed(first), listed(first), listed(first), listed(first)))
 
     async def taken(sid: str) -> bool:
         return sid == "SM1"
@@ -277,9 +319,8 @@ async def test_r30_twilio_find_skips_an_identical_text_that_belongs_to_another_m
 
 
 async def test_twilio_find_with_an_unreadable_list_is_transient() -> None:
-    _, transport = scripted(httpx.Response(200, text="<html>"))
     with pytest.raises(TwilioError) as info:
-        await provider(transport).find(SMS, 0.0)
+        await provider(scripted(answer(200, b"<html>"))).find(SMS, 0.0)
     assert not info.value.permanent
 
 
@@ -295,65 +336,56 @@ async def test_twilio_find_with_an_unreadable_list_is_transient() -> None:
 async def test_twilio_4xx_is_a_permanent_error_and_never_retried(
     status: int, code: int, message: str
 ) -> None:
-    requests, transport = scripted(refused(status, code, message), created())
+    exchange = scripted(refused(status, code, message), created())
     with pytest.raises(DeliveryError) as info:
-        await provider(transport).send(SMS)
+        await provider(exchange).send(SMS)
     error = info.value
     assert error.permanent
     assert isinstance(error, TwilioError)
     assert (error.http_status, error.code, error.attempts) == (status, code, 1)
     assert error.error_code == str(code)  # kept on the failed message
     assert str(code) in str(error) and message in str(error)
-    assert len(requests) == 1
+    assert len(exchange.requests) == 1
 
 
 async def test_twilio_4xx_without_json_is_still_permanent() -> None:
-    _, transport = scripted(httpx.Response(400, text="<html>bad</html>"))
     with pytest.raises(TwilioError) as info:
-        await provider(transport).send(SMS)
+        await provider(scripted(answer(400, b"<html>bad</html>"))).send(SMS)
     assert info.value.permanent and info.value.code is None and "bad" in str(info.value)
 
 
 async def test_twilio_success_without_sid_is_permanent_not_retried() -> None:
-    requests, transport = scripted(httpx.Response(201, text="not json"), created())
+    exchange = scripted(answer(201, b"not json"), created())
     with pytest.raises(TwilioError) as info:
-        await provider(transport).send(SMS)
+        await provider(exchange).send(SMS)
     assert info.value.permanent
-    assert len(requests) == 1
+    assert len(exchange.requests) == 1
 
 
 async def test_twilio_gives_up_after_max_attempts_with_a_transient_error() -> None:
-    requests, transport = scripted(*[httpx.Response(500) for _ in range(10)])
+    exchange = scripted(*[answer(500) for _ in range(10)])
     with pytest.raises(TwilioError) as info:
-        await provider(transport, max_attempts=4).send(SMS)
+        await provider(exchange, max_attempts=4).send(SMS)
     assert not info.value.permanent
     assert (info.value.attempts, info.value.http_status) == (4, 500)
-    assert len(requests) == 4
+    assert len(exchange.requests) == 4
 
 
-async def test_twilio_bad_scheme_is_permanent() -> None:
-    twilio = TwilioSms(SID, TOKEN, "ftp://twilio.test", None, None, max_attempts=3)
-    with pytest.raises(TwilioError) as info:
-        await twilio.send(SMS)
-    assert info.value.permanent
-    await twilio.aclose()
+async def test_twilio_bad_scheme_is_refused_when_made() -> None:
+    with pytest.raises(ValueError, match="ftp://twilio.test"):
+        TwilioSms(SID, TOKEN, "ftp://twilio.test", None, None, max_attempts=3)
 
 
 async def test_twilio_backoff_doubles_with_jitter_and_is_capped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    times: list[float] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        times.append(trio.current_time())
-        return httpx.Response(503)
-
+    exchange = scripted(*[answer(503) for _ in range(6)])
     twilio = TwilioSms(
         SID,
         TOKEN,
         "http://twilio.test",
         None,
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        exchange,
         max_attempts=6,
         backoff_initial_s=1.0,
         backoff_max_s=4.0,
@@ -362,6 +394,7 @@ async def test_twilio_backoff_doubles_with_jitter_and_is_capped(
     )
     with pytest.raises(TwilioError):
         await twilio.send(SMS)
+    times = exchange.times
     waits = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
     assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
 
@@ -369,14 +402,9 @@ async def test_twilio_backoff_doubles_with_jitter_and_is_capped(
 async def test_twilio_jitter_waits_at_least_half_the_step(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    times: list[float] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        times.append(trio.current_time())
-        return httpx.Response(500)
-
+    exchange = scripted(*[answer(500) for _ in range(3)])
     twilio = provider(
-        httpx.MockTransport(handler),
+        exchange,
         max_attempts=3,
         backoff_initial_s=2.0,
         backoff_max_s=10.0,
@@ -384,13 +412,14 @@ async def test_twilio_jitter_waits_at_least_half_the_step(
     )
     with pytest.raises(TwilioError):
         await twilio.send(SMS)
+    times = exchange.times
     assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == [1.0, 2.0]
 
 
 async def test_twilio_total_time_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    requests, transport = scripted(*[httpx.Response(503) for _ in range(100)])
+    exchange = scripted(*[answer(503) for _ in range(100)])
     twilio = provider(
-        transport,
+        exchange,
         max_attempts=100,
         backoff_initial_s=1.0,
         backoff_max_s=8.0,
@@ -402,16 +431,14 @@ async def test_twilio_total_time_is_bounded(autojump_clock: trio.testing.MockClo
         await twilio.send(SMS)
     assert trio.current_time() - start <= 20.0
     assert not info.value.permanent
-    assert len(requests) == 5  # waits 1 + 2 + 4 + 8 = 15 s; the next 8 s would pass 20 s
+    assert len(exchange.requests) == 5  # waits 1 + 2 + 4 + 8 = 15 s; the next 8 s would pass 20 s
 
 
-async def test_twilio_does_not_close_a_client_it_was_given() -> None:
-    _, transport = scripted(created(), created())
-    client = httpx.AsyncClient(transport=transport)
-    twilio = TwilioSms(SID, TOKEN, "http://twilio.test", None, client)
+async def test_twilio_does_not_close_an_exchange_it_was_given() -> None:
+    exchange = scripted(created(), created())
+    twilio = TwilioSms(SID, TOKEN, "http://twilio.test", None, exchange)
     await twilio.aclose()
-    assert not client.is_closed
-    await client.aclose()
+    assert not exchange.closed
 
 
 # ---------------------------------------------------------------- twilio, real socket
