@@ -333,9 +333,11 @@ class RedisStore(OpenedStore):
 
     def _encode(self, batch: Batch) -> _Encoded:
         """`batch` as the commit script reads it (see ``commit.lua``), with its claims."""
-        if any(math.isnan(e.score) for e in batch.index_puts) or any(
-            math.isnan(t.score) for t in batch.text_puts.values()
-        ) or any(math.isnan(due) for due, _ in batch.timers.values()):
+        if (
+            any(math.isnan(e.score) for e in batch.index_puts)
+            or any(math.isnan(t.score) for t in batch.text_puts.values())
+            or any(math.isnan(due) for due, _ in batch.timers.values())
+        ):
             raise StoreError("batch refused: NaN score or due time")
         kv = self._base + "kv:"
         log = self._base + "log:"

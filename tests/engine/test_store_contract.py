@@ -154,8 +154,9 @@ async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Sto
 
 
 async def test_a_claimed_key_that_exists_refuses_the_whole_batch(store: Store) -> None:
-    # through `Engine.commit`: memory and redis check claims in the write itself, for
-    # sqlite the engine reads them first; either way the batch is all or nothing
+    # through `Engine.commit`: every store here checks claims in the write itself (a
+    # store without `checks_claims` has the engine read them first); either way the
+    # batch is all or nothing
     commit = Engine(store).commit
     first = batch_of(x=b"1")
     first.claim("idem:a", b"m1")
@@ -176,6 +177,91 @@ async def test_a_claimed_key_that_exists_refuses_the_whole_batch(store: Store) -
     other.claim("idem:b", b"m2")
     assert await commit(other) == []
     assert await store.get("idem:b") == b"m2"
+
+
+async def test_batches_committed_together_claim_a_key_once(store: Store) -> None:
+    """Batches that reach the store at the same moment (one group: one SQLite transaction,
+    one call of the Redis commit script) claiming the same key: the first called is
+    applied, each later one is refused alone with the value the first stored, and the
+    batches around them go through with gap-free event numbers."""
+    called: list[int] = []
+    outcomes: dict[int, list[int] | Claimed] = {}
+
+    async def commit(i: int) -> None:
+        batch = batch_of(**{f"k{i}": b"v"})
+        batch.event(f"e{i}".encode())
+        batch.append("log", f"r{i}".encode())
+        if i % 3 == 0:
+            batch.claim("idem:same", f"m{i}".encode())
+        called.append(i)  # no checkpoint between this and the commit call
+        try:
+            outcomes[i] = await store.commit(batch)
+        except Claimed as claimed:
+            outcomes[i] = claimed
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(commit, i)
+    first, *later = [i for i in called if i % 3 == 0]
+    refused = {i: o for i, o in outcomes.items() if isinstance(o, Claimed)}
+    assert sorted(refused) == sorted(later)
+    assert all((c.key, c.value) == ("idem:same", f"m{first}".encode()) for c in refused.values())
+    applied = [o for o in outcomes.values() if isinstance(o, list)]
+    assert sorted(s for seqs in applied for s in seqs) == list(range(1, 8))
+    assert await store.get("idem:same") == f"m{first}".encode()
+    assert await store.get_many([f"k{i}" for i in later]) == [None] * len(later)
+    assert await store.log_tail("log", 10) == [f"r{i}".encode() for i in called if i not in later]
+
+
+async def test_batches_committed_together_leave_what_the_last_one_wrote(store: Store) -> None:
+    """A key, timer, index member and text member that several batches of one group write
+    end as the last of them left it, and a log they all append to holds every record in
+    call order."""
+    first = Batch()
+    first.put("k", b"1")
+    first.set_timer("t", 10.0, b"p1")
+    first.index("ix", "m", 1.0, tags("open", "unread"))
+    first.index_text("tx", "m", 1.0, "first words")
+    await store.commit(first)  # stored before the group
+
+    def step(i: int) -> Batch:
+        batch = Batch()
+        batch.append("log", b"r%d" % i)
+        if i % 2:  # odd: take everything out
+            batch.delete("k")
+            batch.cancel_timer("t")
+            batch.unindex("ix", "m")
+            batch.unindex_text("tx", "m")
+        else:  # even: write it anew
+            batch.put("k", b"v%d" % i)
+            batch.set_timer("t", 10.0 + i, b"p%d" % i)
+            batch.index("ix", "m", float(i), tags("open") if i % 4 else tags("closed", "unread"))
+            batch.index_text("tx", "m", float(i), f"words{i} shared")
+        return batch
+
+    for last in (5, 6):  # the group ends with a removal, then with a write
+        async with trio.open_nursery() as nursery:
+            for i in range(last + 1):
+                nursery.start_soon(store.commit, step(i))
+                await trio.lowlevel.checkpoint()  # the call order is i's order
+        if last == 5:
+            assert await store.get("k") is None
+            assert await store.due_timers(1e9, 10) == []
+            assert await store.index_query("ix", tags(), 10) == []
+            assert await store.index_count("ix", tags("open")) == 0
+            assert await store.index_count("ix", tags("closed", "unread")) == 0
+            assert await store.text_query("tx", "shared", 10) == []
+        else:
+            assert await store.get("k") == b"v6"
+            assert await store.due_timers(1e9, 10) == [DueTimer("t", 16.0, b"p6")]
+            assert await store.index_query("ix", tags("open"), 10) == [("m", 6.0)]
+            assert await store.index_count("ix", tags()) == 1
+            assert await store.index_count("ix", tags("closed", "unread")) == 0
+            assert await store.index_count("ix", tags("unread")) == 0
+            assert await store.text_query("tx", "words6 shared", 10) == [("m", 6.0)]
+            assert await store.text_query("tx", "words4", 10) == []
+    records = [b"r%d" % i for last in (5, 6) for i in range(last + 1)]
+    assert await store.log_tail("log", 100) == records
 
 
 async def test_closed_store_refuses_commits(backend: Backend) -> None:
