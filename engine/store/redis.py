@@ -112,7 +112,8 @@ _SCRIPTS: Final = {
     for name in ("commit", "query", "count", "due", "migrate")
 }
 # A group larger than this waits for the next call of the commit script: the server runs
-# nothing else while a script runs (about 100 µs a batch), and leases must be renewed.
+# nothing else while a script runs (about 80 µs a batch: 20 ms for a full group), and
+# the nodes' leases must be renewed meanwhile.
 _MAX_GROUP: Final = 256
 
 _tags_encoder = msgspec.json.Encoder()

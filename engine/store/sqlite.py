@@ -65,7 +65,7 @@ _T = TypeVar("_T")
 
 # A group larger than this waits for the next transaction: it bounds the latency of the
 # first caller in a group, the size of one transaction and how long its statements hold
-# the trio thread (about 100 µs a batch).
+# the trio thread (about 40 µs a batch).
 _MAX_GROUP: Final = 256
 _streams_encoder = msgspec.json.Encoder()
 _INLINE_KEYS: Final = 64  # reads of up to this many keys run on the trio thread
@@ -223,9 +223,10 @@ class SqliteStore(OpenedStore):
         """Apply `group` in one transaction; one outcome per batch.
 
         The statements run here, on the trio thread, and only the COMMIT (the fsync, the
-        FTS5 flush, a checkpoint) in a worker thread. A group's statements take about
-        100 µs of CPU per batch, but run in a worker thread they took the GIL back after
-        every statement while the trio thread served requests: each hand-off could wait
+        FTS5 flush, a checkpoint) in a worker thread. A group's statements took about
+        100 µs of CPU per batch (about 40 since a group is written together, `_apply`),
+        but run in a worker thread they took the GIL back after every statement while
+        the trio thread served requests: each hand-off could wait
         out the interpreter's switch interval (5 ms), and a group of 26 batches took
         10-30 ms for 2.5 ms of CPU (bench scenario `webhook`). Here they take the GIL
         once.

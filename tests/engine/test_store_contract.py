@@ -124,6 +124,14 @@ async def assert_nothing_of_doomed(store: Store) -> None:
     assert all(payload != b"doomed-event" for _, payload in await store.events_since(0, 1000))
 
 
+async def outcome_of(store: Store, batch: Batch) -> list[int] | StoreError:
+    """What `store.commit(batch)` answers: the event sequence numbers, or the refusal."""
+    try:
+        return await store.commit(batch)
+    except StoreError as exc:
+        return exc
+
+
 async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Store) -> None:
     # SQLite stores NaN as NULL and the NOT NULL constraint stops the batch mid-way inside
     # its savepoint; memory and redis refuse it up front. Good batches committed at the
@@ -131,10 +139,7 @@ async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Sto
     outcomes: dict[int, list[int] | StoreError] = {}
 
     async def commit(i: int, batch: Batch) -> None:
-        try:
-            outcomes[i] = await store.commit(batch)
-        except StoreError as exc:
-            outcomes[i] = exc
+        outcomes[i] = await outcome_of(store, batch)
 
     async with trio.open_nursery() as nursery:
         for i in range(10):
@@ -185,7 +190,7 @@ async def test_batches_committed_together_claim_a_key_once(store: Store) -> None
     applied, each later one is refused alone with the value the first stored, and the
     batches around them go through with gap-free event numbers."""
     called: list[int] = []
-    outcomes: dict[int, list[int] | Claimed] = {}
+    outcomes: dict[int, list[int] | StoreError] = {}
 
     async def commit(i: int) -> None:
         batch = batch_of(**{f"k{i}": b"v"})
@@ -194,10 +199,7 @@ async def test_batches_committed_together_claim_a_key_once(store: Store) -> None
         if i % 3 == 0:
             batch.claim("idem:same", f"m{i}".encode())
         called.append(i)  # no checkpoint between this and the commit call
-        try:
-            outcomes[i] = await store.commit(batch)
-        except Claimed as claimed:
-            outcomes[i] = claimed
+        outcomes[i] = await outcome_of(store, batch)
 
     async with trio.open_nursery() as nursery:
         for i in range(10):
