@@ -15,10 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio.testing import wait_all_tasks_blocked
 
+from tidings.bench.redis_server import RedisServer
 from tidings.engine import Claimed, Engine
 from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
+from tidings.engine.store.base import Fenced
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore
+from tidings.engine.store.redis_shards import ShardStore
 from tidings.engine.store.sqlite import SqliteStore
 
 
@@ -797,6 +800,68 @@ async def test_redis_data_survives_a_killed_server(redis_server: object, redis_u
     store = await RedisStore(redis_url).open()
     try:
         await check_everything(store)
+    finally:
+        await store.aclose()
+
+
+# --- redis group commit ---------------------------------------------------------------
+
+
+async def outcomes_of_one_group(store: Store, batches: list[Batch]) -> list[list[int] | StoreError]:
+    """Commit `batches` at the same moment, in order; what each one's commit answered."""
+    outcomes: list[list[int] | StoreError] = [[] for _ in batches]
+
+    async def commit(i: int) -> None:
+        outcomes[i] = await outcome_of(store, batches[i])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(batches)):
+            nursery.start_soon(commit, i)
+            await trio.lowlevel.checkpoint()  # the call order is i's order
+    return outcomes
+
+
+def numbered(i: int) -> Batch:
+    batch = batch_of(**{f"k{i}": b"v"})
+    batch.event(b"e%d" % i)
+    return batch
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"], indirect=True)
+async def test_redis_a_fenced_batch_is_refused_alone_in_its_group(backend: Backend) -> None:
+    """One call of the commit script applies a whole group and answers each batch alone:
+    a batch whose fencing token is not its shard's epoch any more applies nothing, and
+    the batches before and after it in the group are applied."""
+    store = await backend.open()
+    assert isinstance(store, RedisStore)
+    try:
+        epoch = await ShardStore(store, "node-a").acquire(3, 60_000)
+        batches = [numbered(i) for i in range(5)]
+        batches[1].fence = (3, epoch - 1)  # a node that held the shard before
+        batches[2].fence = (3, epoch)
+        outcomes = await outcomes_of_one_group(store, batches)
+        assert isinstance(outcomes[1], Fenced)
+        assert [outcomes[i] for i in (0, 2, 3, 4)] == [[1], [2], [3], [4]]
+        assert await store.get_many([f"k{i}" for i in range(5)]) == [b"v", None, b"v", b"v", b"v"]
+    finally:
+        await store.aclose()
+
+
+async def test_redis_a_batch_whose_command_fails_is_refused_alone_in_its_group(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A command that fails inside the commit script (here an append to a log key that
+    holds a string, which no batch can do) refuses its batch with `StoreError` and the
+    other batches of the group are applied, numbered without a gap."""
+    store = await RedisStore(redis_url, prefix="test:").open()
+    try:
+        assert redis_server.command("SET", "{test:}log:broken", "a-string") == b"+OK\r\n"
+        batches = [numbered(i) for i in range(5)]
+        batches[2].append("broken", b"record")
+        outcomes = await outcomes_of_one_group(store, batches)
+        assert isinstance(outcomes[2], StoreError) and "WRONGTYPE" in str(outcomes[2])
+        assert [outcomes[i] for i in (0, 1, 3, 4)] == [[1], [2], [3], [4]]
+        assert await store.get_many(["k0", "k4"]) == [b"v", b"v"]
     finally:
         await store.aclose()
 
