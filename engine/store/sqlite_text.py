@@ -57,6 +57,7 @@ def write(conn: sqlite3.Connection, changes: dict[tuple[str, str], TextEntry | N
     """
     ids = _ids(conn, list(changes))
     gone: list[tuple[int]] = []  # members taken out, and those whose words change
+    taken_out: list[tuple[int]] = []
     moved: list[tuple[float, int]] = []
     added: list[tuple[int, str, str, float]] = []
     worded: list[tuple[int, str]] = []
@@ -66,6 +67,8 @@ def write(conn: sqlite3.Connection, changes: dict[tuple[str, str], TextEntry | N
         if rowid is not None:
             gone.append((rowid,))
         if entry is None:
+            if rowid is not None:
+                taken_out.append((rowid,))
             continue
         if rowid is None:
             if not next_id:
@@ -79,9 +82,8 @@ def write(conn: sqlite3.Connection, changes: dict[tuple[str, str], TextEntry | N
         worded.append((rowid, " ".join(entry.words)))
     if gone:
         conn.executemany("DELETE FROM text_words WHERE rowid=?", gone)
-        taken_out = [(ids[key],) for key, entry in changes.items() if entry is None and key in ids]
-        if taken_out:
-            conn.executemany("DELETE FROM text_members WHERE id=?", taken_out)
+    if taken_out:
+        conn.executemany("DELETE FROM text_members WHERE id=?", taken_out)
     if moved:
         conn.executemany("UPDATE text_members SET score=? WHERE id=?", moved)
     if added:
