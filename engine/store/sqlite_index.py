@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+from collections import Counter
 from typing import Any, Final
 
 import msgspec
 
 from tidings.engine.store.base import IndexEntry
+from tidings.engine.store.sqlite_rows import by_index
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS index_members (
@@ -61,98 +63,129 @@ _tags_decoder = msgspec.json.Decoder(list[str])
 # -- writes --------------------------------------------------------------------------
 
 
-def put(conn: sqlite3.Connection, entry: IndexEntry) -> None:
-    """Put `entry`'s member into its index with its score and tags (replacing its old ones).
+def write(conn: sqlite3.Connection, changes: dict[tuple[str, str], IndexEntry | None]) -> None:
+    """Put each (index, member) of `changes` into its index with the entry's score and
+    tags, replacing its old ones, or take it out where the entry is None.
 
-    One read of the member's row decides: a member that keeps its tags (a ticket's last
-    activity moves, its state does not) is moved to its new score by two updates, or
-    left alone when the score is the same too; a new member is inserted; one whose tags
-    change is removed and inserted again.
+    The members' rows are read first, all at once, and decide: a member that keeps its
+    tags (a ticket's last activity moves, its state does not) is moved to its new score,
+    or left alone when the score is the same too; a new member is inserted; one whose
+    tags change is removed and inserted again. The rows are then written one statement
+    per kind of change for all members, and the counts once per index, tag and pair.
     """
-    index, member, score = entry.index, entry.member, entry.score
-    tags = sorted(entry.tags)
-    encoded = _tags_encoder.encode(tags)
-    row = _row(conn, index, member)
-    if row is not None:
-        old_score, old_encoded = row
-        old_tags = tags if old_encoded == encoded else sorted(_tags_decoder.decode(old_encoded))
-        if old_tags == tags:
-            if old_score != score:
-                conn.execute(
-                    "UPDATE index_members SET score=? WHERE idx=? AND member=?",
-                    (score, index, member),
-                )
-                if tags:
-                    conn.executemany(
-                        "UPDATE index_tags SET score=?"
-                        " WHERE idx=? AND tag=? AND score=? AND member=?",
-                        [(score, index, tag, old_score, member) for tag in tags],
-                    )
-            return
-        _remove(conn, index, member, old_score, old_tags)
-    conn.execute(
-        "INSERT INTO index_members (idx, member, score, tags) VALUES (?, ?, ?, ?)",
-        (index, member, score, encoded),
-    )
-    if tags:
-        conn.executemany(
-            "INSERT INTO index_tags (idx, tag, score, member) VALUES (?, ?, ?, ?)",
-            [(index, tag, score, member) for tag in tags],
-        )
-    _adjust_counts(conn, index, tags, +1)
+    old = _rows(conn, list(changes))
+    plan = _Plan()
+    for (index, member), entry in changes.items():
+        row = old.get((index, member))
+        if entry is None:
+            if row is not None:
+                plan.remove(index, member, row[0], sorted(_tags_decoder.decode(row[1])))
+            continue
+        score, tags = entry.score, sorted(entry.tags)
+        encoded = _tags_encoder.encode(tags)
+        if row is not None:
+            old_score, old_encoded = row
+            old_tags = tags if old_encoded == encoded else sorted(_tags_decoder.decode(old_encoded))
+            if old_tags == tags:
+                if old_score != score:
+                    plan.move(index, member, old_score, score, tags)
+                continue
+            plan.remove(index, member, old_score, old_tags)
+        plan.insert(index, member, score, tags, encoded)
+    plan.run(conn)
 
 
-def _row(conn: sqlite3.Connection, index: str, member: str) -> tuple[float, bytes] | None:
-    """The (score, encoded tags) of `member` in `index`, or None."""
-    row: tuple[float, bytes] | None = conn.execute(
-        "SELECT score, tags FROM index_members WHERE idx=? AND member=?", (index, member)
-    ).fetchone()
-    return row
+def _rows(
+    conn: sqlite3.Connection, members: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[float, bytes]]:
+    """The (score, encoded tags) of each (index, member) of `members` that has a row."""
+    sql = "SELECT member, score, tags FROM index_members WHERE idx=? AND member IN ({marks})"
+    return {(index, row[0]): (row[1], row[2]) for index, row in by_index(conn, sql, members)}
 
 
-def delete(conn: sqlite3.Connection, index: str, member: str) -> None:
-    row = _row(conn, index, member)
-    if row is not None:
-        _remove(conn, index, member, row[0], sorted(_tags_decoder.decode(row[1])))
+class _Plan:
+    """The rows that `write` changes, gathered to be written one statement per kind."""
 
+    def __init__(self) -> None:
+        self.member_deletes: list[tuple[str, str]] = []
+        self.tag_deletes: list[tuple[str, str, float, str]] = []
+        self.member_inserts: list[tuple[str, str, float, bytes]] = []
+        self.tag_inserts: list[tuple[str, str, float, str]] = []
+        self.member_moves: list[tuple[float, str, str]] = []
+        self.tag_moves: list[tuple[float, str, str, float, str]] = []
+        self.sizes: Counter[str] = Counter()
+        self.tag_counts: Counter[tuple[str, str]] = Counter()
+        self.pair_counts: Counter[tuple[str, str, str]] = Counter()
 
-def _remove(
-    conn: sqlite3.Connection, index: str, member: str, score: float, tags: list[str]
-) -> None:
-    """Take out `member`, found with `score` and (sorted) `tags`."""
-    conn.execute("DELETE FROM index_members WHERE idx=? AND member=?", (index, member))
-    if tags:
-        conn.executemany(
-            "DELETE FROM index_tags WHERE idx=? AND tag=? AND score=? AND member=?",
-            [(index, tag, score, member) for tag in tags],
-        )
-    _adjust_counts(conn, index, tags, -1)
+    def insert(
+        self, index: str, member: str, score: float, tags: list[str], encoded: bytes
+    ) -> None:
+        self.member_inserts.append((index, member, score, encoded))
+        self.tag_inserts += [(index, tag, score, member) for tag in tags]
+        self._count(index, tags, +1)
 
+    def remove(self, index: str, member: str, score: float, tags: list[str]) -> None:
+        """Take out `member`, found with `score` and (sorted) `tags`."""
+        self.member_deletes.append((index, member))
+        self.tag_deletes += [(index, tag, score, member) for tag in tags]
+        self._count(index, tags, -1)
 
-def _adjust_counts(conn: sqlite3.Connection, index: str, tags: list[str], delta: int) -> None:
-    """Keep the member counts per index, per tag and per pair of tags (`tags` sorted).
+    def move(self, index: str, member: str, old: float, score: float, tags: list[str]) -> None:
+        self.member_moves.append((score, index, member))
+        self.tag_moves += [(score, index, tag, old, member) for tag in tags]
 
-    They pick the rarest tag to walk in a query and answer `index_count` for zero, one or
-    two tags without a scan (the inbox's tab counters are such counts); the price is
-    k(k-1)/2 small upserts for a member with k tags.
-    """
-    conn.execute(
-        "INSERT INTO index_sizes (idx, n) VALUES (?, ?)"
-        " ON CONFLICT (idx) DO UPDATE SET n = n + excluded.n",
-        (index, delta),
-    )
-    if tags:
-        conn.executemany(
-            "INSERT INTO index_tag_counts (idx, tag, n) VALUES (?, ?, ?)"
-            " ON CONFLICT (idx, tag) DO UPDATE SET n = n + excluded.n",
-            [(index, tag, delta) for tag in tags],
-        )
-    if len(tags) > 1:
-        conn.executemany(
-            "INSERT INTO index_pair_counts (idx, tag_a, tag_b, n) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (idx, tag_a, tag_b) DO UPDATE SET n = n + excluded.n",
-            [(index, a, b, delta) for a, b in itertools.combinations(tags, 2)],
-        )
+    def _count(self, index: str, tags: list[str], delta: int) -> None:
+        """Keep the member counts per index, per tag and per pair of tags (`tags` sorted).
+
+        They pick the rarest tag to walk in a query and answer `index_count` for zero,
+        one or two tags without a scan (the inbox's tab counters are such counts); the
+        price is k(k-1)/2 small upserts for a member with k tags.
+        """
+        self.sizes[index] += delta
+        for tag in tags:
+            self.tag_counts[index, tag] += delta
+        for a, b in itertools.combinations(tags, 2):
+            self.pair_counts[index, a, b] += delta
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        """Write the rows: removals first, as a member removed may be inserted again."""
+        for sql, rows in (
+            ("DELETE FROM index_members WHERE idx=? AND member=?", self.member_deletes),
+            (
+                "DELETE FROM index_tags WHERE idx=? AND tag=? AND score=? AND member=?",
+                self.tag_deletes,
+            ),
+            (
+                "INSERT INTO index_members (idx, member, score, tags) VALUES (?, ?, ?, ?)",
+                self.member_inserts,
+            ),
+            (
+                "INSERT INTO index_tags (idx, tag, score, member) VALUES (?, ?, ?, ?)",
+                self.tag_inserts,
+            ),
+            ("UPDATE index_members SET score=? WHERE idx=? AND member=?", self.member_moves),
+            (
+                "UPDATE index_tags SET score=? WHERE idx=? AND tag=? AND score=? AND member=?",
+                self.tag_moves,
+            ),
+            (
+                "INSERT INTO index_sizes (idx, n) VALUES (?, ?)"
+                " ON CONFLICT (idx) DO UPDATE SET n = n + excluded.n",
+                [(k, n) for k, n in self.sizes.items() if n],
+            ),
+            (
+                "INSERT INTO index_tag_counts (idx, tag, n) VALUES (?, ?, ?)"
+                " ON CONFLICT (idx, tag) DO UPDATE SET n = n + excluded.n",
+                [(*k, n) for k, n in self.tag_counts.items() if n],
+            ),
+            (
+                "INSERT INTO index_pair_counts (idx, tag_a, tag_b, n) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (idx, tag_a, tag_b) DO UPDATE SET n = n + excluded.n",
+                [(*k, n) for k, n in self.pair_counts.items() if n],
+            ),
+        ):
+            if rows:
+                conn.executemany(sql, rows)
 
 
 # -- reads ---------------------------------------------------------------------------

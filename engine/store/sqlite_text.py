@@ -26,6 +26,7 @@ import sqlite3
 from typing import Any, Final
 
 from tidings.engine.store.base import TextEntry
+from tidings.engine.store.sqlite_rows import by_index
 from tidings.engine.store.text import words
 
 FEW: Final = 2_000
@@ -46,33 +47,57 @@ CREATE VIRTUAL TABLE IF NOT EXISTS text_words USING fts5(
 """
 
 
-def put(conn: sqlite3.Connection, entry: TextEntry) -> None:
-    """Put `entry`'s member into its text index (replacing its score and words)."""
-    row = conn.execute(
-        "SELECT id FROM text_members WHERE idx=? AND member=?", (entry.index, entry.member)
-    ).fetchone()
-    if row is None:
-        rowid = conn.execute(
-            "INSERT INTO text_members (idx, member, score) VALUES (?, ?, ?)",
-            (entry.index, entry.member, entry.score),
-        ).lastrowid
-    else:
-        rowid = row[0]
-        conn.execute("UPDATE text_members SET score=? WHERE id=?", (entry.score, rowid))
-        conn.execute("DELETE FROM text_words WHERE rowid=?", (rowid,))
-    conn.execute(
-        "INSERT INTO text_words (rowid, words) VALUES (?, ?)", (rowid, " ".join(entry.words))
-    )
+def write(conn: sqlite3.Connection, changes: dict[tuple[str, str], TextEntry | None]) -> None:
+    """Put each (index, member) of `changes` into its text index with the entry's score
+    and words, replacing its old ones, or take it out where the entry is None.
+
+    The members' row ids are read first, all at once; a new member gets the next free
+    id (as SQLite would give it: the writer holds the write lock), so that every kind
+    of change is one statement for all members.
+    """
+    ids = _ids(conn, list(changes))
+    gone: list[tuple[int]] = []  # members taken out, and those whose words change
+    taken_out: list[tuple[int]] = []
+    moved: list[tuple[float, int]] = []
+    added: list[tuple[int, str, str, float]] = []
+    worded: list[tuple[int, str]] = []
+    next_id = 0
+    for key, entry in changes.items():
+        rowid = ids.get(key)
+        if rowid is not None:
+            gone.append((rowid,))
+        if entry is None:
+            if rowid is not None:
+                taken_out.append((rowid,))
+            continue
+        if rowid is None:
+            if not next_id:
+                next_id = conn.execute(
+                    "SELECT COALESCE(MAX(id), 0) + 1 FROM text_members"
+                ).fetchone()[0]
+            rowid, next_id = next_id, next_id + 1
+            added.append((rowid, entry.index, entry.member, entry.score))
+        else:
+            moved.append((entry.score, rowid))
+        worded.append((rowid, " ".join(entry.words)))
+    if gone:
+        conn.executemany("DELETE FROM text_words WHERE rowid=?", gone)
+    if taken_out:
+        conn.executemany("DELETE FROM text_members WHERE id=?", taken_out)
+    if moved:
+        conn.executemany("UPDATE text_members SET score=? WHERE id=?", moved)
+    if added:
+        conn.executemany(
+            "INSERT INTO text_members (id, idx, member, score) VALUES (?, ?, ?, ?)", added
+        )
+    if worded:
+        conn.executemany("INSERT INTO text_words (rowid, words) VALUES (?, ?)", worded)
 
 
-def delete(conn: sqlite3.Connection, index: str, member: str) -> None:
-    """Take `member` out of text index `index`."""
-    row = conn.execute(
-        "SELECT id FROM text_members WHERE idx=? AND member=?", (index, member)
-    ).fetchone()
-    if row is not None:
-        conn.execute("DELETE FROM text_words WHERE rowid=?", row)
-        conn.execute("DELETE FROM text_members WHERE id=?", row)
+def _ids(conn: sqlite3.Connection, members: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The row id of each (index, member) of `members` that has one."""
+    sql = "SELECT member, id FROM text_members WHERE idx=? AND member IN ({marks})"
+    return {(index, row[0]): row[1] for index, row in by_index(conn, sql, members)}
 
 
 def match_expression(query: str) -> str:

@@ -15,10 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio.testing import wait_all_tasks_blocked
 
+from tidings.bench.redis_server import RedisServer
 from tidings.engine import Claimed, Engine
 from tidings.engine.store import Batch, DueTimer, Store, StoreError, open_store, sqlite_text
+from tidings.engine.store.base import Fenced
 from tidings.engine.store.memory import MemoryStore
 from tidings.engine.store.redis import RedisStore
+from tidings.engine.store.redis_shards import ShardStore
 from tidings.engine.store.sqlite import SqliteStore
 
 
@@ -124,6 +127,14 @@ async def assert_nothing_of_doomed(store: Store) -> None:
     assert all(payload != b"doomed-event" for _, payload in await store.events_since(0, 1000))
 
 
+async def outcome_of(store: Store, batch: Batch) -> list[int] | StoreError:
+    """What `store.commit(batch)` answers: the event sequence numbers, or the refusal."""
+    try:
+        return await store.commit(batch)
+    except StoreError as exc:
+        return exc
+
+
 async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Store) -> None:
     # SQLite stores NaN as NULL and the NOT NULL constraint stops the batch mid-way inside
     # its savepoint; memory and redis refuse it up front. Good batches committed at the
@@ -131,10 +142,7 @@ async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Sto
     outcomes: dict[int, list[int] | StoreError] = {}
 
     async def commit(i: int, batch: Batch) -> None:
-        try:
-            outcomes[i] = await store.commit(batch)
-        except StoreError as exc:
-            outcomes[i] = exc
+        outcomes[i] = await outcome_of(store, batch)
 
     async with trio.open_nursery() as nursery:
         for i in range(10):
@@ -154,8 +162,9 @@ async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Sto
 
 
 async def test_a_claimed_key_that_exists_refuses_the_whole_batch(store: Store) -> None:
-    # through `Engine.commit`: memory and redis check claims in the write itself, for
-    # sqlite the engine reads them first; either way the batch is all or nothing
+    # through `Engine.commit`: every store here checks claims in the write itself (a
+    # store without `checks_claims` has the engine read them first); either way the
+    # batch is all or nothing
     commit = Engine(store).commit
     first = batch_of(x=b"1")
     first.claim("idem:a", b"m1")
@@ -176,6 +185,88 @@ async def test_a_claimed_key_that_exists_refuses_the_whole_batch(store: Store) -
     other.claim("idem:b", b"m2")
     assert await commit(other) == []
     assert await store.get("idem:b") == b"m2"
+
+
+async def test_batches_committed_together_claim_a_key_once(store: Store) -> None:
+    """Batches that reach the store at the same moment (one group: one SQLite transaction,
+    one call of the Redis commit script) claiming the same key: the first called is
+    applied, each later one is refused alone with the value the first stored, and the
+    batches around them go through with gap-free event numbers."""
+    called: list[int] = []
+    outcomes: dict[int, list[int] | StoreError] = {}
+
+    async def commit(i: int) -> None:
+        batch = batch_of(**{f"k{i}": b"v"})
+        batch.event(f"e{i}".encode())
+        batch.append("log", f"r{i}".encode())
+        if i % 3 == 0:
+            batch.claim("idem:same", f"m{i}".encode())
+        called.append(i)  # no checkpoint between this and the commit call
+        outcomes[i] = await outcome_of(store, batch)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(commit, i)
+    first, *later = [i for i in called if i % 3 == 0]
+    refused = {i: o for i, o in outcomes.items() if isinstance(o, Claimed)}
+    assert sorted(refused) == sorted(later)
+    assert all((c.key, c.value) == ("idem:same", f"m{first}".encode()) for c in refused.values())
+    applied = [o for o in outcomes.values() if isinstance(o, list)]
+    assert sorted(s for seqs in applied for s in seqs) == list(range(1, 8))
+    assert await store.get("idem:same") == f"m{first}".encode()
+    assert await store.get_many([f"k{i}" for i in later]) == [None] * len(later)
+    assert await store.log_tail("log", 10) == [f"r{i}".encode() for i in called if i not in later]
+
+
+async def test_batches_committed_together_leave_what_the_last_one_wrote(store: Store) -> None:
+    """A key, timer, index member and text member that several batches of one group write
+    end as the last of them left it, and a log they all append to holds every record in
+    call order."""
+    first = Batch()
+    first.put("k", b"1")
+    first.set_timer("t", 10.0, b"p1")
+    first.index("ix", "m", 1.0, tags("open", "unread"))
+    first.index_text("tx", "m", 1.0, "first words")
+    await store.commit(first)  # stored before the group
+
+    def step(i: int) -> Batch:
+        batch = Batch()
+        batch.append("log", b"r%d" % i)
+        if i % 2:  # odd: take everything out
+            batch.delete("k")
+            batch.cancel_timer("t")
+            batch.unindex("ix", "m")
+            batch.unindex_text("tx", "m")
+        else:  # even: write it anew
+            batch.put("k", b"v%d" % i)
+            batch.set_timer("t", 10.0 + i, b"p%d" % i)
+            batch.index("ix", "m", float(i), tags("open") if i % 4 else tags("closed", "unread"))
+            batch.index_text("tx", "m", float(i), f"words{i} shared")
+        return batch
+
+    for last in (5, 6):  # the group ends with a removal, then with a write
+        async with trio.open_nursery() as nursery:
+            for i in range(last + 1):
+                nursery.start_soon(store.commit, step(i))
+                await trio.lowlevel.checkpoint()  # the call order is i's order
+        if last == 5:
+            assert await store.get("k") is None
+            assert await store.due_timers(1e9, 10) == []
+            assert await store.index_query("ix", tags(), 10) == []
+            assert await store.index_count("ix", tags("open")) == 0
+            assert await store.index_count("ix", tags("closed", "unread")) == 0
+            assert await store.text_query("tx", "shared", 10) == []
+        else:
+            assert await store.get("k") == b"v6"
+            assert await store.due_timers(1e9, 10) == [DueTimer("t", 16.0, b"p6")]
+            assert await store.index_query("ix", tags("open"), 10) == [("m", 6.0)]
+            assert await store.index_count("ix", tags()) == 1
+            assert await store.index_count("ix", tags("closed", "unread")) == 0
+            assert await store.index_count("ix", tags("unread")) == 0
+            assert await store.text_query("tx", "words6 shared", 10) == [("m", 6.0)]
+            assert await store.text_query("tx", "words4", 10) == []
+    records = [b"r%d" % i for last in (5, 6) for i in range(last + 1)]
+    assert await store.log_tail("log", 100) == records
 
 
 async def test_closed_store_refuses_commits(backend: Backend) -> None:
@@ -709,6 +800,68 @@ async def test_redis_data_survives_a_killed_server(redis_server: object, redis_u
     store = await RedisStore(redis_url).open()
     try:
         await check_everything(store)
+    finally:
+        await store.aclose()
+
+
+# --- redis group commit ---------------------------------------------------------------
+
+
+async def outcomes_of_one_group(store: Store, batches: list[Batch]) -> list[list[int] | StoreError]:
+    """Commit `batches` at the same moment, in order; what each one's commit answered."""
+    outcomes: list[list[int] | StoreError] = [[] for _ in batches]
+
+    async def commit(i: int) -> None:
+        outcomes[i] = await outcome_of(store, batches[i])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(batches)):
+            nursery.start_soon(commit, i)
+            await trio.lowlevel.checkpoint()  # the call order is i's order
+    return outcomes
+
+
+def numbered(i: int) -> Batch:
+    batch = batch_of(**{f"k{i}": b"v"})
+    batch.event(b"e%d" % i)
+    return batch
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"], indirect=True)
+async def test_redis_a_fenced_batch_is_refused_alone_in_its_group(backend: Backend) -> None:
+    """One call of the commit script applies a whole group and answers each batch alone:
+    a batch whose fencing token is not its shard's epoch any more applies nothing, and
+    the batches before and after it in the group are applied."""
+    store = await backend.open()
+    assert isinstance(store, RedisStore)
+    try:
+        epoch = await ShardStore(store, "node-a").acquire(3, 60_000)
+        batches = [numbered(i) for i in range(5)]
+        batches[1].fence = (3, epoch - 1)  # a node that held the shard before
+        batches[2].fence = (3, epoch)
+        outcomes = await outcomes_of_one_group(store, batches)
+        assert isinstance(outcomes[1], Fenced)
+        assert [outcomes[i] for i in (0, 2, 3, 4)] == [[1], [2], [3], [4]]
+        assert await store.get_many([f"k{i}" for i in range(5)]) == [b"v", None, b"v", b"v", b"v"]
+    finally:
+        await store.aclose()
+
+
+async def test_redis_a_batch_whose_command_fails_is_refused_alone_in_its_group(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A command that fails inside the commit script (here an append to a log key that
+    holds a string, which no batch can do) refuses its batch with `StoreError` and the
+    other batches of the group are applied, numbered without a gap."""
+    store = await RedisStore(redis_url, prefix="test:").open()
+    try:
+        assert redis_server.command("SET", "{test:}log:broken", "a-string") == b"+OK\r\n"
+        batches = [numbered(i) for i in range(5)]
+        batches[2].append("broken", b"record")
+        outcomes = await outcomes_of_one_group(store, batches)
+        assert isinstance(outcomes[2], StoreError) and "WRONGTYPE" in str(outcomes[2])
+        assert [outcomes[i] for i in (0, 1, 3, 4)] == [[1], [2], [3], [4]]
+        assert await store.get_many(["k0", "k4"]) == [b"v", b"v"]
     finally:
         await store.aclose()
 
