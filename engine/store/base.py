@@ -20,7 +20,7 @@ the order in which `commit` was called.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -93,30 +93,123 @@ class TextEntry:
     words: tuple[str, ...]
 
 
-@dataclass(slots=True)
 class Batch:
-    """An atomic group of writes. Build one, then hand it to `Store.commit`."""
+    """An atomic group of writes. Build one, then hand it to `Store.commit`.
 
-    puts: dict[str, bytes] = field(default_factory=dict)
-    deletes: set[str] = field(default_factory=set)
-    appends: list[tuple[str, bytes]] = field(default_factory=list)
-    events: list[bytes] = field(default_factory=list)
-    timers: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    timer_deletes: set[str] = field(default_factory=set)
-    index_puts: list[IndexEntry] = field(default_factory=list)
-    index_deletes: list[tuple[str, str]] = field(default_factory=list)
-    text_puts: dict[tuple[str, str], TextEntry] = field(default_factory=dict)  # by (index, member)
-    text_deletes: set[tuple[str, str]] = field(default_factory=set)
-    claims: dict[str, bytes] = field(default_factory=dict)
-    # (shard, epoch) of the writing actor when nodes share the store (see
-    # `engine.placement`); a store shared by nodes refuses the batch with `Fenced` unless
-    # that epoch is still the shard's. Single-process stores have no shards to check.
-    fence: tuple[int, int] | None = None
+    Each kind of write has its container (`puts`, `deletes`, `appends`, ...), made when
+    first written or read: most batches use a few of the eleven (an inbound message's
+    uses six), and each one made for nothing was an allocation, and a list or set for the
+    garbage collector to scan while the batch waits for its commit. Stores read them as
+    attributes; a store in this package may read the slots themselves (None: none).
+    """
+
+    __slots__ = (
+        "_puts", "_deletes", "_appends", "_events", "_timers", "_timer_deletes",
+        "_index_puts", "_index_deletes", "_text_puts", "_text_deletes", "_claims", "fence",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self._puts: dict[str, bytes] | None = None
+        self._deletes: set[str] | None = None
+        self._appends: list[tuple[str, bytes]] | None = None
+        self._events: list[bytes] | None = None
+        self._timers: dict[str, tuple[float, bytes]] | None = None
+        self._timer_deletes: set[str] | None = None
+        self._index_puts: list[IndexEntry] | None = None
+        self._index_deletes: list[tuple[str, str]] | None = None
+        self._text_puts: dict[tuple[str, str], TextEntry] | None = None  # by (index, member)
+        self._text_deletes: set[tuple[str, str]] | None = None
+        self._claims: dict[str, bytes] | None = None
+        # (shard, epoch) of the writing actor when nodes share the store (see
+        # `engine.placement`); a store shared by nodes refuses the batch with `Fenced`
+        # unless that epoch is still the shard's. Single-process stores have no shards.
+        self.fence: tuple[int, int] | None = None
+
+    @property
+    def puts(self) -> dict[str, bytes]:
+        """Keys to set, with their values."""
+        if self._puts is None:
+            self._puts = {}
+        return self._puts
+
+    @property
+    def deletes(self) -> set[str]:
+        """Keys to remove."""
+        if self._deletes is None:
+            self._deletes = set()
+        return self._deletes
+
+    @property
+    def appends(self) -> list[tuple[str, bytes]]:
+        """(stream, record) to append to logs, in order."""
+        if self._appends is None:
+            self._appends = []
+        return self._appends
+
+    @property
+    def events(self) -> list[bytes]:
+        """Payloads for the event log, in order."""
+        if self._events is None:
+            self._events = []
+        return self._events
+
+    @property
+    def timers(self) -> dict[str, tuple[float, bytes]]:
+        """Durable timers to store: key → (due, payload)."""
+        if self._timers is None:
+            self._timers = {}
+        return self._timers
+
+    @property
+    def timer_deletes(self) -> set[str]:
+        """Durable timers to remove."""
+        if self._timer_deletes is None:
+            self._timer_deletes = set()
+        return self._timer_deletes
+
+    @property
+    def index_puts(self) -> list[IndexEntry]:
+        """Sorted index entries to put, in order."""
+        if self._index_puts is None:
+            self._index_puts = []
+        return self._index_puts
+
+    @property
+    def index_deletes(self) -> list[tuple[str, str]]:
+        """(index, member) to take out of sorted indexes."""
+        if self._index_deletes is None:
+            self._index_deletes = []
+        return self._index_deletes
+
+    @property
+    def text_puts(self) -> dict[tuple[str, str], TextEntry]:
+        """Text index entries to put, by (index, member)."""
+        if self._text_puts is None:
+            self._text_puts = {}
+        return self._text_puts
+
+    @property
+    def text_deletes(self) -> set[tuple[str, str]]:
+        """(index, member) to take out of text indexes."""
+        if self._text_deletes is None:
+            self._text_deletes = set()
+        return self._text_deletes
+
+    @property
+    def claims(self) -> dict[str, bytes]:
+        """Keys to set only if they do not exist (see `claim`)."""
+        if self._claims is None:
+            self._claims = {}
+        return self._claims
 
     def put(self, key: str, value: bytes) -> None:
         """Set `key` to `value` (a later delete of the same key in this batch wins)."""
-        self.deletes.discard(key)
-        self.puts[key] = value
+        if self._deletes:
+            self._deletes.discard(key)
+        if self._puts is None:
+            self._puts = {key: value}
+        else:
+            self._puts[key] = value
 
     def claim(self, key: str, value: bytes) -> None:
         """Set `key` to `value` if it does not exist; if it does, the whole batch is
@@ -126,34 +219,50 @@ class Batch:
 
     def delete(self, key: str) -> None:
         """Remove `key`."""
-        self.puts.pop(key, None)
+        if self._puts:
+            self._puts.pop(key, None)
         self.deletes.add(key)
 
     def append(self, stream: str, record: bytes) -> None:
         """Append `record` to the log `stream`."""
-        self.appends.append((stream, record))
+        if self._appends is None:
+            self._appends = [(stream, record)]
+        else:
+            self._appends.append((stream, record))
 
     def event(self, payload: bytes) -> None:
         """Append `payload` to the event log; it gets the next sequence number."""
-        self.events.append(payload)
+        if self._events is None:
+            self._events = [payload]
+        else:
+            self._events.append(payload)
 
     def set_timer(self, key: str, due: float, payload: bytes) -> None:
         """Store durable timer `key`, due at wall-clock time `due` (epoch seconds)."""
-        self.timer_deletes.discard(key)
+        if self._timer_deletes:
+            self._timer_deletes.discard(key)
         self.timers[key] = (due, payload)
 
     def cancel_timer(self, key: str) -> None:
         """Remove durable timer `key` if it exists."""
-        self.timers.pop(key, None)
+        if self._timers:
+            self._timers.pop(key, None)
         self.timer_deletes.add(key)
 
     def index(self, index: str, member: str, score: float, tags: frozenset[str]) -> None:
         """Put `member` in `index` with `score` and `tags` (replacing what it had)."""
-        self.index_puts.append(IndexEntry(index, member, score, tags))
+        entry = IndexEntry(index, member, score, tags)
+        if self._index_puts is None:
+            self._index_puts = [entry]
+        else:
+            self._index_puts.append(entry)
 
     def unindex(self, index: str, member: str) -> None:
         """Take `member` out of `index`."""
-        self.index_puts = [e for e in self.index_puts if (e.index, e.member) != (index, member)]
+        if self._index_puts:
+            self._index_puts = [
+                e for e in self._index_puts if (e.index, e.member) != (index, member)
+            ]
         self.index_deletes.append((index, member))
 
     def index_text(self, index: str, member: str, score: float, text: str) -> None:
@@ -167,22 +276,23 @@ class Batch:
 
     def unindex_text(self, index: str, member: str) -> None:
         """Take `member` out of text index `index`."""
-        self.text_puts.pop((index, member), None)
+        if self._text_puts:
+            self._text_puts.pop((index, member), None)
         self.text_deletes.add((index, member))
 
     def __bool__(self) -> bool:
         return bool(
-            self.puts
-            or self.deletes
-            or self.appends
-            or self.events
-            or self.timers
-            or self.timer_deletes
-            or self.index_puts
-            or self.index_deletes
-            or self.text_puts
-            or self.text_deletes
-            or self.claims
+            self._puts
+            or self._deletes
+            or self._appends
+            or self._events
+            or self._timers
+            or self._timer_deletes
+            or self._index_puts
+            or self._index_deletes
+            or self._text_puts
+            or self._text_deletes
+            or self._claims
         )
 
 

@@ -16,13 +16,13 @@ from tidings.engine.store.text import words
 
 def _refuse_nan(batch: Batch) -> None:
     """`StoreError` when a score or a due time of `batch` is NaN (it would sort nowhere)."""
-    for entry in batch.index_puts:
+    for entry in batch._index_puts or ():
         if math.isnan(entry.score):
             raise StoreError("batch refused: NaN score")
-    for text in batch.text_puts.values():
+    for text in (batch._text_puts or {}).values():
         if math.isnan(text.score):
             raise StoreError("batch refused: NaN score")
-    for due, _ in batch.timers.values():
+    for due, _ in (batch._timers or {}).values():
         if math.isnan(due):
             raise StoreError("batch refused: NaN due time")
 
@@ -61,38 +61,52 @@ class MemoryStore:
         # Applied at once, without yielding: commits apply in call order, as the protocol
         # wants, and a turn that commits pays no task switch for it (this store has no I/O
         # to wait for; like its reads, it is not a schedule point). Cancellation is
-        # honoured before anything is applied.
+        # honoured before anything is applied. It reads the batch's slots, skipping the
+        # kinds of writes the batch has none of (None) without making them.
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_write()
         _refuse_nan(batch)
         kv = self._kv
-        for key in batch.claims:
-            if key in kv:
-                raise Claimed(key, kv[key])
-        for key in batch.deletes:
-            kv.pop(key, None)
-        kv.update(batch.claims)
-        kv.update(batch.puts)
-        logs = self._logs
-        for stream, record in batch.appends:
-            logs[stream].append(record)
-        events = batch.events
+        claims = batch._claims
+        if claims:
+            for key in claims:
+                if key in kv:
+                    raise Claimed(key, kv[key])
+        if batch._deletes:
+            for key in batch._deletes:
+                kv.pop(key, None)
+        if claims:
+            kv.update(claims)
+        if batch._puts:
+            kv.update(batch._puts)
+        if batch._appends:
+            logs = self._logs
+            for stream, record in batch._appends:
+                logs[stream].append(record)
+        if batch._timer_deletes:
+            for key in batch._timer_deletes:
+                self._timers.pop(key, None)
+        if batch._timers:
+            self._timers.update(batch._timers)
+        if batch._index_deletes:
+            for index, member in batch._index_deletes:
+                self._indexes[index].pop(member, None)
+        if batch._index_puts:
+            indexes = self._indexes
+            for entry in batch._index_puts:
+                indexes[entry.index][entry.member] = (entry.score, entry.tags)
+        if batch._text_deletes:
+            for index, member in batch._text_deletes:
+                self._texts[index].pop(member, None)
+        if batch._text_puts:
+            texts = self._texts
+            for text in batch._text_puts.values():
+                texts[text.index][text.member] = (text.score, text.words)
+        events = batch._events
+        if not events:
+            return []
         first = self._dropped + len(self._events) + 1
         self._events += events
-        timers = self._timers
-        for key in batch.timer_deletes:
-            timers.pop(key, None)
-        timers.update(batch.timers)
-        indexes = self._indexes
-        for index, member in batch.index_deletes:
-            indexes[index].pop(member, None)
-        for entry in batch.index_puts:
-            indexes[entry.index][entry.member] = (entry.score, entry.tags)
-        texts = self._texts
-        for index, member in batch.text_deletes:
-            texts[index].pop(member, None)
-        for text in batch.text_puts.values():
-            texts[text.index][text.member] = (text.score, text.words)
         return list(range(first, first + len(events)))
 
     async def get(self, key: str) -> bytes | None:
