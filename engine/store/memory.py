@@ -13,6 +13,8 @@ from tidings.engine.store.base import Batch, Claimed, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
 from tidings.engine.store.text import words
 
+_NO_TAGS: frozenset[str] = frozenset()  # each `frozenset()` call makes a new one
+
 
 def _refuse_nan(batch: Batch) -> None:
     """`StoreError` when a score or a due time of `batch` is NaN (it would sort nowhere)."""
@@ -40,7 +42,12 @@ class MemoryStore:
         self._events: list[bytes] = []
         self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
-        self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
+        # a sorted index as two maps, member → score and member → tags: an entry keeps no
+        # tuple of its own, which the garbage collector would scan at every collection of
+        # its generation as long as the entry lives (one per idempotency key, so per
+        # inbound message); an entry without tags shares `_NO_TAGS`
+        self._scores: defaultdict[str, dict[str, float]] = defaultdict(dict)
+        self._tags: defaultdict[str, dict[str, frozenset[str]]] = defaultdict(dict)
         # a member's words as the tuple the batch brought: a tuple of strings is left
         # alone by the garbage collector (a frozenset is scanned at every full collection)
         self._texts: defaultdict[str, dict[str, tuple[float, tuple[str, ...]]]] = defaultdict(dict)
@@ -90,11 +97,13 @@ class MemoryStore:
             self._timers.update(batch._timers)
         if batch._index_deletes:
             for index, member in batch._index_deletes:
-                self._indexes[index].pop(member, None)
+                self._scores[index].pop(member, None)
+                self._tags[index].pop(member, None)
         if batch._index_puts:
-            indexes = self._indexes
+            scores, tags = self._scores, self._tags
             for entry in batch._index_puts:
-                indexes[entry.index][entry.member] = (entry.score, entry.tags)
+                scores[entry.index][entry.member] = entry.score
+                tags[entry.index][entry.member] = entry.tags or _NO_TAGS
         if batch._text_deletes:
             for index, member in batch._text_deletes:
                 self._texts[index].pop(member, None)
@@ -173,8 +182,8 @@ class MemoryStore:
         self._check()
         rows = sorted(
             (score, member)
-            for member, (score, have) in self._indexes.get(index, {}).items()
-            if tags <= have
+            for member, score in self._scores.get(index, {}).items()
+            if tags <= self._tags[index][member]
         )
         if descending:
             rows.reverse()
@@ -202,7 +211,7 @@ class MemoryStore:
 
     async def index_count(self, index: str, tags: frozenset[str]) -> int:
         self._check()
-        return sum(1 for _, have in self._indexes.get(index, {}).values() if tags <= have)
+        return sum(1 for have in self._tags.get(index, {}).values() if tags <= have)
 
     async def aclose(self) -> None:
         self._closed = True
