@@ -7,8 +7,6 @@ import heapq
 import math
 from collections import defaultdict
 
-import trio
-
 from tidings.engine.store.base import Batch, Claimed, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
 from tidings.engine.store.text import words
@@ -65,12 +63,11 @@ class MemoryStore:
             raise StoreError("write refused (fail_writes is set)")
 
     async def commit(self, batch: Batch) -> list[int]:
-        # Applied at once, without yielding: commits apply in call order, as the protocol
-        # wants, and a turn that commits pays no task switch for it (this store has no I/O
-        # to wait for; like its reads, it is not a schedule point). Cancellation is
-        # honoured before anything is applied. It reads the batch's slots, skipping the
-        # kinds of writes the batch has none of (None) without making them.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # Applied at once, without a checkpoint: commits apply in call order, as the
+        # protocol wants, and a turn that commits pays no task switch for it. This store
+        # has no I/O to wait for; like its reads, a commit is not a checkpoint, so a
+        # cancelled caller's commit applies and its next checkpoint raises. It reads the
+        # batch's slots, skipping the kinds of writes the batch has none of (None).
         self._check_write()
         _refuse_nan(batch)
         kv = self._kv
