@@ -20,11 +20,14 @@ the order in which `commit` was called.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Generic, Protocol, Self, TypeVar
 
 from tidings.engine.store.text import words
+
+C = TypeVar("C")
 
 
 class OpenedStore:
@@ -93,6 +96,28 @@ class TextEntry:
     words: tuple[str, ...]
 
 
+class MadeOnRead(Generic[C]):
+    """A `Batch` attribute whose container is kept in the slot of the same name with a
+    leading underscore, None until the batch first writes or reads it (then made by
+    `make`): stores read `batch.puts` as a plain attribute."""
+
+    __slots__ = ("_make", "_slot")
+
+    def __init__(self, make: Callable[[], C]) -> None:
+        self._make = make
+        self._slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, batch: Batch, owner: type | None = None) -> C:
+        found: C | None = getattr(batch, self._slot)
+        if found is None:
+            found = self._make()
+            setattr(batch, self._slot, found)
+        return found
+
+
 class Batch:
     """An atomic group of writes. Build one, then hand it to `Store.commit`.
 
@@ -125,82 +150,18 @@ class Batch:
         # unless that epoch is still the shard's. Single-process stores have no shards.
         self.fence: tuple[int, int] | None = None
 
-    @property
-    def puts(self) -> dict[str, bytes]:
-        """Keys to set, with their values."""
-        if self._puts is None:
-            self._puts = {}
-        return self._puts
-
-    @property
-    def deletes(self) -> set[str]:
-        """Keys to remove."""
-        if self._deletes is None:
-            self._deletes = set()
-        return self._deletes
-
-    @property
-    def appends(self) -> list[tuple[str, bytes]]:
-        """(stream, record) to append to logs, in order."""
-        if self._appends is None:
-            self._appends = []
-        return self._appends
-
-    @property
-    def events(self) -> list[bytes]:
-        """Payloads for the event log, in order."""
-        if self._events is None:
-            self._events = []
-        return self._events
-
-    @property
-    def timers(self) -> dict[str, tuple[float, bytes]]:
-        """Durable timers to store: key → (due, payload)."""
-        if self._timers is None:
-            self._timers = {}
-        return self._timers
-
-    @property
-    def timer_deletes(self) -> set[str]:
-        """Durable timers to remove."""
-        if self._timer_deletes is None:
-            self._timer_deletes = set()
-        return self._timer_deletes
-
-    @property
-    def index_puts(self) -> list[IndexEntry]:
-        """Sorted index entries to put, in order."""
-        if self._index_puts is None:
-            self._index_puts = []
-        return self._index_puts
-
-    @property
-    def index_deletes(self) -> list[tuple[str, str]]:
-        """(index, member) to take out of sorted indexes."""
-        if self._index_deletes is None:
-            self._index_deletes = []
-        return self._index_deletes
-
-    @property
-    def text_puts(self) -> dict[tuple[str, str], TextEntry]:
-        """Text index entries to put, by (index, member)."""
-        if self._text_puts is None:
-            self._text_puts = {}
-        return self._text_puts
-
-    @property
-    def text_deletes(self) -> set[tuple[str, str]]:
-        """(index, member) to take out of text indexes."""
-        if self._text_deletes is None:
-            self._text_deletes = set()
-        return self._text_deletes
-
-    @property
-    def claims(self) -> dict[str, bytes]:
-        """Keys to set only if they do not exist (see `claim`)."""
-        if self._claims is None:
-            self._claims = {}
-        return self._claims
+    # the containers as stores read them: made on first read when the batch has none
+    puts = MadeOnRead[dict[str, bytes]](dict)  # keys to set, with their values
+    deletes = MadeOnRead[set[str]](set)  # keys to remove
+    appends = MadeOnRead[list[tuple[str, bytes]]](list)  # (stream, record), in order
+    events = MadeOnRead[list[bytes]](list)  # event payloads, in order
+    timers = MadeOnRead[dict[str, tuple[float, bytes]]](dict)  # key → (due, payload)
+    timer_deletes = MadeOnRead[set[str]](set)  # durable timers to remove
+    index_puts = MadeOnRead[list[IndexEntry]](list)  # sorted index entries, in order
+    index_deletes = MadeOnRead[list[tuple[str, str]]](list)  # (index, member) to take out
+    text_puts = MadeOnRead[dict[tuple[str, str], TextEntry]](dict)  # by (index, member)
+    text_deletes = MadeOnRead[set[tuple[str, str]]](set)  # (index, member) to take out
+    claims = MadeOnRead[dict[str, bytes]](dict)  # keys set only if missing (`claim`)
 
     def put(self, key: str, value: bytes) -> None:
         """Set `key` to `value` (a later delete of the same key in this batch wins)."""
