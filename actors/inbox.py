@@ -361,14 +361,17 @@ class Inbox:
                 # allowed to open just before the block, but its opening did not commit
         return view
 
+    def _cached(self, key: str) -> str | None:
+        """The profile of directory key `key` as this node's cache knows it, or None. The
+        directory actors keep it current; they run on this node only while it owns their
+        shard (and the cache is cleared whenever shards move)."""
+        return self.app.directory.get(key) if self.engine.owns(("directory", key)) else None
+
     async def _resolve(self, kind: str, value: str, create: bool = True) -> str | None:
         key = directory_key(kind, value)
-        address = ("directory", key)
-        # kept current by the directory actors, which run on this node only while it owns
-        # their shard (and the cache is cleared whenever shards move)
-        found = self.app.directory.get(key) if self.engine.owns(address) else None
+        found = self._cached(key)
         if found is None:
-            found = await self._ask_idempotent(address, Resolve(create))
+            found = await self._ask_idempotent(("directory", key), Resolve(create))
         return found
 
     async def _ask_idempotent(self, address: Address, request: Request[_R]) -> _R:
@@ -470,10 +473,11 @@ class Inbox:
             raise bad_request("MessageSid", "is required")
         if not phone:
             raise bad_request("From", "is required")
-        profile = await self._resolve("phone", phone)
+        # a known number's profile without a coroutine for `_resolve`
+        profile = self._cached(directory_key("phone", phone)) or await self._resolve("phone", phone)
         if profile is None:
             raise bad_request("From", "no profile for this number")  # Resolve(create) makes one
-        inbound = InboundSms(sid, phone, body, list(media))
+        urls = list(media)
         routes = self.app.sms_routes
         # one turn in the steady state: straight to the ticket on the profile's route
         # (on one node: a route is only known on the profile's node)
@@ -484,10 +488,10 @@ class Inbox:
             or sid in routes.in_flight  # a retry while the first is on its way: see below
             or keywords.classify(body) is not None
         ):
-            return await self._sms_to_profile(profile, inbound)
+            return await self._sms_to_profile(profile, InboundSms(sid, phone, body, urls))
         stored = thread.inbound(
             profile=profile, channel="sms", ticket=route.ticket, kind="support", body=body,
-            media=list(inbound.media), now=self.app.now(),
+            media=urls, now=self.app.now(),
         )  # fmt: skip
         # a retry of `sid` meanwhile goes through the profile, which routes it under this id
         routes.in_flight[sid] = stored.message.id
@@ -507,7 +511,7 @@ class Inbox:
                     raise
                 # blocked before its closed ticket reopened (R15): the profile stores it
                 # itself, under the same message id (in flight until it answers)
-                return await self._sms_to_profile(profile, inbound)
+                return await self._sms_to_profile(profile, InboundSms(sid, phone, body, urls))
             self.inbound_count += 1
             return message
         finally:

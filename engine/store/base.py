@@ -20,11 +20,14 @@ the order in which `commit` was called.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Generic, Protocol, Self, TypeVar
 
 from tidings.engine.store.text import words
+
+C = TypeVar("C")
 
 
 class OpenedStore:
@@ -93,30 +96,81 @@ class TextEntry:
     words: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class Batch:
-    """An atomic group of writes. Build one, then hand it to `Store.commit`."""
+class MadeOnRead(Generic[C]):
+    """A `Batch` attribute whose container is kept in the slot of the same name with a
+    leading underscore, None until the batch first writes or reads it (then made by
+    `make`): stores read `batch.puts` as a plain attribute."""
 
-    puts: dict[str, bytes] = field(default_factory=dict)
-    deletes: set[str] = field(default_factory=set)
-    appends: list[tuple[str, bytes]] = field(default_factory=list)
-    events: list[bytes] = field(default_factory=list)
-    timers: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    timer_deletes: set[str] = field(default_factory=set)
-    index_puts: list[IndexEntry] = field(default_factory=list)
-    index_deletes: list[tuple[str, str]] = field(default_factory=list)
-    text_puts: dict[tuple[str, str], TextEntry] = field(default_factory=dict)  # by (index, member)
-    text_deletes: set[tuple[str, str]] = field(default_factory=set)
-    claims: dict[str, bytes] = field(default_factory=dict)
-    # (shard, epoch) of the writing actor when nodes share the store (see
-    # `engine.placement`); a store shared by nodes refuses the batch with `Fenced` unless
-    # that epoch is still the shard's. Single-process stores have no shards to check.
-    fence: tuple[int, int] | None = None
+    __slots__ = ("_make", "_slot")
+
+    def __init__(self, make: Callable[[], C]) -> None:
+        self._make = make
+        self._slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, batch: Batch, owner: type | None = None) -> C:
+        found: C | None = getattr(batch, self._slot)
+        if found is None:
+            found = self._make()
+            setattr(batch, self._slot, found)
+        return found
+
+
+class Batch:
+    """An atomic group of writes. Build one, then hand it to `Store.commit`.
+
+    Each kind of write has its container (`puts`, `deletes`, `appends`, ...), made when
+    first written or read: most batches use a few of the eleven (an inbound message's
+    uses six), and each one made for nothing was an allocation, and a list or set for the
+    garbage collector to scan while the batch waits for its commit. Stores read them as
+    attributes; a store in this package may read the slots themselves (None: none).
+    """
+
+    __slots__ = (
+        "_puts", "_deletes", "_appends", "_events", "_timers", "_timer_deletes",
+        "_index_puts", "_index_deletes", "_text_puts", "_text_deletes", "_claims", "fence",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self._puts: dict[str, bytes] | None = None
+        self._deletes: set[str] | None = None
+        self._appends: list[tuple[str, bytes]] | None = None
+        self._events: list[bytes] | None = None
+        self._timers: dict[str, tuple[float, bytes]] | None = None
+        self._timer_deletes: set[str] | None = None
+        self._index_puts: list[IndexEntry] | None = None
+        self._index_deletes: list[tuple[str, str]] | None = None
+        self._text_puts: dict[tuple[str, str], TextEntry] | None = None  # by (index, member)
+        self._text_deletes: set[tuple[str, str]] | None = None
+        self._claims: dict[str, bytes] | None = None
+        # (shard, epoch) of the writing actor when nodes share the store (see
+        # `engine.placement`); a store shared by nodes refuses the batch with `Fenced`
+        # unless that epoch is still the shard's. Single-process stores have no shards.
+        self.fence: tuple[int, int] | None = None
+
+    # the containers as stores read them: made on first read when the batch has none
+    puts = MadeOnRead[dict[str, bytes]](dict)  # keys to set, with their values
+    deletes = MadeOnRead[set[str]](set)  # keys to remove
+    appends = MadeOnRead[list[tuple[str, bytes]]](list)  # (stream, record), in order
+    events = MadeOnRead[list[bytes]](list)  # event payloads, in order
+    timers = MadeOnRead[dict[str, tuple[float, bytes]]](dict)  # key → (due, payload)
+    timer_deletes = MadeOnRead[set[str]](set)  # durable timers to remove
+    index_puts = MadeOnRead[list[IndexEntry]](list)  # sorted index entries, in order
+    index_deletes = MadeOnRead[list[tuple[str, str]]](list)  # (index, member) to take out
+    text_puts = MadeOnRead[dict[tuple[str, str], TextEntry]](dict)  # by (index, member)
+    text_deletes = MadeOnRead[set[tuple[str, str]]](set)  # (index, member) to take out
+    claims = MadeOnRead[dict[str, bytes]](dict)  # keys set only if missing (`claim`)
 
     def put(self, key: str, value: bytes) -> None:
         """Set `key` to `value` (a later delete of the same key in this batch wins)."""
-        self.deletes.discard(key)
-        self.puts[key] = value
+        if self._deletes:
+            self._deletes.discard(key)
+        if self._puts is None:
+            self._puts = {key: value}
+        else:
+            self._puts[key] = value
 
     def claim(self, key: str, value: bytes) -> None:
         """Set `key` to `value` if it does not exist; if it does, the whole batch is
@@ -126,34 +180,50 @@ class Batch:
 
     def delete(self, key: str) -> None:
         """Remove `key`."""
-        self.puts.pop(key, None)
+        if self._puts:
+            self._puts.pop(key, None)
         self.deletes.add(key)
 
     def append(self, stream: str, record: bytes) -> None:
         """Append `record` to the log `stream`."""
-        self.appends.append((stream, record))
+        if self._appends is None:
+            self._appends = [(stream, record)]
+        else:
+            self._appends.append((stream, record))
 
     def event(self, payload: bytes) -> None:
         """Append `payload` to the event log; it gets the next sequence number."""
-        self.events.append(payload)
+        if self._events is None:
+            self._events = [payload]
+        else:
+            self._events.append(payload)
 
     def set_timer(self, key: str, due: float, payload: bytes) -> None:
         """Store durable timer `key`, due at wall-clock time `due` (epoch seconds)."""
-        self.timer_deletes.discard(key)
+        if self._timer_deletes:
+            self._timer_deletes.discard(key)
         self.timers[key] = (due, payload)
 
     def cancel_timer(self, key: str) -> None:
         """Remove durable timer `key` if it exists."""
-        self.timers.pop(key, None)
+        if self._timers:
+            self._timers.pop(key, None)
         self.timer_deletes.add(key)
 
     def index(self, index: str, member: str, score: float, tags: frozenset[str]) -> None:
         """Put `member` in `index` with `score` and `tags` (replacing what it had)."""
-        self.index_puts.append(IndexEntry(index, member, score, tags))
+        entry = IndexEntry(index, member, score, tags)
+        if self._index_puts is None:
+            self._index_puts = [entry]
+        else:
+            self._index_puts.append(entry)
 
     def unindex(self, index: str, member: str) -> None:
         """Take `member` out of `index`."""
-        self.index_puts = [e for e in self.index_puts if (e.index, e.member) != (index, member)]
+        if self._index_puts:
+            self._index_puts = [
+                e for e in self._index_puts if (e.index, e.member) != (index, member)
+            ]
         self.index_deletes.append((index, member))
 
     def index_text(self, index: str, member: str, score: float, text: str) -> None:
@@ -167,22 +237,23 @@ class Batch:
 
     def unindex_text(self, index: str, member: str) -> None:
         """Take `member` out of text index `index`."""
-        self.text_puts.pop((index, member), None)
+        if self._text_puts:
+            self._text_puts.pop((index, member), None)
         self.text_deletes.add((index, member))
 
     def __bool__(self) -> bool:
         return bool(
-            self.puts
-            or self.deletes
-            or self.appends
-            or self.events
-            or self.timers
-            or self.timer_deletes
-            or self.index_puts
-            or self.index_deletes
-            or self.text_puts
-            or self.text_deletes
-            or self.claims
+            self._puts
+            or self._deletes
+            or self._appends
+            or self._events
+            or self._timers
+            or self._timer_deletes
+            or self._index_puts
+            or self._index_deletes
+            or self._text_puts
+            or self._text_deletes
+            or self._claims
         )
 
 

@@ -7,11 +7,24 @@ import heapq
 import math
 from collections import defaultdict
 
-import trio
-
 from tidings.engine.store.base import Batch, Claimed, DueTimer, StoreError
 from tidings.engine.store.schema import SCHEMA_VERSION
 from tidings.engine.store.text import words
+
+_NO_TAGS: frozenset[str] = frozenset()  # each `frozenset()` call makes a new one
+
+
+def _refuse_nan(batch: Batch) -> None:
+    """`StoreError` when a score or a due time of `batch` is NaN (it would sort nowhere)."""
+    for entry in batch._index_puts or ():
+        if math.isnan(entry.score):
+            raise StoreError("batch refused: NaN score")
+    for text in (batch._text_puts or {}).values():
+        if math.isnan(text.score):
+            raise StoreError("batch refused: NaN score")
+    for due, _ in (batch._timers or {}).values():
+        if math.isnan(due):
+            raise StoreError("batch refused: NaN due time")
 
 
 class MemoryStore:
@@ -27,7 +40,12 @@ class MemoryStore:
         self._events: list[bytes] = []
         self._dropped = 0  # events dropped from the front: `_events[0]` has seq _dropped + 1
         self._timers: dict[str, tuple[float, bytes]] = {}
-        self._indexes: defaultdict[str, dict[str, tuple[float, frozenset[str]]]] = defaultdict(dict)
+        # a sorted index as two maps, member → score and member → tags: an entry keeps no
+        # tuple of its own, which the garbage collector would scan at every collection of
+        # its generation as long as the entry lives (one per idempotency key, so per
+        # inbound message); an entry without tags shares `_NO_TAGS`
+        self._scores: defaultdict[str, dict[str, float]] = defaultdict(dict)
+        self._tags: defaultdict[str, dict[str, frozenset[str]]] = defaultdict(dict)
         # a member's words as the tuple the batch brought: a tuple of strings is left
         # alone by the garbage collector (a frozenset is scanned at every full collection)
         self._texts: defaultdict[str, dict[str, tuple[float, tuple[str, ...]]]] = defaultdict(dict)
@@ -45,41 +63,57 @@ class MemoryStore:
             raise StoreError("write refused (fail_writes is set)")
 
     async def commit(self, batch: Batch) -> list[int]:
-        # Apply before yielding: a checkpoint first would let trio reorder concurrent
-        # commits, and the protocol applies them in call order. Cancellation is only
-        # honoured before anything is applied.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # Applied at once, without a checkpoint: commits apply in call order, as the
+        # protocol wants, and a turn that commits pays no task switch for it. This store
+        # has no I/O to wait for; like its reads, a commit is not a checkpoint, so a
+        # cancelled caller's commit applies and its next checkpoint raises. It reads the
+        # batch's slots, skipping the kinds of writes the batch has none of (None).
         self._check_write()
-        for score in [e.score for e in batch.index_puts] + [e.score for e in batch.text_puts.values()]:
-            if math.isnan(score):
-                raise StoreError("batch refused: NaN score")
-        for due, _ in batch.timers.values():
-            if math.isnan(due):
-                raise StoreError("batch refused: NaN due time")
-        for key in batch.claims:
-            if key in self._kv:
-                raise Claimed(key, self._kv[key])
-        for key in batch.deletes:
-            self._kv.pop(key, None)
-        self._kv.update(batch.claims)
-        self._kv.update(batch.puts)
-        for stream, record in batch.appends:
-            self._logs[stream].append(record)
+        _refuse_nan(batch)
+        kv = self._kv
+        claims = batch._claims
+        if claims:
+            for key in claims:
+                if key in kv:
+                    raise Claimed(key, kv[key])
+        if batch._deletes:
+            for key in batch._deletes:
+                kv.pop(key, None)
+        if claims:
+            kv.update(claims)
+        if batch._puts:
+            kv.update(batch._puts)
+        if batch._appends:
+            logs = self._logs
+            for stream, record in batch._appends:
+                logs[stream].append(record)
+        if batch._timer_deletes:
+            for key in batch._timer_deletes:
+                self._timers.pop(key, None)
+        if batch._timers:
+            self._timers.update(batch._timers)
+        if batch._index_deletes:
+            for index, member in batch._index_deletes:
+                self._scores[index].pop(member, None)
+                self._tags[index].pop(member, None)
+        if batch._index_puts:
+            scores, tags = self._scores, self._tags
+            for entry in batch._index_puts:
+                scores[entry.index][entry.member] = entry.score
+                tags[entry.index][entry.member] = entry.tags or _NO_TAGS
+        if batch._text_deletes:
+            for index, member in batch._text_deletes:
+                self._texts[index].pop(member, None)
+        if batch._text_puts:
+            texts = self._texts
+            for text in batch._text_puts.values():
+                texts[text.index][text.member] = (text.score, text.words)
+        events = batch._events
+        if not events:
+            return []
         first = self._dropped + len(self._events) + 1
-        self._events.extend(batch.events)
-        for key in batch.timer_deletes:
-            self._timers.pop(key, None)
-        self._timers.update(batch.timers)
-        for index, member in batch.index_deletes:
-            self._indexes[index].pop(member, None)
-        for entry in batch.index_puts:
-            self._indexes[entry.index][entry.member] = (entry.score, entry.tags)
-        for index, member in batch.text_deletes:
-            self._texts[index].pop(member, None)
-        for text in batch.text_puts.values():
-            self._texts[text.index][text.member] = (text.score, text.words)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return list(range(first, first + len(batch.events)))
+        self._events += events
+        return list(range(first, first + len(events)))
 
     async def get(self, key: str) -> bytes | None:
         self._check()
@@ -145,8 +179,8 @@ class MemoryStore:
         self._check()
         rows = sorted(
             (score, member)
-            for member, (score, have) in self._indexes.get(index, {}).items()
-            if tags <= have
+            for member, score in self._scores.get(index, {}).items()
+            if tags <= self._tags[index][member]
         )
         if descending:
             rows.reverse()
@@ -174,7 +208,7 @@ class MemoryStore:
 
     async def index_count(self, index: str, tags: frozenset[str]) -> int:
         self._check()
-        return sum(1 for _, have in self._indexes.get(index, {}).values() if tags <= have)
+        return sum(1 for have in self._tags.get(index, {}).values() if tags <= have)
 
     async def aclose(self) -> None:
         self._closed = True
