@@ -69,7 +69,7 @@ from tidings.engine.placement import Placement, ShardMoved
 from tidings.engine.remote import RemoteMail, type_name
 from tidings.engine.retention import SERVICE as RETENTION
 from tidings.engine.retention import Retention
-from tidings.engine.store.base import Batch, Claimed, Fenced, Store, StoreError
+from tidings.engine.store.base import Batch, Fenced, Store, StoreError
 from tidings.engine.supervisor import Child, Supervisor
 from tidings.engine.timers import TimerFire, Timers
 
@@ -118,7 +118,6 @@ class Engine:
         dead_letters_kept: int = 10_000,
     ) -> None:
         self.store = store
-        self._store_checks_claims: bool = getattr(store, "checks_claims", False)
         self.clock: WallClock = clock or SystemClock()
         self.workers = workers
         self.max_workers = max_workers
@@ -378,8 +377,6 @@ class Engine:
         """
         observe = self.commit_observer
         started = time.perf_counter() if observe is not None else 0.0
-        if batch.claims and not self._store_checks_claims:
-            await self._check_claims(batch)
         if self.placement is not None:
             batch.fence = _turn_token.get()
             done = _turn_mail.get()
@@ -398,19 +395,6 @@ class Engine:
         if seqs:
             self.events.published(seqs, batch.events)
         return seqs
-
-    async def _check_claims(self, batch: Batch) -> None:
-        """For a store that does not check `Batch.claim`s itself: refuse the batch with
-        `Claimed` when a claimed key exists, else write the claims as plain puts. Not
-        atomic with the write: enough where a key's one owner claims it (its turns
-        commit one after another), as idempotency keys are claimed."""
-        for key in batch.claims:
-            found = await self.store.get(key)
-            if found is not None:
-                raise Claimed(key, found)
-        for key, value in batch.claims.items():
-            batch.put(key, value)
-        batch.claims.clear()
 
     def announce(self, payload: bytes) -> None:
         """Push a live-only event to the event log's subscribers connected now (on every

@@ -275,9 +275,8 @@ class Store(Protocol):
         Deletes are applied before puts of the same batch (puts and deletes of one key
         never both appear, `Batch` keeps them apart). Index and text index deletes are
         applied before their puts. Raises `StoreError` when the batch could not be made
-        durable, `Claimed` (applying nothing) when a key it claims exists: a store with
-        `checks_claims` set checks them in the same atomic write; for any other,
-        `Engine.commit` reads them first and hands the store plain puts.
+        durable, `Claimed` (applying nothing) when a key it claims exists, checked in
+        the same atomic write (so a claimed key is one look-up and one write at once).
         """
         ...
 

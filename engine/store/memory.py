@@ -32,8 +32,6 @@ class MemoryStore:
 
     It starts empty, so its `schema_version` is always this release's."""
 
-    checks_claims = True  # `Batch.claim`s are checked in `commit` (see `Store.commit`)
-
     def __init__(self) -> None:
         self._kv: dict[str, bytes] = {}
         self._logs: defaultdict[str, list[bytes]] = defaultdict(list)

@@ -183,8 +183,6 @@ class RedisStore(OpenedStore):
     `schema_version` is the store's after `open`.
     """
 
-    checks_claims = True  # `Batch.claim`s are checked by the commit script
-
     def __init__(self, url: str, *, prefix: str = "tidings:") -> None:
         self.url = url
         self.prefix = prefix

@@ -110,8 +110,6 @@ class SqliteStore(OpenedStore):
     store's after `open` (see `schema`).
     """
 
-    checks_claims = True  # `Batch.claim`s are checked in the group's transaction
-
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.transactions = 0

@@ -162,8 +162,7 @@ async def test_failed_batch_applies_nothing_and_fails_only_its_caller(store: Sto
 
 
 async def test_a_claimed_key_that_exists_refuses_the_whole_batch(store: Store) -> None:
-    # through `Engine.commit`: every store here checks claims in the write itself (a
-    # store without `checks_claims` has the engine read them first); either way the
+    # through `Engine.commit`: every store checks claims in the write itself, and the
     # batch is all or nothing
     commit = Engine(store).commit
     first = batch_of(x=b"1")
