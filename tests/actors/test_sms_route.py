@@ -170,6 +170,20 @@ async def test_on_several_nodes_the_same_fresh_message_reaching_a_ticket_twice_i
     assert await invariants.check(harness.store) == []
 
 
+async def _burst(harness: Harness, sids: list[str]) -> dict[str, str]:
+    """Deliver `sids` from one phone at once, so they wait for the ticket's next turn
+    together; the id each was answered with."""
+    got: dict[str, str] = {}
+
+    async def deliver(sid: str) -> None:
+        got[sid] = (await harness.inbox.receive_sms(sid, PHONE, f"line {sid}")).id
+
+    async with trio.open_nursery() as nursery:
+        for sid in sids:
+            nursery.start_soon(deliver, sid)
+    return got
+
+
 async def test_a_burst_of_sms_to_an_open_ticket_is_stored_in_one_commit(
     harness: Harness, commits: list[Batch], autojump_clock: Clock
 ) -> None:
@@ -178,14 +192,7 @@ async def test_a_burst_of_sms_to_an_open_ticket_is_stored_in_one_commit(
     first = await inbox.receive_sms("SM0", PHONE, "hello")
     await trio.sleep(1)
     commits[:] = []
-    got: dict[str, str] = {}
-
-    async def deliver(sid: str) -> None:
-        got[sid] = (await inbox.receive_sms(sid, PHONE, f"line {sid}")).id
-
-    async with trio.open_nursery() as nursery:  # all waiting for the ticket's next turn
-        for i in range(1, 9):
-            nursery.start_soon(deliver, f"SM{i}")
+    got = await _burst(harness, [f"SM{i}" for i in range(1, 9)])
     assert len(commits) == 1
     assert commits[0].claims.keys() == {f"idem:sms:SM{i}" for i in range(1, 9)}
     view = await inbox.ticket_get(first.ticket)  # type: ignore[arg-type]
@@ -202,14 +209,7 @@ async def test_a_burst_holding_a_sid_stored_before_stores_every_message_once(
     first = await inbox.receive_sms("SM0", PHONE, "hello")
     again = await inbox.receive_sms("SM1", PHONE, "line SM1")
     await trio.sleep(1)
-    got: dict[str, str] = {}
-
-    async def deliver(sid: str) -> None:
-        got[sid] = (await inbox.receive_sms(sid, PHONE, f"line {sid}")).id
-
-    async with trio.open_nursery() as nursery:  # SM1 again, in the middle of the run
-        for i in (2, 3, 1, 4, 5):
-            nursery.start_soon(deliver, f"SM{i}")
+    got = await _burst(harness, [f"SM{i}" for i in (2, 3, 1, 4, 5)])  # SM1 again, in the run
     assert got["SM1"] == again.id  # R30: answered with the message stored before
     assert inbox.engine.restarts == 0  # the run's refused commit is no crash: each went alone
     view = await inbox.ticket_get(first.ticket)  # type: ignore[arg-type]
