@@ -451,9 +451,10 @@ class Engine:
             drains = actor.drains() if self.drain_max > 1 else None
             while i < n:
                 envelope = mail[i]  # type: ignore[index]  # n > 0 only when mail is a list
-                # not while a crashed message is retried: it goes alone, as it did
+                # a run needs two waiting; not while a crashed message is retried: it
+                # goes alone, as it did
                 taken = 0
-                if drains and address not in self._attempts:
+                if drains and n - i > 1 and address not in self._attempts:
                     taken = await self._drain(actor, drains, mail, i, n)  # type: ignore[arg-type]
                 if taken == 0:
                     await self._handle(actor, handlers, envelope)
@@ -526,22 +527,18 @@ class Engine:
         """Hand the run of messages of one type waiting at `mail[i]` to the actor's drain
         for that type, when the run is two or more long; answer those it handled and
         return how many (0: `mail[i]` goes to its one-message handler)."""
-        first = mail[i]
-        kind = type(first.msg) if type(first) is Ask else type(first)
+        kind = type(_message(mail[i]))
         fn = drains.get(kind)
         if fn is None:
             return 0
         end = i + 1
         limit = min(n, i + self.drain_max)
-        while end < limit:
-            envelope = mail[end]
-            if (type(envelope.msg) if type(envelope) is Ask else type(envelope)) is not kind:
-                break
+        while end < limit and type(_message(mail[end])) is kind:
             end += 1
         if end - i < 2:
             return 0
         run = mail[i:end]
-        answers = await fn(actor, [e.msg if type(e) is Ask else e for e in run])
+        answers = await fn(actor, [_message(e) for e in run])
         if len(answers) > len(run):
             raise TypeError(f"{fn.__qualname__} answered {len(answers)} of {len(run)} messages")
         for envelope, answer in zip(run, answers, strict=False):  # a prefix answered
@@ -791,6 +788,11 @@ class Engine:
                 with trio.CancelScope(shield=True):
                     await actor.on_passivate()
         self._drop_resident()
+
+
+def _message(envelope: Any) -> Any:
+    """The message in a mailbox entry: an ask's request, or the told message itself."""
+    return envelope.msg if type(envelope) is Ask else envelope
 
 
 @asynccontextmanager
