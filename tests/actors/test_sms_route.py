@@ -202,7 +202,7 @@ async def test_a_burst_of_sms_to_an_open_ticket_is_stored_in_one_commit(
     assert await invariants.check(harness.store) == []
 
 
-async def test_a_burst_holding_a_sid_stored_before_stores_every_message_once(
+async def test_r30_a_burst_holding_a_sid_stored_before_stores_every_message_once(
     harness: Harness, autojump_clock: Clock
 ) -> None:
     inbox = harness.inbox
